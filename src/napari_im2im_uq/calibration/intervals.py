@@ -1,0 +1,251 @@
+"""Per-pixel intervals calibrated by RCPS or conformal risk control (Angelopoulos et al. 2022)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _fraction
+from ._common import fraction_curve, tile_phrase
+from ._result import CalibrationResult
+from ._validation import (
+    as_tiles,
+    check_choice,
+    check_finite,
+    check_level,
+    check_same_shape,
+    check_valid_block,
+    is_dask,
+    tile_blocks,
+)
+
+__all__ = ["calibrate_intervals", "interval_critical_values"]
+
+_RULES = ("rcps", "crc")
+_BOUNDS = ("hoeffding", "hoeffding_bentkus", "wsr")
+_MAX_ULP_STEPS = 64
+
+
+def _calibrated_bounds(prediction, lower, upper, lam):
+    """``f - lam (f - lower)`` and ``f + lam (upper - f)`` in float64 (numpy or dask)."""
+    if any(is_dask(a) for a in (prediction, lower, upper)):
+        import dask.array as da
+
+        f, lo, up = (da.asarray(a).astype(np.float64) for a in (prediction, lower, upper))
+    else:
+        f, lo, up = (np.asarray(a, dtype=np.float64) for a in (prediction, lower, upper))
+    lam = float(lam)
+    return f - lam * (f - lo), f + lam * (up - f)
+
+
+def _smallest_covering(c, covered):
+    """Move each critical value to the smallest float at which ``covered`` holds."""
+    c = c.copy()
+    with np.errstate(invalid="ignore"):
+        return _smallest_covering_inner(c, covered)
+
+
+def _smallest_covering_inner(c, covered):
+    for _ in range(_MAX_ULP_STEPS):
+        bad = np.isfinite(c) & ~covered(c)
+        if not bad.any():
+            break
+        c[bad] = np.nextafter(c[bad], np.inf)
+    for _ in range(_MAX_ULP_STEPS):
+        prev = np.nextafter(c, -np.inf)
+        can = np.isfinite(c) & (c > 0) & covered(np.maximum(prev, 0.0))
+        if not can.any():
+            break
+        c[can] = np.maximum(prev[can], 0.0)
+    return c
+
+
+def interval_critical_values(prediction, lower, upper, truth):
+    """Smallest lam at which each pixel's calibrated interval contains the truth.
+
+    The value is exact for the floating-point arithmetic of
+    :meth:`CalibrationResult.intervals`: the interval at lam contains the truth if and only if
+    ``lam >= c``. Pixels no lam can cover (zero heuristic width on the side of the truth) get
+    ``+inf``.
+
+    Parameters
+    ----------
+    prediction, lower, upper, truth : ndarray, same shape
+        Point prediction, heuristic lower and upper bounds (lower <= prediction <= upper), and
+        ground truth.
+
+    Returns
+    -------
+    crit : ndarray of float64, same shape
+
+    Examples
+    --------
+    >>> interval_critical_values(np.array([1.0]), np.array([0.0]), np.array([3.0]),
+    ...                          np.array([2.0]))
+    array([0.5])
+    """
+    f, lo, up, y = (np.asarray(a, dtype=np.float64) for a in (prediction, lower, upper, truth))
+    lw, uw = f - lo, up - f
+    crit = np.zeros(f.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        above, below = y > f, y < f
+        crit[above] = np.where(uw[above] > 0, (y[above] - f[above]) / uw[above], np.inf)
+        crit[below] = np.where(lw[below] > 0, (f[below] - y[below]) / lw[below], np.inf)
+    if above.any():
+        fa, wa, ya = f[above], uw[above], y[above]
+        crit[above] = _smallest_covering(crit[above], lambda c: fa + c * wa >= ya)
+    if below.any():
+        fb, wb, yb = f[below], lw[below], y[below]
+        crit[below] = _smallest_covering(crit[below], lambda c: fb - c * wb <= yb)
+    return crit
+
+
+def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles):
+    arrays = {"f": prediction, "lo": lower, "up": upper, "y": truth, "valid": valid}
+
+    def blocks():
+        for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
+            m = b["f"].shape[0]
+            v = check_valid_block(b["valid"], b["f"].shape, start)
+            for name, key in (("prediction", "f"), ("lower", "lo"), ("upper", "up"),
+                              ("truth", "y")):
+                check_finite(b[key], name, where=v)
+            f, lo, up = (np.asarray(b[k], dtype=np.float64) for k in ("f", "lo", "up"))
+            inside = np.ones(f.shape, bool) if v is None else v
+            if np.any((lo > f) & inside):
+                bad = int(np.count_nonzero((lo > f) & inside))
+                raise ValueError(
+                    f"lower must be at most prediction at every pixel; got {bad} pixel(s) with "
+                    "lower > prediction (pass the heuristic's lower bound, not a width)"
+                )
+            if np.any((up < f) & inside):
+                bad = int(np.count_nonzero((up < f) & inside))
+                raise ValueError(
+                    f"upper must be at least prediction at every pixel; got {bad} pixel(s) with "
+                    "upper < prediction (pass the heuristic's upper bound, not a width)"
+                )
+            crit = interval_critical_values(f, lo, up, b["y"]).reshape(m, -1)
+            if v is None:
+                weight = np.full((m, 1), 1.0 / crit.shape[1])
+            else:
+                vflat = v.reshape(m, -1)
+                crit[~vflat] = -np.inf
+                weight = (1.0 / vflat.sum(axis=1))[:, None]
+            yield start, crit, weight
+
+    return blocks
+
+
+def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, rule="rcps",
+                        bound="hoeffding_bentkus", valid=None, seed=0, block_tiles=16):
+    """Calibrate per-pixel intervals so few pixels fall outside them.
+
+    The intervals are ``T_lam = [f - lam (f - lower), f + lam (upper - f)]`` (Eq. 1 of
+    Angelopoulos et al. 2022) and the loss of a tile is the fraction of its valid pixels whose
+    truth falls outside its interval. ``lam_hat`` is computed exactly from the pixels' own
+    critical values, never read off a grid.
+
+    Parameters
+    ----------
+    prediction, lower, upper, truth : array_like, shape (n, ...)
+        One calibration tile per leading index (numpy or dask; dask inputs are streamed chunk
+        by chunk along the leading axis, so memory holds a few chunks, not n tiles). ``lower``
+        and ``upper`` are the heuristic's bounds (for a symmetric heuristic with scale s:
+        ``prediction - s`` and ``prediction + s``).
+    alpha : float
+        Tolerated fraction of pixels outside their interval, in (0, 1).
+    delta : float, default 0.1
+        For ``rule="rcps"``: the probability, over the calibration draw, that the guarantee
+        fails. Ignored by "crc".
+    rule : {"rcps", "crc"}
+        "rcps": risk-controlling prediction sets, ``P(E[loss] > alpha) <= delta``.
+        "crc": conformal risk control, ``E[loss] <= alpha`` on average over calibration draws.
+    bound : {"hoeffding_bentkus", "hoeffding", "wsr"}
+        Concentration bound for "rcps".
+    valid : array_like of bool, optional
+        Pixels that count (e.g. where ground truth exists); each tile needs at least one.
+    seed : int, default 0
+        Seed of the fixed random order of the tiles in the WSR running product.
+    block_tiles : int, default 16
+        Tiles processed together for in-memory inputs (bounds temporary memory).
+
+    Returns
+    -------
+    CalibrationResult
+        With ``method="intervals"``; apply it with ``result.intervals(prediction, lower, upper)``.
+
+    Raises
+    ------
+    InfeasibleCalibrationError
+        When too few tiles are given for (alpha, delta), or alpha is not reachable.
+    ValueError
+        For inputs of the wrong shape or values (the message names the argument).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.normal(size=(200, 16, 16))
+    >>> pred = np.zeros_like(truth)
+    >>> res = calibrate_intervals(pred, pred - 1, pred + 1, truth, alpha=0.1, delta=0.1)
+    >>> 1.6 < res.lam < 2.0
+    True
+    """
+    alpha = check_level(alpha, "alpha")
+    check_choice(rule, "rule", _RULES)
+    if rule == "rcps":
+        delta = check_level(delta, "delta")
+        check_choice(bound, "bound", _BOUNDS)
+    prediction = as_tiles(prediction, "prediction")
+    lower = as_tiles(lower, "lower")
+    upper = as_tiles(upper, "upper")
+    truth = as_tiles(truth, "truth")
+    check_same_shape("prediction", prediction, lower=lower, upper=upper, truth=truth)
+    if valid is not None:
+        valid = valid if is_dask(valid) else np.asarray(valid)
+        check_same_shape("prediction", prediction, valid=valid)
+    n = int(prediction.shape[0])
+    blocks = _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles)
+    lazy = any(is_dask(a) for a in (prediction, lower, upper, truth, valid) if a is not None)
+    loss = _fraction.FractionLoss(blocks, n) if lazy else _fraction.FractionLoss.cached(blocks, n)
+
+    order = None
+    if rule == "crc":
+        lam = _fraction.crc(loss, alpha)
+    else:
+        lam, order = _fraction.rcps(loss, alpha, delta, bound=bound, seed=seed)
+    risk = float(loss.tile_losses([lam]).mean())
+    curve = fraction_curve(loss, lam, rule=rule, alpha=alpha, delta=delta, bound=bound,
+                           order=order)
+    tile = tile_phrase(prediction.shape[1:])
+    if rule == "rcps":
+        guarantee = (
+            f"With probability at least {1 - delta:.0%} over the draw of the {n} calibration "
+            f"tiles, a new {tile} tile from the same population has, in expectation, at most "
+            f"{alpha:.1%} of its pixels outside their intervals."
+        )
+    else:
+        guarantee = (
+            f"On average over the calibration draw and a new {tile} tile from the same population "
+            f"as the {n} calibration tiles, at most {alpha:.1%} of the new tile's pixels fall "
+            "outside their intervals."
+        )
+    guarantee += (
+        " It holds for tiles exchangeable with the calibration tiles; it says nothing about "
+        "regions unlike them."
+    )
+    return CalibrationResult(
+        method="intervals",
+        lam=float(lam),
+        alpha=alpha,
+        delta=delta if rule == "rcps" else None,
+        n=n,
+        rule=rule,
+        bound=bound if rule == "rcps" else None,
+        valid=True,
+        guarantee=guarantee,
+        loss="miscoverage",
+        loss_bound=1.0,
+        tile_shape=tuple(int(s) for s in prediction.shape[1:]),
+        empirical_risk=risk,
+        curve=curve,
+        params={"seed": int(seed)} if rule == "rcps" and bound == "wsr" else {},
+    )

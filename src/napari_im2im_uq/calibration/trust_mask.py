@@ -1,0 +1,403 @@
+"""Binary trust masks ``{sigma <= t}`` calibrated by conformal risk control (Adame et al. 2025).
+
+The loss of a tile is its *fidelity error*, the supremum of a local error ``D_p`` over the pixels
+it trusts: ``L_i(t) = max{D_p : sigma_p <= t}`` (0 for an empty mask), which grows with t. The
+threshold is Eq. (1) of the paper,
+
+    t_hat = sup{t : (sum_i L_i(t) + B) / (n + 1) <= alpha},
+
+returned, as the paper's Algorithms 1 and 2 do, as the largest observed sigma value at which the
+condition holds (+inf when it holds at every sigma: trust everything; -inf when it holds at none:
+trust nothing). Masks use ``sigma <= t_hat`` at calibration and application alike.
+
+The computation is exact and never sorts all pixels: a strided subsample's records bound the
+answer from above (the subsample's fidelity error can only be smaller), one exact pass bounds it
+from below, and only the pixels between the two bounds that can raise a tile's running maximum
+are sorted and swept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import tile_phrase
+from ._errors import InfeasibleCalibrationError, tiles_needed_for_crc
+from ._result import CalibrationResult
+from ._validation import (
+    as_tiles,
+    check_choice,
+    check_finite,
+    check_level,
+    check_same_shape,
+    check_valid_block,
+    is_dask,
+    tile_blocks,
+)
+
+__all__ = ["calibrate_trust_mask", "fidelity_error_map"]
+
+_FIDELITY = ("pointwise", "blurred", "given")
+_CRC_SLACK = 1e-12
+_SUBSAMPLE_PIXELS = 1 << 14  # per tile, for the upper bound
+
+
+def fidelity_error_map(prediction, truth, *, fidelity="pointwise", blur_sigma=None):
+    """Local fidelity error ``D_p`` of each pixel, tile by tile (arrays of shape (n, ...)).
+
+    Parameters
+    ----------
+    prediction, truth : ndarray, shape (n, rows, columns) or (n, ..., rows, columns)
+    fidelity : {"pointwise", "blurred"}
+        "pointwise": ``|y - yhat|``. "blurred": ``|K * y - K * yhat|`` with K a Gaussian of
+        standard deviation ``blur_sigma`` pixels over the last two axes (reflecting borders); it
+        forgives errors finer than the blur, e.g. a shifted texture.
+    blur_sigma : float
+        Required for "blurred".
+
+    Returns
+    -------
+    D : ndarray of float64
+
+    Examples
+    --------
+    >>> fidelity_error_map(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))[0, 0, 0]
+    1.0
+    """
+    diff = np.asarray(truth, dtype=np.float64) - np.asarray(prediction, dtype=np.float64)
+    if fidelity == "pointwise":
+        return np.abs(diff)
+    if fidelity == "blurred":
+        if blur_sigma is None or not np.isfinite(blur_sigma) or blur_sigma <= 0:
+            raise ValueError(
+                f"blur_sigma must be a positive number of pixels for fidelity='blurred'; "
+                f"got {blur_sigma!r}"
+            )
+        from scipy.ndimage import gaussian_filter
+
+        sig = [0.0] * (diff.ndim - 2) + [float(blur_sigma)] * 2
+        return np.abs(gaussian_filter(diff, sigma=sig, mode="reflect"))
+    raise ValueError(f"fidelity must be 'pointwise' or 'blurred' here; got {fidelity!r}")
+
+
+def _records(sigma, D):
+    """Per-row records of the running max of D in sigma order: (t, jump, row) arrays."""
+    order = np.argsort(sigma, axis=1, kind="stable")
+    s = np.take_along_axis(sigma, order, axis=1)
+    d = np.take_along_axis(D, order, axis=1)
+    run = np.maximum.accumulate(np.maximum(d, 0.0), axis=1)
+    prev = np.concatenate([np.zeros((run.shape[0], 1)), run[:, :-1]], axis=1)
+    jump = run - prev
+    rows, cols = np.nonzero(jump > 0)
+    return s[rows, cols], jump[rows, cols], rows
+
+
+def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity="pointwise",
+                         blur_sigma=None, fidelity_error=None, loss_bound=None, data_range=None,
+                         valid=None, block_tiles=16, curve_points=16):
+    """Calibrate a binary trust mask ``{sigma <= t}`` that bounds the worst trusted error.
+
+    Guarantee (Theorem 2.1 of Adame et al.): for a new tile from the same population,
+    ``E[max over trusted pixels of D_p] <= alpha``, in expectation over the calibration draw
+    and the new tile.
+
+    Parameters
+    ----------
+    sigma : array_like, shape (n, ...)
+        Any per-pixel indecision score (calibrated interval width, sample variance, a user
+        layer); lower means more trustworthy. Numpy or dask (streamed along the leading axis).
+    prediction, truth : array_like, shape (n, ...), optional
+        Needed for ``fidelity="pointwise"`` or ``"blurred"``.
+    alpha : float
+        Tolerated expected fidelity error, in the units of D (e.g. intensity), in (0, B).
+    fidelity : {"pointwise", "blurred", "given"}
+        How D_p is measured: ``|y - yhat|``, ``|K*y - K*yhat|`` (Gaussian K of ``blur_sigma``
+        pixels), or the user's own ``fidelity_error`` map (the paper's annotated D_p).
+    blur_sigma : float, optional
+        Standard deviation of K for "blurred".
+    fidelity_error : array_like, shape (n, ...), optional
+        D_p itself, for ``fidelity="given"``.
+    loss_bound : float, optional
+        B, the largest possible D_p. Give it, or ``data_range``; it is never guessed.
+    data_range : (float, float), optional
+        (low, high) range of the images: B = high - low for pointwise and blurred errors (a
+        Gaussian blur with unit mass keeps the same bound). Data outside it are refused.
+    valid : array_like of bool, optional
+        Pixels with ground truth; the others are neither trusted nor counted at calibration.
+    block_tiles : int, default 16
+        Tiles processed together for in-memory inputs.
+    curve_points : int, default 16
+        Extra exact points of the risk curve (each costs one pass over the data).
+
+    Returns
+    -------
+    CalibrationResult
+        ``method="trust_mask"``, ``lam`` = t_hat; apply with ``result.trust_mask(sigma)``;
+        ``result.leakage_bound(k)`` gives the bound of Prop. 3.2 if k tiles leaked.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> err = np.abs(rng.normal(size=(100, 8, 8))) * 0.1
+    >>> sigma = err + rng.normal(scale=0.02, size=err.shape)
+    >>> res = calibrate_trust_mask(sigma, np.zeros_like(err), err, alpha=0.2, data_range=(0, 1))
+    >>> bool(np.isfinite(res.lam))
+    True
+    """
+    check_choice(fidelity, "fidelity", _FIDELITY)
+    sigma = as_tiles(sigma, "sigma")
+    if fidelity == "given":
+        if fidelity_error is None:
+            raise ValueError("fidelity_error is required for fidelity='given'; got None")
+        fidelity_error = as_tiles(fidelity_error, "fidelity_error")
+        check_same_shape("sigma", sigma, fidelity_error=fidelity_error)
+        if loss_bound is None:
+            raise ValueError(
+                "loss_bound is required with fidelity='given': state the largest value your "
+                "fidelity_error map can take (B of the CRC correction); got None"
+            )
+    else:
+        if fidelity_error is not None:
+            raise ValueError(
+                f"fidelity_error was given but fidelity={fidelity!r}; pass fidelity='given' to "
+                "use your own error map"
+            )
+        if prediction is None or truth is None:
+            raise ValueError(
+                f"prediction and truth are required for fidelity={fidelity!r}; got "
+                f"prediction={'None' if prediction is None else 'an array'}, "
+                f"truth={'None' if truth is None else 'an array'}"
+            )
+        prediction = as_tiles(prediction, "prediction")
+        truth = as_tiles(truth, "truth")
+        check_same_shape("sigma", sigma, prediction=prediction, truth=truth)
+        if fidelity == "blurred":
+            fidelity_error_map(np.zeros((1, 3, 3)), np.zeros((1, 3, 3)), fidelity="blurred",
+                               blur_sigma=blur_sigma)  # validates blur_sigma early
+    bound = _resolve_bound(loss_bound, data_range, fidelity)
+    alpha_max = bound
+    if isinstance(alpha, bool) or not np.isscalar(alpha) or not (0 < float(alpha) < alpha_max):
+        raise ValueError(f"alpha must be in (0, B) = (0, {alpha_max:g}); got {alpha!r}")
+    alpha = float(alpha)
+    if valid is not None:
+        valid = valid if is_dask(valid) else np.asarray(valid)
+        check_same_shape("sigma", sigma, valid=valid)
+
+    n = int(sigma.shape[0])
+    arrays = {"sigma": sigma, "pred": prediction, "truth": truth, "D": fidelity_error,
+              "valid": valid}
+    lazy = any(a is not None and is_dask(a) for a in arrays.values())
+
+    def compute_blocks():
+        for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
+            m = b["sigma"].shape[0]
+            v = check_valid_block(b["valid"], b["sigma"].shape, start)
+            check_finite(b["sigma"], "sigma", where=v)
+            if fidelity == "given":
+                check_finite(b["D"], "fidelity_error", where=v)
+                D = np.asarray(b["D"], dtype=np.float64)
+            else:
+                check_finite(b["pred"], "prediction", where=v)
+                check_finite(b["truth"], "truth", where=v)
+                if data_range is not None:
+                    _check_range(b["pred"], "prediction", data_range, v)
+                    _check_range(b["truth"], "truth", data_range, v)
+                D = fidelity_error_map(b["pred"], b["truth"], fidelity=fidelity,
+                                       blur_sigma=blur_sigma)
+            D = D.reshape(m, -1)
+            s = np.asarray(b["sigma"], dtype=np.float64).reshape(m, -1)
+            if v is not None:
+                vflat = v.reshape(m, -1)
+                D = np.where(vflat, D, -np.inf)
+                s = np.where(vflat, s, np.inf)
+            check = D[np.isfinite(D)]
+            if check.size and (check.min() < 0 or check.max() > bound * (1 + 1e-12)):
+                raise ValueError(
+                    f"fidelity_error must lie in [0, B] = [0, {bound:g}]; got values from "
+                    f"{check.min():g} to {check.max():g} (state a larger loss_bound)"
+                )
+            yield start, s, D
+
+    if lazy:
+        blocks = compute_blocks
+    else:
+        stored = list(compute_blocks())
+
+        def blocks():
+            yield from stored
+
+    threshold = alpha * (n + 1) - bound + _CRC_SLACK
+    if threshold < 0:
+        need = tiles_needed_for_crc(alpha, bound)
+        raise InfeasibleCalibrationError(
+            f"the calibration set has {n} tiles; a trust mask at alpha={alpha:g} with B={bound:g} "
+            f"needs at least {need} (the correction B/(n+1) = {bound / (n + 1):.3g} alone "
+            "exceeds alpha)"
+        )
+    t_hat = _solve(blocks, n, threshold)
+    risk = float(_tile_losses(blocks, n, t_hat).mean())
+    curve = _curve(blocks, n, t_hat, bound, curve_points)
+    tile = tile_phrase(sigma.shape[1:])
+    error_words = {
+        "pointwise": "absolute error |truth - prediction|",
+        "blurred": f"absolute error after a Gaussian blur of {blur_sigma:g} px" if blur_sigma
+        else "",
+        "given": "fidelity error (your map)",
+    }[fidelity]
+    guarantee = (
+        f"On average over the calibration draw and a new {tile} tile from the same population as "
+        f"the {n} calibration tiles, the largest {error_words} among the pixels the mask trusts "
+        f"is at most {alpha:g}."
+    )
+    if t_hat == np.inf:
+        guarantee += " Every pixel is trusted at this level."
+    elif t_hat == -np.inf:
+        guarantee += " No pixel can be trusted at this level."
+    guarantee += (
+        " It holds for tiles exchangeable with the calibration tiles and a model and score that "
+        "never saw them; if k of them leaked into training the bound becomes "
+        "alpha (n + 1) / (n - k + 1) (result.leakage_bound(k))."
+    )
+    return CalibrationResult(
+        method="trust_mask",
+        lam=float(t_hat),
+        alpha=alpha,
+        n=n,
+        rule="crc",
+        valid=True,
+        guarantee=guarantee,
+        loss=f"fidelity_{fidelity}",
+        loss_bound=float(bound),
+        tile_shape=tuple(int(s) for s in sigma.shape[1:]),
+        empirical_risk=risk,
+        curve=curve,
+        params={"fidelity": fidelity, "blur_sigma": blur_sigma,
+                "data_range": None if data_range is None else [float(x) for x in data_range]},
+    )
+
+
+def _resolve_bound(loss_bound, data_range, fidelity):
+    if loss_bound is not None:
+        if isinstance(loss_bound, bool) or not np.isscalar(loss_bound) or not (
+            np.isfinite(loss_bound) and loss_bound > 0
+        ):
+            raise ValueError(f"loss_bound must be a positive finite number; got {loss_bound!r}")
+        return float(loss_bound)
+    if data_range is None:
+        raise ValueError(
+            "loss_bound or data_range is required: conformal risk control needs B, the largest "
+            "possible fidelity error, and it is never guessed; e.g. data_range=(0, 1) for images "
+            "scaled to [0, 1], or loss_bound=B"
+        )
+    try:
+        lo, hi = (float(x) for x in data_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"data_range must be (low, high); got {data_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"data_range must be (low, high) with low < high; got {data_range!r}")
+    if fidelity == "given":
+        raise ValueError("data_range does not bound a given fidelity_error; pass loss_bound")
+    return hi - lo
+
+
+def _check_range(block, name, data_range, v):
+    lo, hi = data_range
+    vals = np.asarray(block) if v is None else np.asarray(block)[v]
+    if vals.size and (vals.min() < lo or vals.max() > hi):
+        raise ValueError(
+            f"{name} must lie inside data_range=({lo:g}, {hi:g}); got values from "
+            f"{vals.min():g} to {vals.max():g} (widen data_range or clip the images)"
+        )
+
+
+def _tile_losses(blocks, n, t):
+    out = np.zeros(n)
+    for start, s, D in blocks():
+        trusted = np.where(s <= t, D, 0.0)
+        out[start : start + s.shape[0]] = np.maximum(trusted.max(axis=1), 0.0)
+    return out
+
+
+def _solve(blocks, n, threshold):
+    # pass 1: per-tile fidelity error with everything trusted, and records of a strided subsample
+    full = np.zeros(n)
+    sub_t, sub_j = [], []
+    sub_sigma = []
+    for start, s, D in blocks():
+        full[start : start + s.shape[0]] = np.maximum(D.max(axis=1), 0.0)
+        stride = max(1, s.shape[1] // _SUBSAMPLE_PIXELS)
+        t, j, _ = _records(s[:, ::stride], D[:, ::stride])
+        sub_t.append(t)
+        sub_j.append(j)
+        ss = s[:, ::stride]
+        sub_sigma.append(ss[np.isfinite(ss)])
+    if full.sum() <= threshold:
+        return np.inf
+    sub_t, sub_j = np.concatenate(sub_t), np.concatenate(sub_j)
+    t_hi = np.inf
+    if sub_t.size:
+        order = np.argsort(sub_t, kind="stable")
+        t_sorted, total = sub_t[order], np.cumsum(sub_j[order])
+        last_of_group = np.r_[t_sorted[1:] != t_sorted[:-1], True]
+        over = np.flatnonzero(last_of_group & (total > threshold))
+        if over.size:
+            t_hi = float(t_sorted[over[0]])  # the full data fails here too
+    # lower bound: an exact pass at a subsample quantile a little below t_hi
+    pool = np.sort(np.concatenate(sub_sigma))
+    pos = np.searchsorted(pool, t_hi, side="left") if np.isfinite(t_hi) else pool.size
+    gap = max(64, pool.size // 256)
+    t_lo, base = -np.inf, np.zeros(n)
+    while pos - gap > 0:
+        candidate = float(pool[pos - gap])
+        losses = _tile_losses(blocks, n, candidate)
+        if losses.sum() <= threshold:
+            t_lo, base = candidate, losses
+            break
+        pos -= gap
+        gap *= 4
+    # exact sweep over the pixels between the bounds that can raise a running maximum
+    cand_t, cand_d, cand_tile = [], [], []
+    for start, s, D in blocks():
+        sel = (s > t_lo) & (s <= t_hi) & (D > base[start : start + s.shape[0], None])
+        rows, _ = np.nonzero(sel)
+        cand_t.append(s[sel])
+        cand_d.append(D[sel])
+        cand_tile.append(rows + start)
+    cand_t, cand_d, cand_tile = (np.concatenate(a) for a in (cand_t, cand_d, cand_tile))
+    order = np.lexsort((cand_t, cand_tile))  # by tile, then sigma
+    cand_t, cand_d, cand_tile = cand_t[order], cand_d[order], cand_tile[order]
+    jumps = np.zeros(cand_t.size)
+    bounds = np.flatnonzero(np.r_[True, cand_tile[1:] != cand_tile[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        tile = cand_tile[a]
+        run = np.maximum.accumulate(np.maximum(cand_d[a:b], base[tile]))
+        prev = np.r_[base[tile], run[:-1]]
+        jumps[a:b] = run - prev
+    order = np.argsort(cand_t, kind="stable")
+    t_sorted, total = cand_t[order], base.sum() + np.cumsum(jumps[order])
+    last_of_group = np.r_[t_sorted[1:] != t_sorted[:-1], True]
+    over = np.flatnonzero(last_of_group & (total > threshold))
+    t_fail = float(t_sorted[over[0]])
+    # the answer is the largest observed sigma below the first failing value
+    best = -np.inf
+    for _, s, _ in blocks():
+        below = s[s < t_fail]
+        if below.size:
+            best = max(best, float(below.max()))
+    return best
+
+
+def _curve(blocks, n, t_hat, bound, points):
+    lams = [t_hat] if np.isfinite(t_hat) else []
+    if points:
+        pool = []
+        for _, s, _ in blocks():
+            stride = max(1, s.size // 4096)
+            flat = s.ravel()[::stride]
+            pool.append(flat[np.isfinite(flat)])
+        pool = np.concatenate(pool)
+        if pool.size:
+            lams += list(np.quantile(pool, np.linspace(0.0, 1.0, points)))
+    lams = np.unique(np.asarray(lams, dtype=np.float64))
+    risks = np.array([_tile_losses(blocks, n, t).mean() for t in lams])
+    controlled = (n * risks + bound) / (n + 1)
+    return {"lam": lams.tolist(), "risk": risks.tolist(), "bound": controlled.tolist()}

@@ -1,0 +1,74 @@
+"""Image-to-image models: a U-Net family, uncertainty heads and safe model bundles.
+
+Importing this package does not import torch; the torch-based names below are loaded on first
+use (module ``__getattr__``).
+
+Heads (``heuristic``) and their outputs, in data units:
+
+- "quantile": ``prediction``, ``lower``, ``upper`` (point +/- softplus offsets: never crossing)
+- "residual": ``prediction``, ``lower``, ``upper``, ``residual`` (``prediction -/+ residual``)
+- "gaussian": ``prediction``, ``lower``, ``upper``, ``std`` (``prediction -/+ std``)
+- "softmax": ``prediction`` (expectation over K bins), ``lower``, ``upper`` (bin quantiles)
+- "segmentation": ``probabilities`` over classes
+- "mask": ``mask`` in [0, 1] (Kutiel et al.'s mask network)
+
+A bundle is a folder with ``weights.safetensors`` and ``model.json``; :func:`load_model` reads
+it with ``json`` and ``safetensors`` only and never unpickles.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._errors import FORMAT_VERSION, HEURISTICS, NORMS, UPSAMPLINGS, BundleError
+
+__all__ = [
+    "ARCHITECTURES",
+    "BORDER_MODE",
+    "FORMAT_VERSION",
+    "HEURISTICS",
+    "NORMS",
+    "STD_FLOOR",
+    "UPSAMPLINGS",
+    "BundleError",
+    "Im2ImModel",
+    "UNet2d",
+    "build_network",
+    "decode_head",
+    "head_channels",
+    "list_models",
+    "load_model",
+    "output_names",
+    "receptive_field_radius",
+    "save_model",
+    "unet_receptive_extent",
+]
+
+_LAZY = {
+    "ARCHITECTURES": "._unet",
+    "UNet2d": "._unet",
+    "receptive_field_radius": "._unet",
+    "unet_receptive_extent": "._unet",
+    "STD_FLOOR": "._heads",
+    "build_network": "._heads",
+    "decode_head": "._heads",
+    "head_channels": "._heads",
+    "output_names": "._heads",
+    "BORDER_MODE": "._model",
+    "Im2ImModel": "._model",
+    "list_models": "._bundle",
+    "load_model": "._bundle",
+    "save_model": "._bundle",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,306 @@
+"""Model bundles: ``weights.safetensors`` + ``model.json``. Loading never unpickles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as _safetensors_load
+from safetensors.torch import save as _safetensors_save
+
+from ._errors import BundleError
+from ._model import Im2ImModel
+from ._spec import check_consistency, complete_spec, validate_spec
+
+__all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ZOO_DIR", "list_models", "load_model", "save_model"]
+
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+#: Where the shipped bundles live: one folder per model.
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+
+
+def _search_dirs(search_paths: Iterable[str | os.PathLike]) -> list[Path]:
+    if isinstance(search_paths, str | os.PathLike):
+        search_paths = [search_paths]
+    return [ZOO_DIR, *(Path(p) for p in search_paths)]
+
+
+def _bundles(search_paths) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for root in _search_dirs(search_paths):
+        if not root.is_dir():
+            continue
+        for sub in sorted(root.iterdir()):
+            if sub.is_dir() and (sub / MODEL_JSON).is_file() and sub.name not in found:
+                found[sub.name] = sub
+    return found
+
+
+def list_models(*, search_paths: Iterable[str | os.PathLike] = ()) -> list[str]:
+    """Names of the model bundles in the shipped zoo and in extra folders.
+
+    A bundle is a folder holding ``model.json`` and ``weights.safetensors``; its name is the
+    folder name. The zoo is searched first; a later folder does not shadow an earlier name.
+
+    Parameters
+    ----------
+    search_paths : iterable of path-like
+        Extra folders whose sub-folders are bundles.
+
+    Returns
+    -------
+    list of str
+        Bundle names, zoo first, each group sorted.
+
+    Examples
+    --------
+    >>> isinstance(list_models(), list)
+    True
+    """
+    return list(_bundles(search_paths))
+
+
+def _resolve(name_or_path, search_paths) -> Path:
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if isinstance(name_or_path, str) and os.sep not in name_or_path and "/" not in name_or_path:
+        bundles = _bundles(search_paths)
+        if name_or_path in bundles:
+            return bundles[name_or_path]
+        raise ValueError(
+            f"name_or_path must be a bundle folder or one of the known models {sorted(bundles)}; "
+            f"got {name_or_path!r}"
+        )
+    raise ValueError(f"name_or_path must be an existing bundle folder; got {str(name_or_path)!r}")
+
+
+def _read_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes (never unpickles); raise BundleError for anything else."""
+    problem = None
+    if len(data) < 8:
+        problem = f"it has only {len(data)} bytes"
+    else:
+        n = int.from_bytes(data[:8], "little")
+        if n < 2 or 8 + n > len(data):
+            problem = f"its 8-byte header length ({n}) does not fit the file size ({len(data)})"
+        else:
+            try:
+                header = json.loads(data[8 : 8 + n].decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                header = None
+            if not isinstance(header, dict):
+                problem = "its header is not a JSON object"
+    if problem is None:
+        try:
+            return _safetensors_load(data)
+        except Exception as err:  # noqa: BLE001 - any parse failure means "not safetensors"
+            problem = f"the safetensors parser refused it ({err})"
+    raise BundleError(
+        f"{path} is not a safetensors file: {problem}. Bundles are loaded only from safetensors; "
+        "pickled weights (e.g. from torch.save) are refused"
+    )
+
+
+def _check_tensors(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    for key, ref in expected.items():
+        if key not in loaded:
+            raise BundleError(
+                f"weights are missing tensor {key!r} (expected shape {tuple(ref.shape)})"
+            )
+        got = loaded[key]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise BundleError(
+                f"tensor {key!r} has the wrong shape: expected {tuple(ref.shape)}; "
+                f"got {tuple(got.shape)}"
+            )
+        if ref.is_floating_point() != got.is_floating_point():
+            raise BundleError(
+                f"tensor {key!r} has the wrong dtype: expected {ref.dtype}; got {got.dtype}"
+            )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise BundleError(f"tensor {key!r} contains NaN or infinite values")
+    extra = [key for key in loaded if key not in expected]
+    if extra:
+        raise BundleError(
+            f"weights hold tensors the architecture does not have, first {extra[0]!r} "
+            f"(shape {tuple(loaded[extra[0]].shape)}); {len(extra)} unexpected in all"
+        )
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    search_paths: Iterable[str | os.PathLike] = (),
+) -> Im2ImModel:
+    """Load a model bundle safely.
+
+    Only ``json`` and ``safetensors`` parse the files: nothing is unpickled. The bundle is
+    refused with a :class:`BundleError` (a ValueError) naming the problem when a field is
+    missing or invalid, the ``format_version`` is unsupported, the architecture is not in the
+    registry, the SHA-256 of the weights differs from ``model.json``, the weights file is not
+    safetensors, or tensor names, shapes or dtypes do not fit the architecture.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A bundle folder, or the name of a bundle in the zoo or in ``search_paths``.
+    device : str or torch.device
+        Where to put the network. Weights stored as float16 are loaded as float32.
+    search_paths : iterable of path-like
+        Extra folders searched for named bundles (see :func:`list_models`).
+
+    Returns
+    -------
+    Im2ImModel
+        The model, in eval mode, float32, on ``device``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_im2im_uq.models import build_network, load_model, save_model
+    >>> net = build_network("residual", depth=1, base_channels=2)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = save_model(net, f"{tmp}/demo", spec={"heuristic": "residual"})
+    ...     model = load_model(path)
+    >>> model.output_names
+    ('prediction', 'lower', 'upper', 'residual')
+    """
+    from ._unet import ARCHITECTURES
+
+    folder = _resolve(name_or_path, search_paths)
+    json_path, weights_path = folder / MODEL_JSON, folder / WEIGHTS_FILE
+    for required in (json_path, weights_path):
+        if not required.is_file():
+            raise BundleError(f"the bundle {folder} has no {required.name}")
+    try:
+        spec = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BundleError(f"{json_path} is not valid JSON: {err}") from None
+    validate_spec(spec)
+    data = weights_path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != spec["sha256"]:
+        raise BundleError(
+            f"sha256 of {weights_path.name} does not match model.json: expected "
+            f"{spec['sha256']}; got {digest}. The weights were modified or belong to another "
+            "bundle"
+        )
+    tensors = _read_safetensors(data, weights_path)
+    cls = ARCHITECTURES[spec["architecture"]]
+    try:  # first on the meta device: nothing is allocated until the weights are known to fit
+        with torch.device("meta"):
+            probe = cls(**spec["kwargs"])
+    except (TypeError, ValueError) as err:
+        raise BundleError(
+            f"kwargs {spec['kwargs']} are invalid for architecture {spec['architecture']!r}: {err}"
+        ) from None
+    check_consistency(spec, probe)
+    expected = probe.state_dict()
+    _check_tensors(tensors, expected)
+    network = cls(**spec["kwargs"])
+    state = {
+        k: (v.float() if v.is_floating_point() else v.to(expected[k].dtype))
+        for k, v in tensors.items()
+    }
+    network.load_state_dict(state, strict=True)
+    network.to(device=device)
+    return Im2ImModel(network, spec, sha256=digest)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_model(
+    model_or_network,
+    path: str | os.PathLike,
+    *,
+    spec: dict | None = None,
+    overwrite: bool = False,
+    half: bool = False,
+) -> Path:
+    """Write a model bundle: ``weights.safetensors`` and ``model.json`` in the folder ``path``.
+
+    Parameters
+    ----------
+    model_or_network : Im2ImModel or torch.nn.Module
+        A model (its spec is the starting point) or a network of a registered architecture.
+    path : path-like
+        The bundle folder; created if needed.
+    spec : dict, optional
+        ``model.json`` fields, overriding the model's. ``heuristic`` is required for a bare
+        network. ``architecture``, ``kwargs``, ``halo``, ``scale_factor``, ``format_version``
+        and ``sha256`` follow from the network; ``name`` defaults to the folder name;
+        ``training_data``, ``licence``, ``citation`` default to null and ``card`` to ``{}``.
+    overwrite : bool
+        Replace an existing bundle. Without it an existing bundle is never touched.
+    half : bool
+        Store floating-point weights as float16 (half the size); they load back as float32.
+
+    Returns
+    -------
+    pathlib.Path
+        The bundle folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_im2im_uq.models import build_network, save_model
+    >>> net = build_network("quantile", depth=1, base_channels=2)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     folder = save_model(net, f"{tmp}/qr", spec={"heuristic": "quantile"}, half=True)
+    ...     sorted(p.name for p in folder.iterdir())
+    ['model.json', 'weights.safetensors']
+    """
+    folder = Path(path)
+    if isinstance(model_or_network, Im2ImModel):
+        network = model_or_network.network
+        merged = model_or_network.spec
+        merged.pop("sha256", None)
+        merged.update(spec or {})
+    elif isinstance(model_or_network, torch.nn.Module):
+        network = model_or_network
+        merged = dict(spec or {})
+    else:
+        raise ValueError(
+            "model_or_network must be an Im2ImModel or a torch.nn.Module; got "
+            f"{type(model_or_network).__name__}"
+        )
+    merged.setdefault("name", folder.name or "model")
+    merged.pop("sha256", None)
+    full = complete_spec(network, merged)  # fills and validates every field
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"path must be a folder for the bundle; got the existing file {folder}")
+    existing = [f for f in (MODEL_JSON, WEIGHTS_FILE) if (folder / f).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{folder} already holds a bundle ({', '.join(existing)}); pass overwrite=True to "
+            "replace it"
+        )
+    tensors = {}
+    for key, value in network.state_dict().items():
+        value = value.detach().to("cpu").contiguous()
+        if value.is_floating_point():
+            value = value.to(torch.float16 if half else torch.float32)
+            if not bool(torch.isfinite(value).all()):
+                hint = " (out of float16 range; save with half=False)" if half else ""
+                raise ValueError(f"tensor {key!r} contains NaN or infinite values{hint}")
+        tensors[key] = value.clone()
+    data = _safetensors_save(tensors, metadata={"format": "pt"})
+    full["sha256"] = hashlib.sha256(data).hexdigest()
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomic(folder / WEIGHTS_FILE, data)
+    _write_atomic(
+        folder / MODEL_JSON,
+        (json.dumps(full, indent=2, sort_keys=False) + "\n").encode("utf-8"),
+    )
+    return folder

@@ -1,0 +1,289 @@
+"""The ``model.json`` specification: defaults, validation and consistency with a network."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from typing import Any
+
+from ._errors import FORMAT_VERSION, HEURISTICS, SUPPORTED_FORMAT_VERSIONS, BundleError
+
+__all__ = [
+    "NORMALIZATION_KINDS",
+    "REQUIRED_FIELDS",
+    "complete_spec",
+    "mask_halo",
+    "validate_spec",
+]
+
+#: Fields every ``model.json`` must have (others depend on the heuristic or are optional).
+REQUIRED_FIELDS = (
+    "format_version",
+    "name",
+    "architecture",
+    "kwargs",
+    "heuristic",
+    "input_channels",
+    "normalization",
+    "output_range",
+    "scale_factor",
+    "halo",
+    "sha256",
+)
+_HEURISTIC_FIELDS = {
+    "quantile": ("quantiles",),
+    "softmax": ("quantiles", "bins"),
+    "segmentation": ("classes",),
+}
+_OPTIONAL_DEFAULTS = {"training_data": None, "licence": None, "citation": None, "card": {}}
+NORMALIZATION_KINDS = ("minmax", "meanstd", "none")
+_NORMALIZATION_PARAMS = {"minmax": ("min", "max"), "meanstd": ("mean", "std"), "none": ()}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _channel_params(kind: str, key: str, value, n_channels: int) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(_is_number(v) for v in values) or len(values) not in (1, n_channels):
+        raise BundleError(
+            f"normalization[{key!r}] for kind {kind!r} must be a finite number or a list of "
+            f"{n_channels} finite numbers (one per input channel); got {value!r}"
+        )
+    return [float(v) for v in values]
+
+
+def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
+    """Check the fields of a ``model.json`` dict; raise :class:`BundleError` naming the problem."""
+    from ._unet import ARCHITECTURES
+
+    if not isinstance(spec, dict):
+        raise BundleError(f"model.json must hold a JSON object; got {type(spec).__name__}")
+    if "format_version" not in spec:
+        raise BundleError("model.json is missing the field 'format_version'")
+    if spec["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
+        raise BundleError(
+            f"unsupported format_version: expected one of {list(SUPPORTED_FORMAT_VERSIONS)}; "
+            f"got {spec['format_version']!r}"
+        )
+    for field in REQUIRED_FIELDS:
+        if field == "sha256" and not require_sha256:
+            continue
+        if field not in spec:
+            raise BundleError(f"model.json is missing the field {field!r}")
+    if not isinstance(spec["name"], str) or not spec["name"]:
+        raise BundleError(f"name must be a non-empty string; got {spec['name']!r}")
+    if spec["architecture"] not in ARCHITECTURES:
+        raise BundleError(
+            f"unknown architecture {spec['architecture']!r}; known architectures: "
+            f"{sorted(ARCHITECTURES)}"
+        )
+    if not isinstance(spec["kwargs"], dict):
+        raise BundleError(f"kwargs must be a JSON object; got {spec['kwargs']!r}")
+    heuristic = spec["heuristic"]
+    if heuristic not in HEURISTICS:
+        raise BundleError(f"heuristic must be one of {HEURISTICS}; got {heuristic!r}")
+    for field in _HEURISTIC_FIELDS.get(heuristic, ()):
+        if field not in spec:
+            raise BundleError(
+                f"model.json is missing the field {field!r} (required for heuristic {heuristic!r})"
+            )
+    channels = spec["input_channels"]
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or not all(isinstance(c, str) and c for c in channels)
+        or len(set(channels)) != len(channels)
+    ):
+        raise BundleError(
+            f"input_channels must be a non-empty list of distinct channel names; got {channels!r}"
+        )
+    norm = spec["normalization"]
+    if not isinstance(norm, dict) or norm.get("kind") not in NORMALIZATION_KINDS:
+        raise BundleError(
+            f"normalization must be an object with 'kind' in {NORMALIZATION_KINDS}; got {norm!r}"
+        )
+    kind = norm["kind"]
+    params = {}
+    for key in _NORMALIZATION_PARAMS[kind]:
+        if key not in norm:
+            raise BundleError(f"normalization of kind {kind!r} is missing the field {key!r}")
+        params[key] = _channel_params(kind, key, norm[key], len(channels))
+    if kind == "minmax" and any(
+        hi <= lo for lo, hi in zip(*_broadcast(params["min"], params["max"]), strict=True)
+    ):
+        raise BundleError(f"normalization 'max' must exceed 'min'; got {norm!r}")
+    if kind == "meanstd" and any(s <= 0 for s in params["std"]):
+        raise BundleError(f"normalization 'std' must be positive; got {norm!r}")
+    out_range = spec["output_range"]
+    if out_range is not None and not (
+        isinstance(out_range, list)
+        and len(out_range) == 2
+        and all(_is_number(v) for v in out_range)
+        and out_range[0] < out_range[1]
+    ):
+        raise BundleError(
+            f"output_range must be null or [lo, hi] with finite lo < hi; got {out_range!r}"
+        )
+    if heuristic == "softmax" and out_range is None:
+        raise BundleError(
+            "output_range must be [lo, hi] for the softmax heuristic (the bins span it); got null"
+        )
+    if not _is_int(spec["scale_factor"]) or spec["scale_factor"] < 1:
+        raise BundleError(f"scale_factor must be an integer >= 1; got {spec['scale_factor']!r}")
+    if not _is_int(spec["halo"]) or spec["halo"] < 0:
+        raise BundleError(f"halo must be an integer >= 0; got {spec['halo']!r}")
+    if "quantiles" in _HEURISTIC_FIELDS.get(heuristic, ()):
+        q = spec["quantiles"]
+        if not (
+            isinstance(q, list)
+            and len(q) == 2
+            and all(_is_number(v) for v in q)
+            and 0 < q[0] < q[1] < 1
+        ):
+            raise BundleError(f"quantiles must be [lo, hi] with 0 < lo < hi < 1; got {q!r}")
+    if heuristic == "softmax" and (not _is_int(spec["bins"]) or spec["bins"] < 2):
+        raise BundleError(f"bins must be an integer >= 2; got {spec['bins']!r}")
+    if heuristic == "segmentation":
+        classes = spec["classes"]
+        if not (
+            isinstance(classes, list)
+            and len(classes) >= 2
+            and all(isinstance(c, str) for c in classes)
+        ):
+            raise BundleError(f"classes must be a list of at least 2 class names; got {classes!r}")
+    sha = spec.get("sha256")
+    if "sha256" in spec and (not isinstance(sha, str) or not _SHA256.match(sha)):
+        raise BundleError(
+            f"sha256 must be 64 lower-case hexadecimal digits; got {spec['sha256']!r}"
+        )
+    if "card" in spec and not isinstance(spec["card"], dict):
+        raise BundleError(f"card must be a JSON object; got {spec['card']!r}")
+
+
+def _broadcast(a: list[float], b: list[float]) -> tuple[list[float], list[float]]:
+    n = max(len(a), len(b))
+    return (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+
+
+def mask_halo(network_halo: int, scale_factor: int) -> int:
+    """Halo, in input pixels, of a mask model whose network runs on the output grid.
+
+    The degraded input is up-sampled bilinearly (reading input pixels up to one away), then
+    the network reads ``network_halo`` output pixels around each output pixel.
+    """
+    if scale_factor == 1:
+        return network_halo
+    return -(-network_halo // scale_factor) + 1
+
+
+def network_in_channels(spec: dict) -> int:
+    """Network input channels implied by the spec (mask models also read the prediction)."""
+    return len(spec["input_channels"]) + (1 if spec["heuristic"] == "mask" else 0)
+
+
+def check_consistency(spec: dict, network) -> None:
+    """Check that a validated spec and a built network agree; raise :class:`BundleError`."""
+    from ._heads import head_channels
+
+    config = network.config
+    expected_in = network_in_channels(spec)
+    if config["in_channels"] != expected_in:
+        extra = " (input channels + 1 for the prediction)" if spec["heuristic"] == "mask" else ""
+        raise BundleError(
+            f"kwargs['in_channels'] must be {expected_in}{extra} for input_channels "
+            f"{spec['input_channels']}; got {config['in_channels']}"
+        )
+    expected_out = head_channels(
+        spec["heuristic"],
+        bins=spec.get("bins"),
+        n_classes=len(spec["classes"]) if spec["heuristic"] == "segmentation" else None,
+    )
+    if config["out_channels"] != expected_out:
+        raise BundleError(
+            f"kwargs['out_channels'] must be {expected_out} for the {spec['heuristic']} head; "
+            f"got {config['out_channels']}"
+        )
+    if spec["heuristic"] == "mask":
+        if network.scale_factor != 1:
+            raise BundleError(
+                "a mask network runs on the output grid: kwargs['scale_factor'] must be 1; "
+                f"got {network.scale_factor}"
+            )
+        needed = mask_halo(network.halo, spec["scale_factor"])
+    else:
+        if network.scale_factor != spec["scale_factor"]:
+            raise BundleError(
+                f"scale_factor must equal the network's kwargs['scale_factor'] "
+                f"({network.scale_factor}); got {spec['scale_factor']}"
+            )
+        needed = network.halo
+    if spec["halo"] < needed:
+        raise BundleError(
+            f"halo is smaller than the network's receptive field: expected at least {needed}; "
+            f"got {spec['halo']}"
+        )
+
+
+def complete_spec(network, spec: dict | None) -> dict:
+    """Fill the fields of a spec that follow from the network; validate; return a new dict."""
+    from ._unet import ARCHITECTURES
+
+    try:  # a JSON round trip: tuples become lists, non-JSON values are refused here
+        spec = json.loads(json.dumps(dict(spec or {})))
+    except (TypeError, ValueError) as err:
+        raise BundleError(
+            f"spec must hold only JSON values (str, number, list, dict, null): {err}"
+        ) from None
+    if "heuristic" not in spec:
+        raise BundleError(f"spec must name the 'heuristic', one of {HEURISTICS}")
+    arch = [name for name, cls in ARCHITECTURES.items() if type(network) is cls]
+    if not arch:
+        raise BundleError(
+            f"network must be an instance of a registered architecture {sorted(ARCHITECTURES)}; "
+            f"got {type(network).__name__}"
+        )
+    if "architecture" in spec and spec["architecture"] != arch[0]:
+        raise BundleError(
+            f"spec['architecture'] is {spec['architecture']!r} but the network is {arch[0]!r}"
+        )
+    config = dict(network.config)
+    if "kwargs" in spec and spec["kwargs"] != config:
+        raise BundleError(
+            f"spec['kwargs'] does not match the network: expected {config}; got {spec['kwargs']}"
+        )
+    heuristic = spec["heuristic"]
+    n_in = config["in_channels"] - (1 if heuristic == "mask" else 0)
+    spec.setdefault("format_version", FORMAT_VERSION)
+    spec.setdefault("name", "model")
+    spec["architecture"] = arch[0]
+    spec["kwargs"] = config
+    spec.setdefault(
+        "input_channels", ["input"] if n_in == 1 else [f"channel{i}" for i in range(n_in)]
+    )
+    spec.setdefault("normalization", {"kind": "none"})
+    spec.setdefault("output_range", None)
+    spec.setdefault("scale_factor", 1 if heuristic == "mask" else network.scale_factor)
+    if heuristic in ("quantile", "softmax"):
+        spec.setdefault("quantiles", [0.05, 0.95])
+    if heuristic == "softmax":
+        spec.setdefault("bins", config["out_channels"])
+    if heuristic == "segmentation":
+        spec.setdefault("classes", [f"class{i}" for i in range(config["out_channels"])])
+    if "halo" not in spec and _is_int(spec["scale_factor"]) and spec["scale_factor"] >= 1:
+        spec["halo"] = (
+            mask_halo(network.halo, spec["scale_factor"]) if heuristic == "mask" else network.halo
+        )
+    for key, default in _OPTIONAL_DEFAULTS.items():
+        spec.setdefault(key, copy.deepcopy(default))
+    validate_spec(spec, require_sha256=False)
+    check_consistency(spec, network)
+    return spec
