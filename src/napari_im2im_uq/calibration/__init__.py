@@ -1,16 +1,30 @@
 """The statistical core: exact, distribution-free calibration (numpy and scipy only).
 
-Every function takes calibration data of shape (n, ...) with one tile per leading index and
-returns an immutable :class:`CalibrationResult` that states its guarantee and applies itself to
-new data.
+Every ``calibrate_*`` function takes calibration data of shape (n, ...) with one tile per
+leading index (numpy or dask) and returns an immutable :class:`CalibrationResult` that states
+its guarantee in words and applies itself to new data. ``metrics`` holds the papers' evaluation
+measures; ``evaluation`` repeats random calibration/test splits.
 """
 
+from . import bounds, metrics
 from ._errors import InfeasibleCalibrationError
 from ._result import CalibrationResult
-from .intervals import calibrate_intervals
+from .evaluation import risk_over_splits
+from .intervals import calibrate_intervals, interval_critical_values
+from .mask import calibrate_mask
+from .segmentation import calibrate_segmentation
+from .trust_mask import calibrate_trust_mask, fidelity_error_map
 
 __all__ = [
     "CalibrationResult",
     "InfeasibleCalibrationError",
+    "bounds",
     "calibrate_intervals",
+    "calibrate_mask",
+    "calibrate_segmentation",
+    "calibrate_trust_mask",
+    "fidelity_error_map",
+    "interval_critical_values",
+    "metrics",
+    "risk_over_splits",
 ]
