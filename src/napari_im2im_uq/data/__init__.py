@@ -13,6 +13,7 @@ Readers
 Nothing here imports torch, napari or Qt.
 """
 
+from ._calibration_sets import tem_calibration_tiles
 from ._em import degrade_tem, synthetic_em_tissue
 from ._qpi import cell_phase_object, dpc_tikhonov, dpc_transfer_functions, simulate_dpc
 from ._readers import load_em_drosophila, load_isbi2012, load_qpi_dpc, shared_data_root
@@ -28,4 +29,5 @@ __all__ = [
     "shared_data_root",
     "simulate_dpc",
     "synthetic_em_tissue",
+    "tem_calibration_tiles",
 ]
