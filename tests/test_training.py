@@ -37,9 +37,10 @@ LN2 = math.log(2.0)
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
+def _one_thread():
+    # tiny networks: one thread avoids oversubscribing a shared CPU
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 

@@ -15,12 +15,12 @@ from . import metrics
 from ._result import CalibrationResult
 from ._validation import check_choice
 
-__all__ = ["test_losses", "iter_risk_over_splits", "risk_over_splits"]
+__all__ = ["held_out_losses", "iter_risk_over_splits", "risk_over_splits"]
 
 _METHODS = ("intervals", "trust_mask", "mask", "segmentation")
 
 
-def test_losses(result: CalibrationResult, **data) -> np.ndarray:
+def held_out_losses(result: CalibrationResult, **data) -> np.ndarray:
     """Per-tile loss of ``result`` on held-out tiles (the loss it was calibrated to control).
 
     Parameters
@@ -43,7 +43,7 @@ def test_losses(result: CalibrationResult, **data) -> np.ndarray:
     >>> y = rng.normal(size=(300, 8, 8)); f = np.zeros_like(y)
     >>> res = calibrate_intervals(f[:200], f[:200] - 1, f[:200] + 1, y[:200], alpha=0.1,
     ...                           rule="crc")  # doctest: +SKIP
-    >>> test_losses(res, prediction=f[200:], lower=f[200:] - 1, upper=f[200:] + 1,
+    >>> held_out_losses(res, prediction=f[200:], lower=f[200:] - 1, upper=f[200:] + 1,
     ...             truth=y[200:]).mean() < 0.15  # doctest: +SKIP
     True
     """
@@ -154,7 +154,7 @@ def risk_over_splits(calibrate, evaluate, n_tiles, *, n_cal, n_splits=100, seed=
     calibrate : callable
         ``calibrate(cal_indices) -> CalibrationResult``.
     evaluate : callable
-        ``evaluate(result, test_indices) -> per-tile test losses``; :func:`test_losses` does it
+        ``evaluate(result, test_indices) -> per-tile test losses``; :func:`held_out_losses` does it
         for each method.
     n_tiles : int
         Number of tiles to split.
@@ -175,7 +175,7 @@ def risk_over_splits(calibrate, evaluate, n_tiles, *, n_cal, n_splits=100, seed=
     >>> y = rng.normal(size=(100, 4, 4)); f = np.zeros_like(y)
     >>> out = risk_over_splits(
     ...     lambda c: calibrate_intervals(f[c], f[c] - 1, f[c] + 1, y[c], alpha=0.2, rule="crc"),
-    ...     lambda r, t: test_losses(r, prediction=f[t], lower=f[t] - 1, upper=f[t] + 1,
+    ...     lambda r, t: held_out_losses(r, prediction=f[t], lower=f[t] - 1, upper=f[t] + 1,
     ...                              truth=y[t]),
     ...     100, n_cal=50, n_splits=5)  # doctest: +SKIP
     >>> out["risk"].shape  # doctest: +SKIP

@@ -22,7 +22,6 @@ __all__ = ["calibrate_intervals", "interval_critical_values"]
 
 _RULES = ("rcps", "crc")
 _BOUNDS = ("hoeffding", "hoeffding_bentkus", "wsr")
-_MAX_ULP_STEPS = 64
 
 
 def _calibrated_bounds(prediction, lower, upper, lam):
@@ -37,25 +36,43 @@ def _calibrated_bounds(prediction, lower, upper, lam):
     return f - lam * (f - lo), f + lam * (up - f)
 
 
-def _smallest_covering(c, covered):
-    """Move each critical value to the smallest float at which ``covered`` holds."""
-    c = c.copy()
-    with np.errstate(invalid="ignore"):
-        return _smallest_covering_inner(c, covered)
+def _smallest_covering(c, covered_at):
+    """Move each critical value to the smallest float at which the pixel is covered.
 
-
-def _smallest_covering_inner(c, covered):
-    for _ in range(_MAX_ULP_STEPS):
-        bad = np.isfinite(c) & ~covered(c)
-        if not bad.any():
-            break
-        c[bad] = np.nextafter(c[bad], np.inf)
-    for _ in range(_MAX_ULP_STEPS):
-        prev = np.nextafter(c, -np.inf)
-        can = np.isfinite(c) & (c > 0) & covered(np.maximum(prev, 0.0))
-        if not can.any():
-            break
-        c[can] = np.maximum(prev[can], 0.0)
+    ``covered_at(values, idx)`` says whether pixels ``idx`` are covered at ``values``; it is
+    monotone in the value. Non-negative floats are ordered like their bit patterns, so the search
+    runs on integers: up until covered, then an exponential and a binary search down to the
+    boundary. Most pixels are settled after one or two steps; the rest (where ``f + lam w``
+    stays on one float for many lam, a plateau of up to thousands of ulps) take a few more.
+    """
+    c = np.array(c, dtype=np.float64)
+    bits = c.view(np.int64)
+    fin = np.flatnonzero(np.isfinite(c))
+    idx = fin[~covered_at(c[fin], fin)]
+    step = 1
+    while idx.size:  # 1. up until covered
+        bits[idx] += step
+        idx = idx[~covered_at(c[idx], idx)]
+        step *= 2
+    idx = fin[c[fin] > 0]
+    hi = bits[idx].copy()  # covered
+    lo = np.full(hi.shape, -1, dtype=np.int64)  # not covered (-1: none below)
+    active, step = np.arange(idx.size), 1
+    while active.size:  # 2. exponential search down for an uncovered value
+        cand = np.maximum(hi[active] - step, 0)
+        cov = covered_at(cand.view(np.float64), idx[active])
+        lo[active[~cov]] = cand[~cov]
+        hi[active[cov]] = cand[cov]
+        active = active[cov & (cand > 0)]
+        step *= 2
+    active = np.flatnonzero((lo >= 0) & (hi - lo > 1))
+    while active.size:  # 3. binary search between them
+        mid = lo[active] + (hi[active] - lo[active]) // 2
+        cov = covered_at(mid.view(np.float64), idx[active])
+        hi[active[cov]] = mid[cov]
+        lo[active[~cov]] = mid[~cov]
+        active = active[hi[active] - lo[active] > 1]
+    bits[idx] = hi
     return c
 
 
@@ -90,12 +107,17 @@ def interval_critical_values(prediction, lower, upper, truth):
         above, below = y > f, y < f
         crit[above] = np.where(uw[above] > 0, (y[above] - f[above]) / uw[above], np.inf)
         crit[below] = np.where(lw[below] > 0, (f[below] - y[below]) / lw[below], np.inf)
-    if above.any():
-        fa, wa, ya = f[above], uw[above], y[above]
-        crit[above] = _smallest_covering(crit[above], lambda c: fa + c * wa >= ya)
-    if below.any():
-        fb, wb, yb = f[below], lw[below], y[below]
-        crit[below] = _smallest_covering(crit[below], lambda c: fb - c * wb <= yb)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if above.any():
+            fa, wa, ya = f[above], uw[above], y[above]
+            crit[above] = _smallest_covering(
+                crit[above], lambda c, i: fa[i] + c * wa[i] >= ya[i]
+            )
+        if below.any():
+            fb, wb, yb = f[below], lw[below], y[below]
+            crit[below] = _smallest_covering(
+                crit[below], lambda c, i: fb[i] - c * wb[i] <= yb[i]
+            )
     return crit
 
 
