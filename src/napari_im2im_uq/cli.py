@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 # Modules that contribute sub-commands, in the order ``--help`` lists them.
 _COMMAND_MODULES = (
-    "napari_im2im_uq.calibration._demo",
+    "napari_im2im_uq._demo",
     "napari_im2im_uq.training._cli",
     "napari_im2im_uq.inference._cli",
 )

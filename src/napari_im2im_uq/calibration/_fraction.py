@@ -25,7 +25,7 @@ from . import bounds as _bounds
 from ._errors import InfeasibleCalibrationError, tiles_needed_for_crc
 
 # Values inside the current bracket are sorted exactly once there are at most this many.
-_COLLECT_LIMIT = 1 << 21
+_COLLECT_LIMIT = 1 << 16
 _BINS = 1024
 # Numerical slack of the CRC inequality, in units of the summed loss: ties that floating-point
 # summation pushes a hair above the threshold still count as ties (the excess risk is < 1e-12).
@@ -40,6 +40,7 @@ class FractionLoss:
 
     blocks: Callable[[], Iterator[Block]]
     n: int
+    _cached_stats: tuple | None = None
 
     @classmethod
     def from_arrays(cls, crit: np.ndarray, weight: np.ndarray) -> FractionLoss:
@@ -73,25 +74,29 @@ class FractionLoss:
                 out[start : start + crit.shape[0], j] = np.where(crit > lam, w, 0.0).sum(axis=1)
         return out
 
-    def binned_tile_losses(self, edges: np.ndarray) -> np.ndarray:
+    def binned_tile_losses(self, edges: np.ndarray, *, pooled: bool = False) -> np.ndarray:
         """Per-tile losses at every edge of a uniform grid, in one pass: array (n, len(edges)).
 
         Exact at the edges (values on an edge are counted as not above it), at the cost of one
-        streaming pass whatever the number of edges.
+        streaming pass whatever the number of edges. With ``pooled`` the sum over tiles,
+        shape (len(edges),), is returned and memory does not grow with n.
         """
         edges = np.asarray(edges, dtype=np.float64)
         g = edges.size - 1
-        out = np.zeros((self.n, g + 2))
+        out = np.zeros(g + 2) if pooled else np.zeros((self.n, g + 2))
         for start, crit, weight in self.blocks():
             m = crit.shape[0]
             idx = _bin_index(crit, edges)  # 0: <= e0, j in 1..g: (e_{j-1}, e_j], g+1: > e_g
             w = np.broadcast_to(weight, crit.shape)
+            if pooled:
+                out += np.bincount(idx.ravel(), weights=w.ravel(), minlength=g + 2)
+                continue
             keys = (np.arange(m)[:, None] * (g + 2) + idx).ravel()
             counts = np.bincount(keys, weights=w.ravel(), minlength=m * (g + 2))
             out[start : start + m] = counts.reshape(m, g + 2)
         # weight above edge j = sum of bins j+1 .. g+1
-        above = np.cumsum(out[:, ::-1], axis=1)[:, ::-1]
-        return above[:, 1:]
+        above = np.cumsum(out[..., ::-1], axis=-1)[..., ::-1]
+        return above[..., 1:]
 
     def tile_inf_losses(self) -> np.ndarray:
         """Per-tile loss left at every lam: the weight of pixels that are never covered."""
@@ -102,6 +107,11 @@ class FractionLoss:
         return out
 
     def _stats(self):
+        if self._cached_stats is None:
+            self._cached_stats = self._compute_stats()
+        return self._cached_stats
+
+    def _compute_stats(self):
         w_inf = w_pos = 0.0
         cmax = 0.0
         for _, crit, weight in self.blocks():
@@ -136,7 +146,7 @@ class FractionLoss:
                 return hi
             edges = np.linspace(lo, hi, _BINS + 1)
             edges[-1] = hi
-            above = self.binned_tile_losses(edges).sum(axis=0)
+            above = self.binned_tile_losses(edges, pooled=True)
             j = int(np.flatnonzero(above > threshold).max())  # above[0] = total(lo) > threshold
             lo, hi = float(edges[j]), float(edges[j + 1])
 

@@ -21,6 +21,7 @@ from ._validation import (
 __all__ = ["calibrate_intervals", "interval_critical_values"]
 
 _RULES = ("rcps", "crc")
+_WINDOW = 1e-9  # relative half-width of the exact window around the first answer
 _BOUNDS = ("hoeffding", "hoeffding_bentkus", "wsr")
 
 
@@ -36,27 +37,27 @@ def _calibrated_bounds(prediction, lower, upper, lam):
     return f - lam * (f - lo), f + lam * (up - f)
 
 
-def _smallest_covering(c, covered_at):
-    """Move each critical value to the smallest float at which the pixel is covered.
+def _smallest_covering(c, covered_at, done):
+    """Move critical values to the smallest float at which their pixel is covered.
 
-    ``covered_at(values, idx)`` says whether pixels ``idx`` are covered at ``values``; it is
-    monotone in the value. Non-negative floats are ordered like their bit patterns, so the search
+    ``covered_at(values, idx)`` says whether pixels ``idx`` (flat indices) are covered at
+    ``values``; it is monotone in the value. ``done`` marks pixels already known to sit exactly
+    on their boundary. Non-negative floats are ordered like their bit patterns, so the search
     runs on integers: up until covered, then an exponential and a binary search down to the
-    boundary. Most pixels are settled after one or two steps; the rest (where ``f + lam w``
-    stays on one float for many lam, a plateau of up to thousands of ulps) take a few more.
+    boundary (``f + lam w`` can stay on one float over a plateau of many ulps of lam).
     """
-    c = np.array(c, dtype=np.float64)
     bits = c.view(np.int64)
-    fin = np.flatnonzero(np.isfinite(c))
-    idx = fin[~covered_at(c[fin], fin)]
+    idx = np.flatnonzero(~done)
+    idx = idx[np.isfinite(c[idx])]
+    up = idx[~covered_at(c[idx], idx)]
     step = 1
-    while idx.size:  # 1. up until covered
-        bits[idx] += step
-        idx = idx[~covered_at(c[idx], idx)]
+    while up.size:  # 1. up until covered
+        bits[up] += step
+        up = up[~covered_at(c[up], up)]
         step *= 2
-    idx = fin[c[fin] > 0]
+    idx = idx[c[idx] > 0]
     hi = bits[idx].copy()  # covered
-    lo = np.full(hi.shape, -1, dtype=np.int64)  # not covered (-1: none below)
+    lo = np.full(hi.shape, -1, dtype=np.int64)  # not covered (-1: none found yet)
     active, step = np.arange(idx.size), 1
     while active.size:  # 2. exponential search down for an uncovered value
         cand = np.maximum(hi[active] - step, 0)
@@ -76,7 +77,7 @@ def _smallest_covering(c, covered_at):
     return c
 
 
-def interval_critical_values(prediction, lower, upper, truth):
+def interval_critical_values(prediction, lower, upper, truth, *, exact=True):
     """Smallest lam at which each pixel's calibrated interval contains the truth.
 
     The value is exact for the floating-point arithmetic of
@@ -90,6 +91,12 @@ def interval_critical_values(prediction, lower, upper, truth):
         Point prediction, heuristic lower and upper bounds (lower <= prediction <= upper), and
         ground truth.
 
+    exact : bool or (float, float), default True
+        True: every value is moved onto its exact floating-point boundary. False: the plain
+        quotient ``|y - f| / width`` (within a few ulps of it, or up to ~1e-13 relative when
+        ``f + lam w`` stays on one float for many lam). A window (lo, hi): exact only for the
+        values inside it; the calibration uses this to pay for exactness only near lam_hat.
+
     Returns
     -------
     crit : ndarray of float64, same shape
@@ -100,28 +107,29 @@ def interval_critical_values(prediction, lower, upper, truth):
     ...                          np.array([2.0]))
     array([0.5])
     """
-    f, lo, up, y = (np.asarray(a, dtype=np.float64) for a in (prediction, lower, upper, truth))
+    f, lo, up, y = (np.asarray(a, dtype=np.float64).ravel() for a in
+                    (prediction, lower, upper, truth))
+    shape = np.shape(prediction)
     lw, uw = f - lo, up - f
-    crit = np.zeros(f.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        above, below = y > f, y < f
-        crit[above] = np.where(uw[above] > 0, (y[above] - f[above]) / uw[above], np.inf)
-        crit[below] = np.where(lw[below] > 0, (f[below] - y[below]) / lw[below], np.inf)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if above.any():
-            fa, wa, ya = f[above], uw[above], y[above]
-            crit[above] = _smallest_covering(
-                crit[above], lambda c, i: fa[i] + c * wa[i] >= ya[i]
-            )
-        if below.any():
-            fb, wb, yb = f[below], lw[below], y[below]
-            crit[below] = _smallest_covering(
-                crit[below], lambda c, i: fb[i] - c * wb[i] <= yb[i]
-            )
-    return crit
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        width = np.where(y > f, uw, lw)
+        crit = np.abs(y - f) / width
+        crit[y == f] = 0.0
+        crit[np.isnan(crit)] = np.inf
+
+        def covered_at(values, idx):
+            fi = f[idx]
+            return (fi - values * lw[idx] <= y[idx]) & (y[idx] <= fi + values * uw[idx])
+
+        if exact is not False:
+            done = ~np.isfinite(crit) | (crit == 0)
+            if exact is not True:
+                done |= (crit < exact[0]) | (crit > exact[1])
+            crit = _smallest_covering(crit, covered_at, done)
+    return crit.reshape(shape)
 
 
-def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles):
+def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exact):
     arrays = {"f": prediction, "lo": lower, "up": upper, "y": truth, "valid": valid}
 
     def blocks():
@@ -145,7 +153,7 @@ def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles):
                     f"upper must be at least prediction at every pixel; got {bad} pixel(s) with "
                     "upper < prediction (pass the heuristic's upper bound, not a width)"
                 )
-            crit = interval_critical_values(f, lo, up, b["y"]).reshape(m, -1)
+            crit = interval_critical_values(f, lo, up, b["y"], exact=exact).reshape(m, -1)
             if v is None:
                 weight = np.full((m, 1), 1.0 / crit.shape[1])
             else:
@@ -225,15 +233,36 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
         valid = valid if is_dask(valid) else np.asarray(valid)
         check_same_shape("prediction", prediction, valid=valid)
     n = int(prediction.shape[0])
-    blocks = _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles)
     lazy = any(is_dask(a) for a in (prediction, lower, upper, truth, valid) if a is not None)
-    loss = _fraction.FractionLoss(blocks, n) if lazy else _fraction.FractionLoss.cached(blocks, n)
 
-    order = None
-    if rule == "crc":
-        lam = _fraction.crc(loss, alpha)
+    def make_loss(exact):
+        blocks = _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exact)
+        return _fraction.FractionLoss(blocks, n) if lazy else _fraction.FractionLoss.cached(
+            blocks, n)
+
+    def solve(loss):
+        if rule == "crc":
+            return _fraction.crc(loss, alpha), None
+        return _fraction.rcps(loss, alpha, delta, bound=bound, seed=seed)
+
+    # Mean-risk controllers only need exact critical values near lam_hat: solve on the plain
+    # quotients, make the values within 1e-9 of that answer exact, and solve again. The second
+    # answer is exact when it falls inside the window (values outside it cannot change sides of
+    # any lam in it); otherwise, and always for WSR, every value is made exact.
+    if rule == "rcps" and bound == "wsr":
+        loss = make_loss(True)
+        lam, order = solve(loss)
     else:
-        lam, order = _fraction.rcps(loss, alpha, delta, bound=bound, seed=seed)
+        lam0, _ = solve(make_loss(False))
+        if lam0 == 0:
+            loss, lam, order = make_loss(False), 0.0, None  # only y == f pixels: already exact
+        else:
+            window = (lam0 * (1 - _WINDOW), lam0 * (1 + _WINDOW))
+            loss = make_loss(window)
+            lam, order = solve(loss)
+            if not window[0] < lam < window[1]:
+                loss = make_loss(True)
+                lam, order = solve(loss)
     risk = float(loss.tile_losses([lam]).mean())
     curve = fraction_curve(loss, lam, rule=rule, alpha=alpha, delta=delta, bound=bound,
                            order=order)

@@ -38,7 +38,7 @@ __all__ = ["calibrate_trust_mask", "fidelity_error_map"]
 
 _FIDELITY = ("pointwise", "blurred", "given")
 _CRC_SLACK = 1e-12
-_SUBSAMPLE_PIXELS = 1 << 14  # per tile, for the upper bound
+_SUBSAMPLE_PIXELS = 1 << 12  # per tile, for the upper bound
 
 
 def fidelity_error_map(prediction, truth, *, fidelity="pointwise", blur_sigma=None):
@@ -196,20 +196,26 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
                 check_finite(b["D"], "fidelity_error", where=v)
                 D = np.asarray(b["D"], dtype=np.float64)
             else:
-                check_finite(b["pred"], "prediction", where=v)
-                check_finite(b["truth"], "truth", where=v)
                 if data_range is not None:
                     _check_range(b["pred"], "prediction", data_range, v)
                     _check_range(b["truth"], "truth", data_range, v)
                 D = fidelity_error_map(b["pred"], b["truth"], fidelity=fidelity,
                                        blur_sigma=blur_sigma)
+                if v is None and not np.isfinite(D.max()):  # NaN or inf in either input
+                    check_finite(b["pred"], "prediction")
+                    check_finite(b["truth"], "truth")
+                elif v is not None:
+                    check_finite(b["pred"], "prediction", where=v)
+                    check_finite(b["truth"], "truth", where=v)
             D = D.reshape(m, -1)
             s = np.asarray(b["sigma"], dtype=np.float64).reshape(m, -1)
             if v is not None:
                 vflat = v.reshape(m, -1)
                 D = np.where(vflat, D, -np.inf)
                 s = np.where(vflat, s, np.inf)
-            check = D[np.isfinite(D)]
+                check = D[vflat]
+            else:
+                check = D
             if check.size and (check.min() < 0 or check.max() > bound * (1 + 1e-12)):
                 raise ValueError(
                     f"fidelity_error must lie in [0, B] = [0, {bound:g}]; got values from "
@@ -233,8 +239,8 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
             f"needs at least {need} (the correction B/(n+1) = {bound / (n + 1):.3g} alone "
             "exceeds alpha)"
         )
-    t_hat = _solve(blocks, n, threshold)
-    risk = float(_tile_losses(blocks, n, t_hat).mean())
+    t_hat, at_hat = _solve(blocks, n, threshold)
+    risk = float(at_hat.mean())
     curve = _curve(blocks, n, t_hat, bound, curve_points)
     tile = tile_phrase(sigma.shape[1:])
     error_words = {
@@ -318,20 +324,20 @@ def _tile_losses(blocks, n, t):
 
 
 def _solve(blocks, n, threshold):
+    """Return (t_hat, per-tile losses at t_hat)."""
     # pass 1: per-tile fidelity error with everything trusted, and records of a strided subsample
     full = np.zeros(n)
-    sub_t, sub_j = [], []
-    sub_sigma = []
+    sub_t, sub_j, sub_sigma = [], [], []
     for start, s, D in blocks():
         full[start : start + s.shape[0]] = np.maximum(D.max(axis=1), 0.0)
         stride = max(1, s.shape[1] // _SUBSAMPLE_PIXELS)
-        t, j, _ = _records(s[:, ::stride], D[:, ::stride])
+        ss, dd = s[:, ::stride], D[:, ::stride]
+        t, j, _ = _records(ss, dd)
         sub_t.append(t)
         sub_j.append(j)
-        ss = s[:, ::stride]
         sub_sigma.append(ss[np.isfinite(ss)])
     if full.sum() <= threshold:
-        return np.inf
+        return np.inf, full
     sub_t, sub_j = np.concatenate(sub_t), np.concatenate(sub_j)
     t_hi = np.inf
     if sub_t.size:
@@ -354,36 +360,51 @@ def _solve(blocks, n, threshold):
             break
         pos -= gap
         gap *= 4
-    # exact sweep over the pixels between the bounds that can raise a running maximum
-    cand_t, cand_d, cand_tile = [], [], []
+    # one pass: the pixels between the bounds that can raise a running maximum, and every
+    # sigma value between the bounds (for the answer, the largest sigma below the failure)
+    cand_t, cand_d, cand_tile, between = [], [], [], []
+    keep_between = np.isfinite(t_lo)
     for start, s, D in blocks():
-        sel = (s > t_lo) & (s <= t_hi) & (D > base[start : start + s.shape[0], None])
+        inside = (s > t_lo) & (s <= t_hi)
+        sel = inside & (D > base[start : start + s.shape[0], None])
         rows, _ = np.nonzero(sel)
         cand_t.append(s[sel])
         cand_d.append(D[sel])
         cand_tile.append(rows + start)
+        if keep_between:
+            between.append(s[inside])
     cand_t, cand_d, cand_tile = (np.concatenate(a) for a in (cand_t, cand_d, cand_tile))
     order = np.lexsort((cand_t, cand_tile))  # by tile, then sigma
     cand_t, cand_d, cand_tile = cand_t[order], cand_d[order], cand_tile[order]
     jumps = np.zeros(cand_t.size)
-    bounds = np.flatnonzero(np.r_[True, cand_tile[1:] != cand_tile[:-1], True])
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    run_all = np.zeros(cand_t.size)
+    cuts = np.flatnonzero(np.r_[True, cand_tile[1:] != cand_tile[:-1], True])
+    for a, b in zip(cuts[:-1], cuts[1:]):
         tile = cand_tile[a]
         run = np.maximum.accumulate(np.maximum(cand_d[a:b], base[tile]))
-        prev = np.r_[base[tile], run[:-1]]
-        jumps[a:b] = run - prev
+        jumps[a:b] = run - np.r_[base[tile], run[:-1]]
+        run_all[a:b] = run
     order = np.argsort(cand_t, kind="stable")
     t_sorted, total = cand_t[order], base.sum() + np.cumsum(jumps[order])
     last_of_group = np.r_[t_sorted[1:] != t_sorted[:-1], True]
     over = np.flatnonzero(last_of_group & (total > threshold))
     t_fail = float(t_sorted[over[0]])
     # the answer is the largest observed sigma below the first failing value
-    best = -np.inf
-    for _, s, _ in blocks():
-        below = s[s < t_fail]
-        if below.size:
-            best = max(best, float(below.max()))
-    return best
+    if keep_between:
+        values = np.concatenate(between)
+        below = values[values < t_fail]
+        best = float(below.max()) if below.size else t_lo  # t_lo is an observed sigma value
+    else:
+        best = -np.inf
+        for _, s, _ in blocks():
+            below = s[s < t_fail]
+            if below.size:
+                best = max(best, float(below.max()))
+    # per-tile fidelity error at the answer, from the sweep: base raised by candidates <= best
+    losses = base.copy()
+    reached = cand_t <= best
+    np.maximum.at(losses, cand_tile[reached], run_all[reached])
+    return best, losses
 
 
 def _curve(blocks, n, t_hat, bound, points):

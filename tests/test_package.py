@@ -1,0 +1,107 @@
+"""The package as napari and a reviewer see it: manifest, lazy imports, layers, CLI."""
+
+import configparser
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code, **kwargs):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_importing_the_package_and_its_light_parts_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "import napari_im2im_uq, napari_im2im_uq.calibration, napari_im2im_uq.data\n"
+        "import napari_im2im_uq.models, napari_im2im_uq.cli, napari_im2im_uq._sample_data\n"
+        "napari_im2im_uq.cli.build_parser()\n"
+        "heavy = [m for m in ('torch', 'napari', 'qtpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (run under xvfb-run)")
+def test_opening_napari_with_the_plugin_and_its_samples_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "import napari\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "viewer.open_sample('napari-im2im-uq', 'synthetic_tem')\n"
+        "viewer.open_sample('napari-im2im-uq', 'synthetic_qpi')\n"
+        "names = [layer.name for layer in viewer.layers]\n"
+        "viewer.close()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(names)\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tem truth (high-res)" in proc.stdout
+
+
+def test_manifest_is_valid_with_imports_and_prefixed():
+    proc = subprocess.run(["npe2", "validate", "napari-im2im-uq", "--imports"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "src/napari_im2im_uq/napari.yaml").read_text())
+    for command in manifest["contributions"]["commands"]:
+        assert command["id"].startswith("napari-im2im-uq.")
+
+
+def test_top_level_manifest_is_a_link_to_the_packaged_one():
+    top = ROOT / "napari.yaml"
+    assert top.is_symlink()
+    assert top.resolve() == (ROOT / "src/napari_im2im_uq/napari.yaml").resolve()
+
+
+def test_no_qt_binding_in_install_requires():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    requires = cfg["options"]["install_requires"].lower()
+    for binding in ("pyqt5", "pyqt6", "pyside2", "pyside6"):
+        assert binding not in requires
+    assert "pyqt5" in cfg["options.extras_require"]["testing"].lower()
+
+
+def test_import_contracts_hold():
+    proc = subprocess.run(["lint-imports"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "broken" in proc.stdout and "0 broken" in proc.stdout
+
+
+def test_demo_command_calibrates_every_method(tmp_path, capsys):
+    from napari_im2im_uq.cli import main
+
+    out = tmp_path / "records.json"
+    assert main(["demo", "--images", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for title in ("intervals, RCPS", "intervals, CRC", "trust mask", "continuous mask",
+                  "membrane sets"):
+        assert title in text
+    assert text.count("lam_hat = ") == 5
+    import json
+
+    from napari_im2im_uq.calibration import CalibrationResult
+
+    records = json.loads(out.read_text())
+    for rec in records.values():
+        res = CalibrationResult.from_dict(rec["result"])
+        assert res.valid and 0 <= rec["held_out_risk"] <= 1
+
+
+def test_cli_without_command_prints_help_and_fails(capsys):
+    from napari_im2im_uq.cli import main
+
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
