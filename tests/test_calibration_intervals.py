@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from _reference import interval_tile_losses, lam_hat_decreasing, neighbours
 
+from _reference import interval_tile_losses, lam_hat_decreasing, neighbours
 from napari_im2im_uq.calibration import (
     CalibrationResult,
     InfeasibleCalibrationError,

@@ -4,8 +4,8 @@ import zlib
 
 import numpy as np
 import pytest
-from _reference import lam_hat_decreasing
 
+from _reference import lam_hat_decreasing
 from napari_im2im_uq.calibration import (
     CalibrationResult,
     InfeasibleCalibrationError,

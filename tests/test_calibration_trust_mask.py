@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from _reference import CRC_SLACK
 
+from _reference import CRC_SLACK
 from napari_im2im_uq.calibration import (
     CalibrationResult,
     InfeasibleCalibrationError,

@@ -19,7 +19,7 @@ from napari_im2im_uq.calibration import (
     calibrate_segmentation,
     calibrate_trust_mask,
 )
-from napari_im2im_uq.calibration.evaluation import risk_over_splits, held_out_losses
+from napari_im2im_uq.calibration.evaluation import held_out_losses, risk_over_splits
 from napari_im2im_uq.data import shared_data_root, tem_calibration_tiles
 
 # ----------------------------------------------------------------------------- RCPS, exact risk

@@ -16,13 +16,13 @@ def tile_phrase(tile_shape) -> str:
 def fraction_curve(loss: FractionLoss, lam_hat: float, *, rule: str, alpha: float, delta,
                    bound, order, loss_bound: float = 1.0, points: int = 64) -> dict:
     """Empirical risk and the controlled quantity on a uniform lam grid around lam_hat."""
-    _, _, cmax = loss._stats()
+    cmax = loss._stats()[2]
     top = cmax if not np.isfinite(lam_hat) or lam_hat <= 0 else min(cmax, 3.0 * lam_hat)
     if top <= 0:
         top = 1.0
     # binned_tile_losses needs a uniform grid; lam_hat is evaluated separately when off-grid
     uniform = np.linspace(0.0, top, points)
-    per_tile = loss.binned_tile_losses(uniform)  # (n, points)
+    per_tile = loss.binned_tile_losses(uniform, exact=False)  # (n, points), for the plot
     lams = list(uniform)
     if np.isfinite(lam_hat) and not np.any(uniform == lam_hat):
         extra = loss.tile_losses([lam_hat])

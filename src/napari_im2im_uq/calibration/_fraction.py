@@ -25,8 +25,9 @@ from . import bounds as _bounds
 from ._errors import InfeasibleCalibrationError, tiles_needed_for_crc
 
 # Values inside the current bracket are sorted exactly once there are at most this many.
-_COLLECT_LIMIT = 1 << 16
+_COLLECT_LIMIT = 1 << 20
 _BINS = 1024
+_SUBSAMPLE = 1 << 17  # values kept by the stats pass to propose a bracket
 # Numerical slack of the CRC inequality, in units of the summed loss: ties that floating-point
 # summation pushes a hair above the threshold still count as ties (the excess risk is < 1e-12).
 _CRC_SLACK = 1e-12
@@ -74,19 +75,21 @@ class FractionLoss:
                 out[start : start + crit.shape[0], j] = np.where(crit > lam, w, 0.0).sum(axis=1)
         return out
 
-    def binned_tile_losses(self, edges: np.ndarray, *, pooled: bool = False) -> np.ndarray:
+    def binned_tile_losses(self, edges: np.ndarray, *, pooled: bool = False,
+                           exact: bool = True) -> np.ndarray:
         """Per-tile losses at every edge of a uniform grid, in one pass: array (n, len(edges)).
 
         Exact at the edges (values on an edge are counted as not above it), at the cost of one
         streaming pass whatever the number of edges. With ``pooled`` the sum over tiles,
-        shape (len(edges),), is returned and memory does not grow with n.
+        shape (len(edges),), is returned and memory does not grow with n. With
+        ``exact=False`` a value within rounding of an edge may fall on either side (for plots).
         """
         edges = np.asarray(edges, dtype=np.float64)
         g = edges.size - 1
         out = np.zeros(g + 2) if pooled else np.zeros((self.n, g + 2))
         for start, crit, weight in self.blocks():
             m = crit.shape[0]
-            idx = _bin_index(crit, edges)  # 0: <= e0, j in 1..g: (e_{j-1}, e_j], g+1: > e_g
+            idx = _bin_index(crit, edges, exact=exact)  # 0: <= e0, j: (e_{j-1}, e_j], g+1: > e_g
             w = np.broadcast_to(weight, crit.shape)
             if pooled:
                 out += np.bincount(idx.ravel(), weights=w.ravel(), minlength=g + 2)
@@ -112,33 +115,67 @@ class FractionLoss:
         return self._cached_stats
 
     def _compute_stats(self):
+        """One pass: never-covered weight, weight above 0, largest finite value, a subsample."""
         w_inf = w_pos = 0.0
         cmax = 0.0
+        per_tile = max(8, _SUBSAMPLE // max(self.n, 1))
+        sub_v, sub_w = [], []
         for _, crit, weight in self.blocks():
-            w = np.broadcast_to(weight, crit.shape)
             inf = np.isposinf(crit)
-            w_inf += float(w[inf].sum())
             pos = crit > 0
-            w_pos += float(w[pos].sum())
-            finite_pos = pos & ~inf
-            if finite_pos.any():
-                cmax = max(cmax, float(crit[finite_pos].max()))
-        return w_inf, w_pos, cmax
+            w_inf += _weighted_count(inf, weight)
+            w_pos += _weighted_count(pos, weight)
+            top = np.max(np.where(inf, -np.inf, crit))
+            cmax = max(cmax, float(top))
+            stride = max(1, crit.shape[1] // per_tile)
+            cs = crit[:, ::stride]
+            ws = np.broadcast_to(weight, crit.shape)[:, ::stride]
+            keep = (cs > 0) & np.isfinite(cs)
+            sub_v.append(cs[keep])
+            sub_w.append(ws[keep])
+        sub_v, sub_w = np.concatenate(sub_v), np.concatenate(sub_w)
+        order = np.argsort(-sub_v, kind="stable")
+        return w_inf, w_pos, cmax, (sub_v[order], sub_w[order])
 
     def smallest_lam_with_total_at_most(self, threshold: float) -> float | None:
         """Smallest lam in {0} and the critical values with ``sum_i L_i(lam) <= threshold``.
 
         Returns None when even lam -> infinity leaves more than ``threshold`` (pixels that are
-        never covered).
+        never covered). A subsample proposes a narrow bracket; one exact pass checks it (moving
+        it until ``total(lo) > threshold >= total(hi)`` holds) and sorts the few values inside.
         """
-        w_inf, w_pos, cmax = self._stats()
+        w_inf, w_pos, cmax, (sub_v, sub_w) = self._stats()
         if w_inf > threshold:
             return None
         if w_pos <= threshold:
             return 0.0
         lo, hi = 0.0, cmax  # invariant: total(lo) > threshold >= total(hi)
+        if sub_v.size:
+            scale = (w_pos - w_inf) / sub_w.sum()
+            estimate = w_inf + scale * np.cumsum(sub_w)  # weight at or above each value
+            k = int(np.searchsorted(estimate, threshold, side="right"))
+            margin = int(16 + 3 * np.sqrt(k + 1))
+            for _ in range(64):
+                lo_c = float(sub_v[k + margin]) if k + margin < sub_v.size else lo
+                hi_c = float(sub_v[k - margin]) if k - margin >= 0 else hi
+                w_hi, w_lo, collected = self._bracket_pass(max(lo_c, lo), min(hi_c, hi))
+                lo_ok, hi_ok = w_lo > threshold, w_hi <= threshold
+                if lo_ok:
+                    lo = max(lo_c, lo)
+                else:
+                    hi = max(lo_c, lo)  # total(lo_c) <= threshold: a valid upper end
+                if hi_ok:
+                    hi = min(hi, hi_c)
+                else:
+                    lo = min(hi_c, hi)  # total(hi_c) > threshold: a valid lower end
+                if lo_ok and hi_ok and collected is not None:
+                    values, weights = collected
+                    return _select_in_bracket(values, weights, w_hi, threshold)
+                if lo_ok and hi_ok:
+                    break  # too many values in between: bisect with histograms below
+                margin *= 2
         while True:
-            w_hi, inside_count, collected = self._bracket_pass(lo, hi)
+            w_hi, _, collected = self._bracket_pass(lo, hi)
             if collected is not None:
                 values, weights = collected
                 return _select_in_bracket(values, weights, w_hi, threshold)
@@ -151,24 +188,25 @@ class FractionLoss:
             lo, hi = float(edges[j]), float(edges[j + 1])
 
     def _bracket_pass(self, lo, hi):
-        w_hi = 0.0
+        """Exact total(hi), total(lo), and the values in (lo, hi] if there are few of them."""
+        w_hi = w_in = 0.0
         count = 0
         values, weights = [], []
         for _, crit, weight in self.blocks():
-            w = np.broadcast_to(weight, crit.shape)
             above = crit > hi
-            w_hi += float(w[above].sum())
             inside = (crit > lo) & ~above
+            w_hi += _weighted_count(above, weight)
+            w_in += _weighted_count(inside, weight)
             k = int(np.count_nonzero(inside))
             count += k
             if count <= _COLLECT_LIMIT and k:
                 values.append(crit[inside])
-                weights.append(w[inside])
+                weights.append(np.broadcast_to(weight, crit.shape)[inside])
         if count > _COLLECT_LIMIT:
-            return w_hi, count, None
+            return w_hi, w_hi + w_in, None
         if not values:
-            return w_hi, count, (np.empty(0), np.empty(0))
-        return w_hi, count, (np.concatenate(values), np.concatenate(weights))
+            return w_hi, w_hi + w_in, (np.empty(0), np.empty(0))
+        return w_hi, w_hi + w_in, (np.concatenate(values), np.concatenate(weights))
 
     def pooled_above(self, lam: float) -> np.ndarray:
         """Critical values (and tiles, weights) strictly above ``lam``, for the exact WSR scan."""
@@ -183,7 +221,14 @@ class FractionLoss:
         return np.concatenate(vals), np.concatenate(tiles), np.concatenate(wts)
 
 
-def _bin_index(crit: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def _weighted_count(mask: np.ndarray, weight: np.ndarray) -> float:
+    """Sum of the weights where ``mask`` holds (per-tile weights need no full-size copy)."""
+    if weight.shape[1] == 1:
+        return float(np.count_nonzero(mask, axis=1) @ weight[:, 0])
+    return float(np.where(mask, weight, 0.0).sum())
+
+
+def _bin_index(crit: np.ndarray, edges: np.ndarray, *, exact: bool = True) -> np.ndarray:
     """Index j with edges[j-1] < c <= edges[j] (0 below e0, len(edges) above the last), exactly."""
     g = edges.size - 1
     lo, hi = edges[0], edges[-1]
@@ -193,7 +238,7 @@ def _bin_index(crit: np.ndarray, edges: np.ndarray) -> np.ndarray:
     idx = np.nan_to_num(pos, nan=0.0).astype(np.int64)
     np.clip(idx, 0, g, out=idx)
     # floating point can put a value one bin off; fix it against the true edges
-    for _ in range(3):
+    for _ in range(3 if exact else 0):
         too_high = (idx > 0) & (crit <= edges[np.maximum(idx - 1, 0)])
         too_low = (idx <= g) & (crit > edges[np.minimum(idx, g)])
         if not (too_high.any() or too_low.any()):
@@ -323,7 +368,7 @@ def _wsr_certified(tile_losses_rows: np.ndarray, alpha, delta, order) -> np.ndar
 def _rcps_wsr(loss: FractionLoss, alpha, delta, order) -> float:
     n = loss.n
     # 1. bracket on a uniform grid of lam (one pass), scanning from the safe end
-    w_inf, w_pos, cmax = loss._stats()
+    w_inf, w_pos, cmax, _ = loss._stats()
     inf_losses = loss.tile_inf_losses()
     if not _wsr_certified(inf_losses[None, :], alpha, delta, order)[0]:
         if not _wsr_certified(np.zeros((1, n)), alpha, delta, order)[0]:

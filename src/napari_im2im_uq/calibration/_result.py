@@ -147,7 +147,7 @@ class CalibrationResult:
                 f"data has format_version {version!r}; this version of napari-im2im-uq reads "
                 f"{FORMAT_VERSION}"
             )
-        names = {f for f in cls.__dataclass_fields__}
+        names = set(cls.__dataclass_fields__)
         missing = sorted(names - set(data) - {"curve", "params", "delta", "beta", "bound"})
         if missing:
             raise ValueError(f"data is missing the field(s) {', '.join(missing)}")

@@ -32,7 +32,7 @@ def check_choice(value, name: str, choices) -> str:
 
 
 def is_dask(array) -> bool:
-    """True for a dask array (checked without importing dask)."""
+    """Tell whether ``array`` is a dask array (without importing dask)."""
     return type(array).__module__.split(".")[0] == "dask"
 
 

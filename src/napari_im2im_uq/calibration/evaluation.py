@@ -119,7 +119,7 @@ def iter_risk_over_splits(
     n_splits: int = 100,
     seed: int = 0,
 ) -> Generator[tuple[int, int], None, dict]:
-    """Generator form of :func:`risk_over_splits`: yields ``(done, n_splits)``, returns the dict."""
+    """Run :func:`risk_over_splits` as a generator: yield ``(done, n_splits)``, return the dict."""
     if not (1 <= n_cal < n_tiles):
         raise ValueError(f"n_cal must be in [1, {n_tiles}) so that test tiles remain; got {n_cal}")
     if n_splits < 1:

@@ -112,10 +112,10 @@ def interval_critical_values(prediction, lower, upper, truth, *, exact=True):
     shape = np.shape(prediction)
     lw, uw = f - lo, up - f
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        width = np.where(y > f, uw, lw)
-        crit = np.abs(y - f) / width
-        crit[y == f] = 0.0
-        crit[np.isnan(crit)] = np.inf
+        d = y - f
+        crit = np.abs(d)
+        crit /= np.where(d > 0, uw, lw)  # |y - f| / width: +inf where the width is 0
+        crit[np.isnan(crit)] = 0.0  # 0 / 0: the truth equals the prediction
 
         def covered_at(values, idx):
             fi = f[idx]
@@ -163,6 +163,20 @@ def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exa
             yield start, crit, weight
 
     return blocks
+
+
+def _refine(crit, start, exact, prediction, lower, upper, truth):
+    """Make the cached values of one block exact in place (inside ``exact`` if a window)."""
+    sel = np.isfinite(crit) & (crit > 0)
+    if exact is not True:
+        sel &= (crit >= exact[0]) & (crit <= exact[1])
+    rows, cols = np.nonzero(sel)
+    if not rows.size:
+        return
+    m = crit.shape[0]
+    picks = [np.asarray(a[start : start + m]).reshape(m, -1)[rows, cols]
+             for a in (prediction, lower, upper, truth)]
+    crit[rows, cols] = interval_critical_values(*picks, exact=True)
 
 
 def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, rule="rcps",
@@ -235,10 +249,26 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
     n = int(prediction.shape[0])
     lazy = any(is_dask(a) for a in (prediction, lower, upper, truth, valid) if a is not None)
 
+    plain = None  # in-memory inputs: the plain quotients, computed once and refined in place
+
     def make_loss(exact):
-        blocks = _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exact)
-        return _fraction.FractionLoss(blocks, n) if lazy else _fraction.FractionLoss.cached(
-            blocks, n)
+        nonlocal plain
+        if lazy:
+            blocks = _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles,
+                                      exact)
+            return _fraction.FractionLoss(blocks, n)
+        if plain is None:
+            plain = list(_interval_blocks(prediction, lower, upper, truth, valid, n,
+                                          block_tiles, False)())
+        if exact is not False:
+            for start, crit, _ in plain:
+                _refine(crit, start, exact, prediction, lower, upper, truth)
+        stored = plain
+
+        def replay():
+            yield from stored
+
+        return _fraction.FractionLoss(replay, n)
 
     def solve(loss):
         if rule == "crc":

@@ -324,7 +324,7 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
     if np.isfinite(lam):
         grid = np.unique(np.append(grid, lam))
     per_tile = []
-    for start, blk in tile_blocks(n, arrays):
+    for _, blk in tile_blocks(n, arrays):
         per_tile.append(masked_distortion_curve(blk["m"], blk["f"], blk["y"], grid,
                                                 distance=distance, eps=eps, data_range=width,
                                                 valid=blk["valid"]))

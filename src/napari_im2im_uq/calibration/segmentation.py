@@ -13,8 +13,6 @@ alike, so a class is in a set exactly when the calibration counted it. Losses (a
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import _fraction
