@@ -41,10 +41,7 @@ class CountingModel(Im2ImModel):
         CALLS.append(tuple(x.shape))
         if FAIL.get("batch_above") is not None and x.shape[0] > FAIL["batch_above"]:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. (fake, batch)")
-        if (
-            FAIL.get("pixels_above") is not None
-            and x.shape[-2] * x.shape[-1] > FAIL["pixels_above"]
-        ):
+        if FAIL.get("pixels_above") is not None and x.shape[-2] * x.shape[-1] > FAIL["pixels_above"]:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. (fake, tile)")
         if FAIL.get("after_calls") is not None and len(CALLS) > FAIL["after_calls"]:
             raise RuntimeError("model crashed (test)")
@@ -641,8 +638,7 @@ def test_cli_reads_ome_zarr_input(tmp_path, capsys):
     }
     out = tmp_path / "out.zarr"
     assert (
-        main(["predict", str(src), "--model", str(bundle), "--output", str(out), "--no-progress"])
-        == 0
+        main(["predict", str(src), "--model", str(bundle), "--output", str(out), "--no-progress"]) == 0
     )
     capsys.readouterr()
     got = zarr.open_array(str(out / "prediction" / "0"), mode="r")[...]

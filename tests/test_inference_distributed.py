@@ -44,9 +44,7 @@ def _loads(c):
 def test_cluster_result_equals_local_result(client, tmp_path):
     model = make_model("gaussian", scale=2)
     image = rand((2, 30, 34))
-    local = dask.compute(
-        predict(model, image, axes="ZYX", tile_shape=(8, 12)), scheduler="threads"
-    )[0]
+    local = dask.compute(predict(model, image, axes="ZYX", tile_shape=(8, 12)), scheduler="threads")[0]
     steps, arrays = run_all(
         predict_to_zarr(
             model, image, tmp_path / "o.zarr", axes="ZYX", tile_shape=(8, 12), scheduler=client

@@ -1,0 +1,341 @@
+"""Benchmarks of napari_im2im_uq.inference (a script, not a test).
+
+1. Throughput of tiled lazy inference (``predict`` + ``dask.compute``) against the bare forward
+   pass of the same model on the same pixels (``Im2ImModel.predict_tensor`` on whole planes,
+   no halo, no tiling). Target: >= 0.85x.
+2. The same against MONAI's ``sliding_window_inference`` with the same model, input, window
+   (tile + halo) and number of windows. Target: >= 1.0x. (MONAI is a benchmark-only
+   dependency: ``pip install monai --no-deps``; it needs only numpy and torch.)
+3. Peak resident memory while writing a generated volume (a dask array made chunk by chunk)
+   to zarr with ``predict_to_zarr``, for volumes of several sizes, each in a fresh process:
+   flat in volume size, under 2 GB. Complete runs for the smaller volumes; for the
+   several-GB volumes the first blocks are written and the run is cancelled (the graph,
+   the store and the block markers are for the whole volume), so the script stays within a
+   few minutes on two cores.
+
+Usage::
+
+    nice python benchmarks/bench_inference.py            # everything
+    nice python benchmarks/bench_inference.py --only memory --json
+
+``--json`` writes ``benchmarks/results/bench_inference-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_model(depth: int, base: int, *, norm: str = "batch", seed: int = 0):
+    import torch
+
+    from napari_im2im_uq.models import Im2ImModel, build_network
+
+    torch.manual_seed(seed)
+    net = build_network("quantile", depth=depth, base_channels=base, norm=norm)
+    with torch.no_grad():  # outputs of order 1 (as a trained model's), not near-constant
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    return Im2ImModel(net, {"heuristic": "quantile", "name": f"bench-d{depth}-b{base}"})
+
+
+def _best(fn, repeats: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def bench_throughput(depth, base, shape, tiles, repeats, with_monai):
+    import dask
+    import torch
+
+    from napari_im2im_uq.inference import predict
+    from napari_im2im_uq.inference._predict import default_tile_side
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = make_model(depth, base)
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    pixels = image.size
+    default = default_tile_side(model, "cpu")
+    tiles = [default if t == "default" else int(t) for t in tiles]
+
+    def bare():
+        return [model.predict_tensor(torch.from_numpy(p[None, None])) for p in image]
+
+    def ours(tile):
+        out = predict(model, image, axes="ZYX", tile_shape=(tile, tile), device="cpu")
+        return dask.compute(out)[0]
+
+    bare()  # warm-up (first-call allocations)
+    t_bare, ref = _best(bare, repeats)
+    ref_pred = np.stack([r["prediction"][0, 0].numpy() for r in ref])
+    # The documented untiled reference (mirror-padded by the halo) for exactness.
+    untiled = np.stack([model(p)["prediction"] for p in image])
+    rows = [
+        {
+            "method": "bare forward (whole planes, no halo)",
+            "tile": None,
+            "seconds": t_bare,
+            "mpx_per_s": pixels / t_bare / 1e6,
+            "max_abs_diff_vs_untiled": float(np.abs(ref_pred - untiled).max()),
+        }
+    ]
+    for tile in tiles:
+        t, out = _best(lambda tile=tile: ours(tile), repeats)
+        rows.append(
+            {
+                "method": "predict (dask, tiled)",
+                "tile": tile,
+                "seconds": t,
+                "mpx_per_s": pixels / t / 1e6,
+                "vs_bare": t_bare / t,
+                "max_abs_diff_vs_untiled": float(np.abs(out["prediction"] - untiled).max()),
+            }
+        )
+        if with_monai:
+            from monai.inferers import sliding_window_inference
+
+            div, halo = model.divisor, model.halo
+            tile_c = min(tile, -(-shape[1] // div) * div)
+            roi = -(-(tile_c + 2 * halo) // div) * div
+            overlap = 1.0 - (tile_c + 0.5) / roi  # step = tile: the same windows as ours
+
+            def monai(roi=roi, overlap=overlap):
+                x = torch.from_numpy(image[:, None])
+                with torch.no_grad():
+                    return sliding_window_inference(
+                        x, (roi, roi), 1, model.predict_tensor, overlap=overlap, mode="constant"
+                    )
+
+            t_m, res = _best(monai, repeats)
+            rows.append(
+                {
+                    "method": "MONAI sliding_window_inference",
+                    "tile": f"{roi} window",
+                    "seconds": t_m,
+                    "mpx_per_s": pixels / t_m / 1e6,
+                    "ours_vs_monai": t_m / t,
+                    "max_abs_diff_vs_untiled": float(
+                        np.abs(res["prediction"][:, 0].numpy() - untiled).max()
+                    ),
+                }
+            )
+    return {
+        "model": {"depth": depth, "base_channels": base, "halo": model.halo},
+        "shape": list(shape),
+        "repeats": repeats,
+        "torch_threads": torch.get_num_threads(),
+        "rows": rows,
+    }
+
+
+# -- memory (each run in its own process) --------------------------------------------------
+
+
+def _generated_volume(planes: int, side: int, chunk: int):
+    import dask.array as da
+
+    def block(block_info=None):
+        loc = block_info[None]["array-location"]
+        seed = loc[0][0] * 1_000_003 + loc[1][0] * 1009 + loc[2][0]
+        rng = np.random.default_rng(seed)
+        shape = block_info[None]["chunk-shape"]
+        return rng.random(shape, dtype=np.float32)
+
+    chunks = ((1,) * planes, (chunk,) * (side // chunk), (chunk,) * (side // chunk))
+    return da.map_blocks(block, chunks=chunks, dtype=np.float32)
+
+
+def _vm_hwm_kib() -> int:
+    """Peak resident memory of this process (KiB).
+
+    ``VmHWM`` of ``/proc/self/status`` belongs to this process's address space and starts
+    afresh at ``exec``; ``getrusage().ru_maxrss`` would also carry the parent's peak.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: best effort
+
+
+def memory_child(planes: int, side: int, tile: int, max_blocks: int | None) -> dict:
+    import torch
+
+    from napari_im2im_uq.inference import predict_to_zarr
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = make_model(1, 2, norm="none")
+    volume = _generated_volume(planes, side, tile)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-im2im-"))
+    base = _vm_hwm_kib()  # peak so far: imports, model, graph not yet built
+    t0 = time.perf_counter()
+    try:
+        gen = predict_to_zarr(
+            model, volume, tmp / "out.zarr", axes="ZYX", tile_shape=(tile, tile), device="cpu"
+        )
+        done = total = 0
+        for done, total in gen:  # noqa: B007 - the last values are reported
+            if max_blocks is not None and done >= max_blocks:
+                break
+        gen.close()
+        seconds = time.perf_counter() - t0
+        written = sum(f.stat().st_size for f in (tmp / "out.zarr").rglob("*") if f.is_file())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    peak = _vm_hwm_kib()
+    return {
+        "virtual_gb": planes * side * side * 4 / 1e9,
+        "blocks_done": done,
+        "blocks_total": total,
+        "complete": done == total,
+        "seconds": seconds,
+        "peak_before_run_mb": base / 1024,
+        "peak_rss_mb": peak / 1024,
+        "written_mb": written / 1e6,
+    }
+
+
+def bench_memory(runs, tile: int):
+    results = []
+    for planes, side, max_blocks in runs:
+        cmd = [sys.executable, __file__, "--child-memory", str(planes), str(side), str(tile)]
+        if max_blocks is not None:
+            cmd.append(str(max_blocks))
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  memory run {planes}x{side}x{side}: {results[-1]}", file=sys.stderr)
+    return {
+        "tile": tile,
+        "model": {"depth": 1, "base_channels": 2, "norm": "none"},
+        "runs": results,
+    }
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _print_throughput(res):
+    m = res["model"]
+    print(
+        f"\nThroughput: U-Net depth {m['depth']}, {m['base_channels']} base channels, halo "
+        f"{m['halo']}; image {tuple(res['shape'])} float32; best of {res['repeats']}; "
+        f"{res['torch_threads']} torch threads"
+    )
+    print(
+        f"{'method':40s} {'tile':>12s} {'seconds':>8s} {'Mpx/s':>7s} {'ratio':>22s} {'max|diff|':>10s}"
+    )
+    for r in res["rows"]:
+        ratio = ""
+        if "vs_bare" in r:
+            ratio = f"{r['vs_bare']:.2f}x of bare"
+        if "ours_vs_monai" in r:
+            ratio = f"ours {r['ours_vs_monai']:.2f}x MONAI"
+        tile = "" if r["tile"] is None else str(r["tile"])
+        print(
+            f"{r['method']:40s} {tile:>12s} {r['seconds']:8.2f} {r['mpx_per_s']:7.2f} "
+            f"{ratio:>22s} {r['max_abs_diff_vs_untiled']:10.2e}"
+        )
+
+
+def _print_memory(res):
+    print(
+        f"\nPeak RSS writing a generated volume to zarr (tile {res['tile']}, U-Net depth 1, "
+        "2 base channels; each run in a fresh process)"
+    )
+    print(
+        f"{'virtual GB':>10s} {'blocks':>13s} {'seconds':>8s} {'peak before MB':>14s} "
+        f"{'peak RSS MB':>12s} {'written MB':>11s}"
+    )
+    for r in res["runs"]:
+        blocks = f"{r['blocks_done']}/{r['blocks_total']}"
+        print(
+            f"{r['virtual_gb']:10.2f} {blocks:>13s} {r['seconds']:8.1f} "
+            f"{r['peak_before_run_mb']:14.0f} {r['peak_rss_mb']:12.0f} {r['written_mb']:11.0f}"
+        )
+    peaks = [r["peak_rss_mb"] for r in res["runs"]]
+    sizes = [r["virtual_gb"] for r in res["runs"]]
+    print(
+        f"volume grew {max(sizes) / min(sizes):.0f}x; peak RSS ratio largest/smallest volume "
+        f"{peaks[-1] / peaks[0]:.2f}; max peak {max(peaks):.0f} MB"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="throughput,memory", help="throughput, memory")
+    parser.add_argument("--json", action="store_true", help="write benchmarks/results/*.json")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-monai", action="store_true")
+    parser.add_argument("--child-memory", nargs="+", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_memory:
+        planes, side, tile, *rest = args.child_memory
+        print(json.dumps(memory_child(planes, side, tile, rest[0] if rest else None)))
+        return 0
+    with_monai = not args.no_monai
+    if with_monai:
+        try:
+            import monai  # noqa: F401
+        except ImportError:
+            print("MONAI is not installed: pip install monai --no-deps", file=sys.stderr)
+            with_monai = False
+    import torch
+
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    only = set(args.only.split(","))
+    if "throughput" in only:
+        report["throughput"] = [
+            bench_throughput(2, 8, (1, 2048, 2048), ["default", 1576], args.repeats, with_monai),
+            bench_throughput(3, 16, (1, 1024, 1024), ["default"], args.repeats, with_monai),
+        ]
+        for res in report["throughput"]:
+            _print_throughput(res)
+    if "memory" in only:
+        runs = [
+            (4, 2048, None),  # 0.07 GB, complete
+            (16, 2048, None),  # 0.27 GB, complete
+            (256, 2048, 24),  # 4.3 GB, first 24 blocks then cancel
+            (1024, 2048, 24),  # 17 GB, first 24 blocks then cancel
+        ]
+        report["memory"] = bench_memory(runs, tile=1024)
+        _print_memory(report["memory"])
+    if args.json:
+        out = HERE / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"bench_inference-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

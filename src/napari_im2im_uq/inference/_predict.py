@@ -1,0 +1,504 @@
+"""Lazy tiled prediction: one dask graph whose blocks run the model on halo-extended tiles."""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+import os
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from .._warnings import Im2ImUQWarning
+from . import _worker
+from ._axes import CANONICAL_AXES, check_axes, output_axes
+from ._device import check_device, check_precision, resolve
+
+__all__ = ["Plan", "make_plan", "predict"]
+
+#: Estimated float32 memory of one tile's forward pass that sets the default tile shape, on a
+#: GPU and on the CPU. CPUs run smaller tiles faster (caches); GPUs larger ones.
+TILE_BUDGET = {"gpu": 1 << 30, "cpu": 1 << 27}
+#: Default tiles are at least this many input pixels (and at least four halos) wide, at most
+#: ``MAX_TILE``.
+MIN_TILE = 128
+MAX_TILE = 4096
+
+
+def _bytes_per_pixel(model) -> float:
+    """Estimate (conservatively) the forward-pass memory per input pixel, float32.
+
+    Measured peaks of the U-Net family are about 30 * base_channels bytes per pixel, plus
+    the super-resolution tail and the head on the finer grid.
+    """
+    kwargs = model.spec.get("kwargs", {})
+    base = int(kwargs.get("base_channels", 32))
+    s = int(model.scale_factor)
+    channels = int(kwargs.get("in_channels", 1))
+    return 4.0 * (8 * base + 3 * base * s * s + 12 * s * s + 2 * channels)
+
+
+def default_tile_side(model, device: str = "cpu") -> int:
+    """Return the default tile side: the largest whose tile plus halo fits the budget.
+
+    The budget is :data:`TILE_BUDGET` for the device ("cpu", or anything else for a GPU).
+    The halo is recomputed for every tile, so a tile of side ``T`` costs ``(T + 2 halo)**2``
+    pixels of work for ``T**2`` of output: larger tiles waste less, but on a CPU smaller
+    tensors run faster per pixel.
+    """
+    div, halo = model.divisor, model.halo
+    budget = TILE_BUDGET["cpu" if device == "cpu" else "gpu"]
+    side = int((budget / _bytes_per_pixel(model)) ** 0.5) - 2 * halo
+    side = min(max(side, MIN_TILE, 4 * halo), MAX_TILE)
+    return -(-side // div) * div
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Everything :func:`predict` decided, shared with :func:`predict_to_zarr`."""
+
+    model: object
+    ref: _worker.ModelRef
+    axes: str
+    x: da.Array  # canonical (Z, C, Y, X) input, chunked by block
+    stacked: da.Array  # (Z, channels, Y * s, X * s) outputs
+    layout: list  # [(name, channels)]
+    halo: int
+    tile_shape: tuple[int, int]
+    batch_size: int
+    block_shape: tuple[int, int, int]  # planes, rows, columns (input pixels)
+    device: str
+    precision: str
+    image_shape: tuple[int, ...]
+
+    @property
+    def scale_factor(self) -> int:
+        return int(self.model.scale_factor)
+
+    @property
+    def has_z(self) -> bool:
+        return "Z" in self.axes
+
+    def outputs(self) -> dict[str, da.Array]:
+        """Cheap views of :attr:`stacked`, one per output, in the documented layout."""
+        result = {}
+        ch = 0
+        for name, n in self.layout:
+            part = self.stacked[:, ch : ch + n]
+            ch += n
+            if name == "probabilities":
+                part = part.transpose(1, 0, 2, 3) if self.has_z else part[0]
+            else:
+                part = part[:, 0] if self.has_z else part[0, 0]
+            result[name] = part
+        return result
+
+
+def _positive_int(name: str, value, *, allow_none=True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+    return int(value)
+
+
+def _resolve_model(model):
+    """Return ``(model, path)``: a loaded model, and its bundle folder when it came from one."""
+    from ..models import Im2ImModel, load_model
+
+    if isinstance(model, Im2ImModel):
+        return model, None
+    if isinstance(model, str | os.PathLike):
+        loaded = load_model(model)
+        path = Path(model)
+        # A folder travels as its absolute path; a zoo name as the name.
+        return loaded, str(path.resolve()) if path.is_dir() else str(model)
+    raise ValueError(
+        "model must be an Im2ImModel, the name of a model in the zoo or a bundle folder; got "
+        f"{type(model).__name__}"
+    )
+
+
+def _as_dask(image, name: str) -> da.Array:
+    if isinstance(image, da.Array):
+        arr = image
+    elif isinstance(image, np.ndarray):
+        arr = da.from_array(image, chunks=image.shape or (), name=False)
+    elif hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__"):
+        arr = da.from_array(image, chunks="auto")
+    else:
+        try:
+            as_np = np.asarray(image)
+        except Exception as err:  # noqa: BLE001 - say what was expected
+            raise ValueError(
+                f"{name} must be an array (numpy, dask, zarr or array-like); got {type(image).__name__}"
+            ) from err
+        arr = da.from_array(as_np, chunks=as_np.shape or (), name=False)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a real numeric array; got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
+    if any(math.isnan(s) for s in arr.shape):
+        raise ValueError(f"{name} must have a known shape; got {arr.shape}")
+    return arr
+
+
+def _canonical(arr: da.Array, axes: str) -> da.Array:
+    """Transpose and expand ``arr`` to (Z, C, Y, X)."""
+    present = [a for a in CANONICAL_AXES if a in axes]
+    arr = arr.transpose([axes.index(a) for a in present])
+    index = tuple(slice(None) if a in axes else None for a in CANONICAL_AXES)
+    return arr[index]
+
+
+def _default_tile(model, rows: int, cols: int, tile_shape, device: str):
+    div = model.divisor
+    if tile_shape is None:
+        side = default_tile_side(model, device)
+        tile = (side, side)
+    else:
+        if (
+            not isinstance(tile_shape, tuple | list)
+            or len(tile_shape) != 2
+            or any(isinstance(t, bool) or not isinstance(t, int | np.integer) for t in tile_shape)
+            or any(t < 1 for t in tile_shape)
+        ):
+            raise ValueError(
+                f"tile_shape must be two positive integers (rows, columns); got {tile_shape!r}"
+            )
+        tile = tuple(int(t) for t in tile_shape)
+    # Multiples of the divisor (rounded up), and no larger than the image (rounded up).
+    up = lambda v: -(-v // div) * div  # noqa: E731
+    return (min(up(tile[0]), up(rows)), min(up(tile[1]), up(cols)))
+
+
+def _block_shape(planes: int, rows: int, cols: int, tile, batch: int):
+    """Planes, rows and columns of a dask block: ``batch`` tiles, planes first."""
+    n_r, n_c = -(-rows // tile[0]), -(-cols // tile[1])
+    pz = min(batch, planes)
+    per_plane = max(1, batch // pz)
+    k_c = min(per_plane, n_c)
+    k_r = min(max(1, per_plane // k_c), n_r)
+    return pz, tile[0] * k_r, tile[1] * k_c
+
+
+def _chunks(total: int, size: int) -> tuple[int, ...]:
+    n, last = divmod(total, size)
+    return (size,) * n + ((last,) if last else ())
+
+
+def _window_pieces(
+    arr: da.Array,
+    iz: int,
+    y0: int,
+    y1: int,
+    x0: int,
+    x1: int,
+    halo: int,
+    scale: int,
+    dsk: dict,
+    prefix: str,
+):
+    """Keys of the parts of ``arr`` covering the window of a block, and the mirror pads.
+
+    ``arr`` is (Z, C, Y, X) chunked like the blocks (times ``scale`` on Y and X).
+    """
+    rows, cols = arr.shape[2] // scale, arr.shape[3] // scale
+    lo_r, hi_r = max(y0 - halo, 0), min(y1 + halo, rows)
+    lo_c, hi_c = max(x0 - halo, 0), min(x1 + halo, cols)
+    pads = ((lo_r - (y0 - halo), (y1 + halo) - hi_r), (lo_c - (x0 - halo), (x1 + halo) - hi_c))
+    bounds_r = np.cumsum((0, *arr.chunks[2]))
+    bounds_c = np.cumsum((0, *arr.chunks[3]))
+    pieces = []
+    for jy in range(len(arr.chunks[2])):
+        a, b = max(lo_r * scale, bounds_r[jy]), min(hi_r * scale, bounds_r[jy + 1])
+        if a >= b:
+            continue
+        row = []
+        for jx in range(len(arr.chunks[3])):
+            c, d = max(lo_c * scale, bounds_c[jx]), min(hi_c * scale, bounds_c[jx + 1])
+            if c >= d:
+                continue
+            key = (arr.name, iz, 0, jy, jx)
+            whole = (a, b, c, d) == (bounds_r[jy], bounds_r[jy + 1], bounds_c[jx], bounds_c[jx + 1])
+            if not whole:
+                index = (
+                    slice(None),
+                    slice(None),
+                    slice(int(a - bounds_r[jy]), int(b - bounds_r[jy])),
+                    slice(int(c - bounds_c[jx]), int(d - bounds_c[jx])),
+                )
+                sub = (prefix, iz, jy, jx, int(a), int(b), int(c), int(d))
+                dsk[sub] = (operator.getitem, key, index)
+                key = sub
+            row.append(key)
+        pieces.append(row)
+    return pieces, pads
+
+
+def make_plan(
+    model,
+    image,
+    *,
+    axes,
+    tile_shape=None,
+    halo=None,
+    batch_size=None,
+    device="auto",
+    precision="auto",
+    prediction=None,
+    check_here=True,
+) -> Plan:
+    """Validate the arguments of :func:`predict` and build its graph."""
+    device = check_device(device)
+    precision = check_precision(precision)
+    model, path = _resolve_model(model)
+    arr = _as_dask(image, "image")
+    n_in = len(model.in_channels)
+    axes = check_axes(axes, shape=arr.shape, n_channels=n_in)
+    if halo is None:
+        halo = model.halo
+    elif isinstance(halo, bool) or not isinstance(halo, int | np.integer) or halo < 0:
+        raise ValueError(f"halo must be a non-negative integer or None; got {halo!r}")
+    halo = int(halo)
+    if halo > model.halo:  # keep the pooling grid where the untiled run has it
+        halo = model.halo + -(-(halo - model.halo) // model.divisor) * model.divisor
+    if halo < model.halo:
+        warnings.warn(
+            f"halo={halo} is smaller than the model's receptive field ({model.halo} pixels): "
+            "tiled predictions will differ from whole-image ones near tile borders",
+            Im2ImUQWarning,
+            stacklevel=3,
+        )
+    if not model.local:
+        warnings.warn(
+            f"model {model.name!r} normalises with whole-tile statistics (group or instance "
+            "norm), so tiled predictions differ slightly from whole-image ones",
+            Im2ImUQWarning,
+            stacklevel=3,
+        )
+    batch_size = _positive_int("batch_size", batch_size)
+    x = _canonical(arr, axes)
+    planes, _, rows, cols = x.shape
+    # Resolve here when the work runs here (the usual case): a clear error now, not in a task.
+    local_device = None
+    if check_here or device != "auto":
+        local_device, dtype = resolve(device, precision)
+    tile = _default_tile(model, rows, cols, tile_shape, local_device or "cpu")
+    if batch_size is None:
+        batch_size = 1 if (local_device or "cpu") == "cpu" else 4
+    block = _block_shape(planes, rows, cols, tile, batch_size)
+    x = x.rechunk((block[0], n_in, block[1], block[2]))
+
+    s = model.scale_factor
+    pred = None
+    if model.heuristic == "mask":
+        if prediction is None:
+            raise ValueError(
+                "prediction is required for a mask model: the image-to-image prediction on "
+                f"the output grid (axes {output_axes(axes, 'prediction')!r}); got None"
+            )
+        parr = _as_dask(prediction, "prediction")
+        present = "".join(a for a in CANONICAL_AXES if a in axes and a != "C")
+        expected = tuple(arr.shape[axes.index(a)] * (s if a in "YX" else 1) for a in present)
+        if tuple(parr.shape) != expected:
+            raise ValueError(
+                f"prediction must have shape {expected} (axes {present!r} on the output "
+                f"grid); got {tuple(parr.shape)}"
+            )
+        pred = _canonical(parr, present)
+        pred = pred.rechunk((block[0], 1, block[1] * s, block[2] * s))
+    elif prediction is not None:
+        raise ValueError(
+            f"prediction is only accepted by mask models; this model's heuristic is {model.heuristic!r}"
+        )
+
+    # The model: registered in this process's cache (a copy on the device), shipped by
+    # bundle path or by its bytes to other processes.
+    ref = _worker.make_ref(model, path)
+    if local_device is not None:
+        if path is None:  # the caller's object: never moved or changed, a copy runs
+            here = type(model)(copy.deepcopy(model.network), model.spec, sha256=model.sha256)
+        else:
+            here = model
+        here.to(local_device, dtype)
+        _worker.register(ref, here, device=device, precision=precision, loaded=path is not None)
+
+    layout = _worker.output_channels(model)
+    n_channels = sum(n for _, n in layout)
+    token = tokenize(
+        x.name,
+        None if pred is None else pred.name,
+        ref.token,
+        halo,
+        tile,
+        block,
+        batch_size,
+        device,
+        precision,
+    )
+    name = f"im2im-predict-{token}"
+    model_key = f"im2im-model-{ref.token[:24]}"
+    dsk: dict = {model_key: ref}
+    bounds = [np.cumsum((0, *c)) for c in x.chunks]
+    func = partial(
+        _worker.run_block,
+        halo=halo,
+        tile=tile,
+        batch=batch_size,
+        device=device,
+        precision=precision,
+        n_channels=n_channels,
+    )
+    for iz in range(len(x.chunks[0])):
+        for iy in range(len(x.chunks[2])):
+            y0, y1 = int(bounds[2][iy]), int(bounds[2][iy + 1])
+            for ix in range(len(x.chunks[3])):
+                x0, x1 = int(bounds[3][ix]), int(bounds[3][ix + 1])
+                pieces, pads = _window_pieces(x, iz, y0, y1, x0, x1, halo, 1, dsk, f"{name}-in")
+                pred_pieces = None
+                if pred is not None:
+                    pred_pieces, _ = _window_pieces(
+                        pred, iz, y0, y1, x0, x1, halo, s, dsk, f"{name}-pred"
+                    )
+                dsk[(name, iz, 0, iy, ix)] = (
+                    partial(func, pads=pads),
+                    model_key,
+                    pieces,
+                    pred_pieces,
+                )
+    deps = [x] if pred is None else [x, pred]
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    chunks = (
+        x.chunks[0],
+        (n_channels,),
+        tuple(c * s for c in x.chunks[2]),
+        tuple(c * s for c in x.chunks[3]),
+    )
+    stacked = da.Array(graph, name, chunks, meta=np.empty((0, 0, 0, 0), dtype=np.float32))
+    return Plan(
+        model=model,
+        ref=ref,
+        axes=axes,
+        x=x,
+        stacked=stacked,
+        layout=layout,
+        halo=halo,
+        tile_shape=tile,
+        batch_size=batch_size,
+        block_shape=block,
+        device=device,
+        precision=precision,
+        image_shape=tuple(int(v) for v in arr.shape),
+    )
+
+
+def predict(
+    model,
+    image,
+    *,
+    axes: str,
+    tile_shape: tuple[int, int] | None = None,
+    halo: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    prediction=None,
+) -> dict[str, da.Array]:
+    """Predict lazily, tile by tile, with the same result as running on the whole image.
+
+    The image is cut into blocks of ``batch_size`` tiles (planes first, then tiles along rows
+    and columns). Each block is extended by ``halo`` input pixels of its neighbours, the tiles
+    run through the model in one batch and the halo is cropped from the outputs. At the image's
+    borders the missing halo is mirrored (``np.pad`` mode "symmetric", which is dask's
+    ``boundary="reflect"``), as :meth:`Im2ImModel.__call__` does on the whole image, and tile
+    origins are multiples of the model's ``divisor``; so for a model whose ``local`` is True,
+    ``predict(...)[name]`` equals ``model(image)[name]`` up to float32 rounding, for any
+    image and tile shape.
+
+    All outputs are views of one dask array that stacks them; computing several outputs
+    together (``dask.compute(out["prediction"], out["lower"])`` or :func:`predict_to_zarr`)
+    runs the model once per tile. Computing them one after the other runs it again.
+
+    Parameters
+    ----------
+    model : Im2ImModel, str or path-like
+        A loaded model, the name of a model in the zoo, or a bundle folder.
+    image : array-like
+        numpy, dask or zarr array (or anything with ``shape``, ``dtype`` and slicing) in raw
+        data units. It is read, never modified.
+    axes : str
+        One letter per dimension of ``image`` from Z (planes), C (channels), Y (rows),
+        X (columns), each at most once, with Y and X present, e.g. "YX", "ZYX", "CYX",
+        "ZCYX". C is required for models with several input channels and must then have the
+        model's channel count.
+    tile_shape : (int, int), optional
+        Rows and columns of input pixels per tile, without the halo. Rounded up to multiples
+        of the model's ``divisor`` and clipped to the image. Default: the largest square tile
+        whose forward pass (with its halo) is estimated to need at most 128 MiB on the CPU
+        or 1 GiB on a GPU in float32 (e.g. 528 and 1576 for a depth-2 U-Net with 8 base
+        channels), at least 128 and four halos, at most 4096.
+    halo : int, optional
+        Input pixels added around each tile (default: the model's receptive-field radius,
+        ``model.halo``). A larger halo is rounded up to ``model.halo`` plus a multiple of
+        ``model.divisor`` (so the down-sampling grid stays where the untiled run has it); a
+        smaller one warns: results then differ near tile borders.
+    batch_size : int, optional
+        Tiles per forward pass, and per dask block (default: 1 on the CPU, 4 on a GPU). A
+        batch that runs out of GPU memory is retried with fewer tiles, then smaller tiles
+        (an :class:`~napari_im2im_uq.Im2ImUQWarning` says so); the smaller sizes are kept for
+        the rest of the run in that process.
+    device : {"auto", "cpu", "cuda", "mps"}
+        "auto" picks CUDA, then MPS, then the CPU, in each process that runs blocks.
+        "cuda:N" picks a GPU.
+    precision : {"auto", "float32", "float16", "bfloat16"}
+        Precision of the network ("auto": float16 on CUDA, float32 elsewhere). float16 is
+        refused on the CPU; bfloat16 is allowed there. Normalisation and read-out always run
+        in float32, and outputs are float32.
+    prediction : array-like, optional
+        Mask models only (and required there): the image-to-image prediction, with the
+        input's Z, Y, X axes in canonical order on the output grid.
+
+    Returns
+    -------
+    dict of str to dask.array.Array
+        One float32 array per output name of the model (``prediction``, ``lower``,
+        ``upper``, ``std``, ``residual``, ``probabilities``, ``mask``). Layout: the input's
+        Z, Y, X axes in that order without C (e.g. "ZCYX" -> "ZYX"), rows and columns times
+        the model's ``scale_factor``; ``probabilities`` has a leading class axis ("CZYX" or
+        "CYX"). See :func:`output_axes`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_im2im_uq.models import Im2ImModel, build_network
+    >>> from napari_im2im_uq.inference import predict
+    >>> net = build_network("quantile", depth=2, base_channels=4, scale_factor=2)
+    >>> model = Im2ImModel(net, {"heuristic": "quantile"})
+    >>> image = np.random.default_rng(0).random((3, 50, 45), dtype=np.float32)
+    >>> out = predict(model, image, axes="ZYX", tile_shape=(32, 32), device="cpu")
+    >>> out["upper"].shape
+    (3, 100, 90)
+    >>> whole = model(image[1])["prediction"]
+    >>> bool(np.allclose(out["prediction"][1].compute(), whole, atol=1e-5))
+    True
+    """
+    plan = make_plan(
+        model,
+        image,
+        axes=axes,
+        tile_shape=tile_shape,
+        halo=halo,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        prediction=prediction,
+    )
+    return plan.outputs()

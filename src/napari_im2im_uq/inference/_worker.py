@@ -1,0 +1,390 @@
+"""What runs inside a dask task: the per-process model cache and the block function (torch).
+
+A block is a region of ``planes x rows x columns`` input pixels (all channels). The task gets
+the block extended by the halo (real neighbouring pixels where they exist, and how much to
+mirror at the image's borders), cuts it into tiles whose origins are multiples of the
+network's divisor, runs the tiles through the model in batches and writes the cropped
+outputs into one stacked array ``(planes, output channels, rows * s, columns * s)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import sys
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._warnings import Im2ImUQWarning
+from ._device import resolve
+
+__all__ = [
+    "ModelRef",
+    "cache_info",
+    "clear_cache",
+    "get_model",
+    "make_ref",
+    "output_channels",
+    "run_block",
+]
+
+_LOG = logging.getLogger("napari_im2im_uq.inference")
+_MAX_MODELS = 4
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_LOCK = threading.RLock()
+_DEVICE_LOCKS: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+_LIMITS: dict[tuple, dict] = {}
+_STATS = {"loads": 0, "threads_set": False}
+
+
+@dataclass(frozen=True, eq=False)
+class ModelRef:
+    """How a worker process gets a model: a bundle folder, or the bundle's bytes.
+
+    ``token`` keys the per-process cache (it differs for different weights, specifications
+    or model classes); ``model_id`` identifies the model in a zarr run description.
+    """
+
+    token: str
+    model_id: str
+    path: str | None = None
+    spec_json: str | None = None
+    weights: bytes | None = field(default=None, repr=False)
+
+
+def _spec_id(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def make_ref(model, path: str | None = None) -> ModelRef:
+    """Describe ``model`` for the workers (by ``path`` when it was loaded from a bundle)."""
+    from ..models import save_model
+
+    cls = f"{type(model).__module__}.{type(model).__qualname__}"
+    if path is not None:
+        model_id = _spec_id(model.spec)
+        token = hashlib.sha256(f"{cls}|{model_id}|{path}".encode()).hexdigest()
+        return ModelRef(token=token, model_id=model_id, path=str(path))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_model(model, Path(tmp) / "bundle")
+        spec_json = (folder / "model.json").read_text(encoding="utf-8")
+        weights = (folder / "weights.safetensors").read_bytes()
+    model_id = _spec_id(json.loads(spec_json))
+    token = hashlib.sha256(f"{cls}|{model_id}".encode()).hexdigest()
+    return ModelRef(token=token, model_id=model_id, spec_json=spec_json, weights=weights)
+
+
+def _load(ref: ModelRef):
+    from ..models import load_model
+
+    if ref.path is not None:
+        model = load_model(ref.path)
+        if _spec_id(model.spec) != ref.model_id:
+            raise RuntimeError(
+                f"the model bundle {ref.path} changed since the prediction was set up "
+                "(its model.json or weights differ); build the prediction again"
+            )
+        return model
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "bundle"
+        folder.mkdir()
+        (folder / "weights.safetensors").write_bytes(ref.weights)
+        (folder / "model.json").write_text(ref.spec_json, encoding="utf-8")
+        return load_model(folder)
+
+
+def _in_distributed_worker() -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _key(ref: ModelRef, device: str, precision: str):
+    dev, dtype = resolve(device, precision)
+    return (ref.token, dev, str(dtype)), dev, dtype
+
+
+def register(ref: ModelRef, model, *, device: str, precision: str, loaded: bool) -> None:
+    """Put a model the caller already holds into this process's cache.
+
+    ``model`` must already be on the device and dtype that ``device``/``precision`` resolve to.
+    ``loaded`` counts it as a load (it was read from a bundle for this prediction).
+    """
+    key, _, _ = _key(ref, device, precision)
+    with _CACHE_LOCK:
+        if key not in _CACHE and loaded:
+            _STATS["loads"] += 1
+        _CACHE[key] = model
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > _MAX_MODELS:
+            _CACHE.popitem(last=False)
+
+
+def get_model(ref: ModelRef, *, device: str, precision: str):
+    """Return the model for ``ref`` on this process's ``device``, loading it at most once."""
+    key, dev, dtype = _key(ref, device, precision)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        if not _STATS["threads_set"] and _in_distributed_worker():
+            import torch
+
+            torch.set_num_threads(1)  # one tile at a time per worker thread: no oversubscription
+            _STATS["threads_set"] = True
+        model = _load(ref).to(dev, dtype)
+        _STATS["loads"] += 1
+        _CACHE[key] = model
+        while len(_CACHE) > _MAX_MODELS:
+            _CACHE.popitem(last=False)
+        return model
+
+
+def cache_info() -> dict:
+    """Return the models loaded by this process so far and held now (tests, benchmarks)."""
+    with _CACHE_LOCK:
+        return {"loads": _STATS["loads"], "models": len(_CACHE)}
+
+
+def clear_cache() -> None:
+    """Forget every cached model, learned out-of-memory limit and the load count."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _LIMITS.clear()
+        _STATS["loads"] = 0
+
+
+def output_channels(model) -> list[tuple[str, int]]:
+    """``(name, channels)`` of each output, in the order they are stacked in a block."""
+    spec = model.spec
+    return [
+        (name, len(spec["classes"]) if name == "probabilities" else 1) for name in model.output_names
+    ]
+
+
+# -- the block function --------------------------------------------------------------------
+
+
+def _is_oom(err: BaseException) -> bool:
+    import torch
+
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def _free_memory(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def _device_lock(device: str):
+    """One forward pass at a time on a GPU, or on a CPU that torch already runs in parallel.
+
+    Distributed workers run torch on one thread each; their threads then run in parallel.
+    """
+    import torch
+
+    if device == "cpu" and torch.get_num_threads() == 1:
+        return contextlib.nullcontext()
+    return _DEVICE_LOCKS[device]
+
+
+def _tell(message: str) -> None:
+    _LOG.warning(message)
+    warnings.warn(message, Im2ImUQWarning, stacklevel=3)
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def _split(region, divisor: int):
+    """Split a tile region in two along its longer side, at a multiple of ``divisor``."""
+    r, c, tr, tc = region
+    for long_rows in (tr >= tc, tr < tc):
+        if long_rows:
+            half = _round_up(-(-tr // 2), divisor)
+            if half < tr:
+                return [(r, c, half, tc), (r + half, c, tr - half, tc)]
+        else:
+            half = _round_up(-(-tc // 2), divisor)
+            if half < tc:
+                return [(r, c, tr, half), (r, c + half, tr, tc - half)]
+    return None
+
+
+def _assemble(pieces) -> np.ndarray:
+    if isinstance(pieces, np.ndarray):
+        return pieces
+    rows = [np.concatenate(list(row), axis=-1) if len(row) > 1 else row[0] for row in pieces]
+    return np.concatenate(rows, axis=-2) if len(rows) > 1 else rows[0]
+
+
+def _pad_window(pieces, pads, scale: int) -> np.ndarray:
+    arr = _assemble(pieces).astype(np.float32, copy=False)
+    (top, bottom), (left, right) = pads
+    if top or bottom or left or right:
+        widths = ((0, 0), (0, 0), (top * scale, bottom * scale), (left * scale, right * scale))
+        arr = np.pad(arr, widths, mode="symmetric")
+    return arr
+
+
+def run_block(
+    ref: ModelRef,
+    pieces,
+    pred_pieces,
+    *,
+    pads,
+    halo: int,
+    tile: tuple[int, int],
+    batch: int,
+    device: str,
+    precision: str,
+    n_channels: int,
+) -> np.ndarray:
+    """Run the model on one block and return its stacked outputs.
+
+    Parameters
+    ----------
+    ref : ModelRef
+    pieces : nested list of numpy.ndarray
+        ``pieces[i][j]`` are ``(planes, C, r_i, c_j)`` parts of the input window (the block
+        and its available halo); they are concatenated along rows and columns.
+    pred_pieces : nested list of numpy.ndarray or None
+        Mask models: the same on the output grid, from the prediction.
+    pads : ((top, bottom), (left, right))
+        Mirror padding (``np.pad`` mode "symmetric") that completes the window at the image's
+        borders, in input pixels.
+    halo : int
+    tile : (rows, columns)
+        Largest tile run at once (multiples of the divisor).
+    batch : int
+        Largest number of tiles per forward pass.
+    device, precision : str
+        As given to :func:`predict`; resolved in this process.
+    n_channels : int
+        Total output channels (see :func:`output_channels`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(planes, n_channels, rows * s, columns * s)`` float32.
+    """
+    model = get_model(ref, device=device, precision=precision)
+    s, div = model.scale_factor, model.divisor
+    window = _pad_window(pieces, pads, 1)
+    pred_window = None if pred_pieces is None else _pad_window(pred_pieces, pads, s)
+    planes = window.shape[0]
+    rows, cols = window.shape[2] - 2 * halo, window.shape[3] - 2 * halo
+    out = np.empty((planes, n_channels, rows * s, cols * s), dtype=np.float32)
+    layout = output_channels(model)
+
+    key = (ref.token, str(model.device), str(model.dtype))
+    limits = _LIMITS.setdefault(key, {})
+    batch = min(batch, limits.get("batch", batch))
+    tile_r, tile_c = tile
+    if "tile" in limits:
+        tile_r, tile_c = min(tile_r, limits["tile"][0]), min(tile_c, limits["tile"][1])
+    regions = [
+        (r, c, min(tile_r, rows - r), min(tile_c, cols - c))
+        for r in range(0, rows, tile_r)
+        for c in range(0, cols, tile_c)
+    ]
+    # Work items: (plane, region); consecutive items of equal tile shape share a batch.
+    pending = collections.deque(
+        sorted(((z, reg) for reg in regions for z in range(planes)), key=lambda i: i[1][2:])
+    )
+    dev_lock = _device_lock(str(model.device))
+    while pending:
+        shape = pending[0][1][2:]
+        items = []
+        while pending and len(items) < batch and pending[0][1][2:] == shape:
+            items.append(pending.popleft())
+        try:
+            _run_items(model, items, window, pred_window, out, halo, layout, dev_lock)
+        except Exception as err:
+            if not _is_oom(err):
+                raise
+            del err
+            _free_memory(str(model.device))
+            if len(items) > 1:
+                batch = max(1, len(items) // 2)
+                limits["batch"] = min(batch, limits.get("batch", batch))
+                pending.extendleft(reversed(items))
+                _tell(
+                    f"out of memory on {model.device} with {len(items)} tiles of "
+                    f"{shape[0]} x {shape[1]} pixels; retrying with {batch} tile(s) per batch"
+                )
+                continue
+            (z, region) = items[0]
+            parts = _split(region, div)
+            if parts is None:
+                raise MemoryError(
+                    f"out of memory on {model.device} even with one tile of {shape[0]} x "
+                    f"{shape[1]} pixels (plus a halo of {halo}); use a smaller model, "
+                    "precision='float16' or device='cpu'"
+                ) from None
+            new_tile = (max(p[2] for p in parts), max(p[3] for p in parts))
+            old = limits.get("tile", (tile_r, tile_c))
+            limits["tile"] = (min(old[0], new_tile[0]), min(old[1], new_tile[1]))
+            pending.extendleft(reversed([(z, p) for p in parts]))
+            _tell(
+                f"out of memory on {model.device} with one tile of {shape[0]} x {shape[1]} "
+                f"pixels; retrying with tiles of {new_tile[0]} x {new_tile[1]}"
+            )
+    return out
+
+
+def _run_items(model, items, window, pred_window, out, halo, layout, dev_lock) -> None:
+    import torch
+
+    s, div = model.scale_factor, model.divisor
+    _, _, tr, tc = items[0][1]
+    extra_r = -(tr + 2 * halo) % div
+    extra_c = -(tc + 2 * halo) % div
+    widths = ((0, 0), (0, 0), (0, extra_r), (0, extra_c))
+
+    def cut(arr, z, r, c, f):
+        part = arr[z, :, r * f : (r + tr + 2 * halo) * f, c * f : (c + tc + 2 * halo) * f]
+        return part
+
+    x = np.stack([cut(window, z, r, c, 1) for z, (r, c, _, _) in items])
+    if extra_r or extra_c:
+        x = np.pad(x, widths, mode="symmetric")
+    p = None
+    if pred_window is not None:
+        p = np.stack([cut(pred_window, z, r, c, s) for z, (r, c, _, _) in items])
+        if extra_r or extra_c:
+            p = np.pad(p, tuple((a * s, b * s) for a, b in widths), mode="symmetric")
+        p = torch.from_numpy(np.ascontiguousarray(p))
+    with dev_lock:
+        result = model.predict_tensor(torch.from_numpy(np.ascontiguousarray(x)), prediction=p)
+        result = {
+            k: v[..., halo * s : (halo + tr) * s, halo * s : (halo + tc) * s].cpu()
+            for k, v in result.items()
+        }
+    ch = 0
+    for name, n in layout:
+        values = result[name].numpy()
+        for i, (z, (r, c, _, _)) in enumerate(items):
+            out[z, ch : ch + n, r * s : (r + tr) * s, c * s : (c + tc) * s] = values[i]
+        ch += n
