@@ -22,15 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import bounds as _bounds
-from ._errors import InfeasibleCalibrationError, tiles_needed_for_crc
+from ._errors import InfeasibleCalibrationError, crc_threshold
 
 # Values inside the current bracket are sorted exactly once there are at most this many.
 _COLLECT_LIMIT = 1 << 20
 _BINS = 1024
 _SUBSAMPLE = 1 << 17  # values kept by the stats pass to propose a bracket
-# Numerical slack of the CRC inequality, in units of the summed loss: ties that floating-point
-# summation pushes a hair above the threshold still count as ties (the excess risk is < 1e-12).
-_CRC_SLACK = 1e-12
 
 Block = tuple[int, np.ndarray, np.ndarray]  # (first tile index, crit (m, d), weight (m, d) or (m, 1))
 
@@ -266,13 +263,7 @@ def _select_in_bracket(values, weights, w_above_hi, threshold):
 def crc(loss: FractionLoss, alpha: float, *, loss_bound: float = 1.0) -> float:
     """Conformal risk control: inf{lam : (sum_i L_i(lam) + B) / (n + 1) <= alpha}."""
     n = loss.n
-    threshold = alpha * (n + 1) - loss_bound + _CRC_SLACK
-    if threshold < 0:
-        need = tiles_needed_for_crc(alpha, loss_bound)
-        raise InfeasibleCalibrationError(
-            f"the calibration set has {n} tiles; conformal risk control at alpha={alpha:g} needs at "
-            f"least {need} (the correction B/(n+1) = {loss_bound / (n + 1):.3g} alone exceeds alpha)"
-        )
+    threshold = crc_threshold(n, alpha, loss_bound, what="conformal risk control")
     lam = loss.smallest_lam_with_total_at_most(threshold)
     if lam is None:
         floor = _risk_at_infinity(loss)

@@ -23,6 +23,15 @@ def check_level(value, name: str, *, allow_one: bool = False) -> float:
     return value
 
 
+def check_positive(value, name: str) -> float:
+    """Return ``value`` as a positive finite float, or raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        np.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+    return float(value)
+
+
 def check_choice(value, name: str, choices) -> str:
     """Return ``value`` if it is one of ``choices``, or raise."""
     if value not in choices:

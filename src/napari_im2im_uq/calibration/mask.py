@@ -24,13 +24,14 @@ import math
 import numpy as np
 
 from ._common import tile_phrase
-from ._errors import InfeasibleCalibrationError, tiles_needed_for_crc
+from ._errors import InfeasibleCalibrationError, crc_threshold
 from ._result import CalibrationResult
 from ._validation import (
     as_tiles,
     check_choice,
     check_finite,
     check_level,
+    check_positive,
     check_same_shape,
     check_valid_block,
     is_dask,
@@ -224,8 +225,7 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
     check_choice(rule, "rule", _RULES)
     if rule != "crc":
         beta = check_level(beta, "beta")
-    if isinstance(eps, bool) or not np.isscalar(eps) or not (np.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a positive number; got {eps!r}")
+    eps = check_positive(eps, "eps")
     mask_scores = as_tiles(mask_scores, "mask_scores")
     prediction = as_tiles(prediction, "prediction")
     truth = as_tiles(truth, "truth")
@@ -269,13 +269,7 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
             raise ValueError("rule='crc' needs a distortion that grows with lam; 1 - SSIM need "
                              "not, so use rule='conformal' with distance='ssim'")
         bound = _crc_bound(loss_bound, width, distance)
-        threshold = alpha * (n + 1) - bound + 1e-12
-        if threshold < 0:
-            need = tiles_needed_for_crc(alpha, bound)
-            raise InfeasibleCalibrationError(
-                f"the calibration set has {n} tiles; rule='crc' at alpha={alpha:g} with "
-                f"B={bound:g} needs at least {need}"
-            )
+        threshold = crc_threshold(n, alpha, bound, what="rule='crc'")
         stack = {k: (np.concatenate(vals) if vals and vals[0] is not None else None)
                  for k, vals in pooled.items()}
         lam = _crc_lam(stack["m"], stack["f"], stack["y"], stack["valid"], threshold=threshold,
@@ -387,11 +381,7 @@ def _range_width(data_range):
 
 def _crc_bound(loss_bound, width, distance):
     if loss_bound is not None:
-        if isinstance(loss_bound, bool) or not np.isscalar(loss_bound) or not (
-            np.isfinite(loss_bound) and loss_bound > 0
-        ):
-            raise ValueError(f"loss_bound must be a positive finite number; got {loss_bound!r}")
-        return float(loss_bound)
+        return check_positive(loss_bound, "loss_bound")
     if width is None:
         raise ValueError(
             "rule='crc' needs B, the largest possible distortion: pass data_range (B = width for "

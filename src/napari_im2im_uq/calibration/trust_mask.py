@@ -21,12 +21,13 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import tile_phrase
-from ._errors import InfeasibleCalibrationError, tiles_needed_for_crc
+from ._errors import crc_threshold
 from ._result import CalibrationResult
 from ._validation import (
     as_tiles,
     check_choice,
     check_finite,
+    check_positive,
     check_same_shape,
     check_valid_block,
     is_dask,
@@ -36,7 +37,6 @@ from ._validation import (
 __all__ = ["calibrate_trust_mask", "fidelity_error_map"]
 
 _FIDELITY = ("pointwise", "blurred", "given")
-_CRC_SLACK = 1e-12
 _SUBSAMPLE_PIXELS = 1 << 12  # per tile, for the upper bound
 
 
@@ -230,14 +230,7 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
         def blocks():
             yield from stored
 
-    threshold = alpha * (n + 1) - bound + _CRC_SLACK
-    if threshold < 0:
-        need = tiles_needed_for_crc(alpha, bound)
-        raise InfeasibleCalibrationError(
-            f"the calibration set has {n} tiles; a trust mask at alpha={alpha:g} with B={bound:g} "
-            f"needs at least {need} (the correction B/(n+1) = {bound / (n + 1):.3g} alone "
-            "exceeds alpha)"
-        )
+    threshold = crc_threshold(n, alpha, bound, what="a trust mask")
     t_hat, at_hat = _solve(blocks, n, threshold)
     risk = float(at_hat.mean())
     curve = _curve(blocks, n, t_hat, bound, curve_points, at_hat)
@@ -282,11 +275,7 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
 
 def _resolve_bound(loss_bound, data_range, fidelity):
     if loss_bound is not None:
-        if isinstance(loss_bound, bool) or not np.isscalar(loss_bound) or not (
-            np.isfinite(loss_bound) and loss_bound > 0
-        ):
-            raise ValueError(f"loss_bound must be a positive finite number; got {loss_bound!r}")
-        return float(loss_bound)
+        return check_positive(loss_bound, "loss_bound")
     if data_range is None:
         raise ValueError(
             "loss_bound or data_range is required: conformal risk control needs B, the largest "
