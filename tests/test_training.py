@@ -148,7 +148,8 @@ def test_ssim_is_differentiable():
     a = torch.rand(1, 1, 16, 16, requires_grad=True)
     b = torch.rand(1, 1, 16, 16)
     (1 - ssim(a, b)).backward()
-    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    assert torch.isfinite(a.grad).all()
+    assert a.grad.abs().sum() > 0
 
 
 def test_mask_loss_by_hand():
@@ -182,7 +183,8 @@ def test_mask_loss_gradient_and_heuristic_dispatch():
 
 
 def test_loss_errors_name_the_argument():
-    with pytest.raises(ValueError, match=r"target must have shape \(1, 1, 2, 2\); got \(1, 1, 3, 3\)"):
+    shape_msg = r"target must have shape \(1, 1, 2, 2\); got \(1, 1, 3, 3\)"
+    with pytest.raises(ValueError, match=shape_msg):
         quantile_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 1, 3, 3))
     with pytest.raises(ValueError, match="quantiles must satisfy"):
         quantile_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 1, 2, 2), quantiles=(0.9, 0.1))
@@ -203,14 +205,16 @@ def test_sampler_keeps_input_and_target_aligned():
     sampler = PatchSampler(None, [hr], scale_factor=4, patch_shape=(4, 4),
                            degrade=nearest_downsample(4))
     x, y = sampler.sample(np.random.default_rng(1), 16)
-    assert x.shape == (16, 1, 4, 4) and y.shape == (16, 1, 16, 16)
+    assert x.shape == (16, 1, 4, 4)
+    assert y.shape == (16, 1, 16, 16)
     assert np.array_equal(x, y[:, :, ::4, ::4])
     # explicit inputs, two channels, flips and rotations applied alike
     inp = np.stack([hr, 1 - hr])
     lab = (hr > 0.5).astype(np.int64)
     sampler = PatchSampler([inp], [lab], patch_shape=(8, 8))
     x, y = sampler.sample(np.random.default_rng(2), 16)
-    assert y.dtype == np.int64 and y.shape == (16, 8, 8)
+    assert y.dtype == np.int64
+    assert y.shape == (16, 8, 8)
     assert np.array_equal(x[:, 0] > 0.5, y.astype(bool))
     assert np.allclose(x[:, 1], 1 - x[:, 0])
 
@@ -340,7 +344,8 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert load_checkpoint(tmp_path / "split", network=init_network(
         "quantile", depth=2, base_channels=4))["step"] == 3
     resumed, events = _tiny_run(tmp_path / "split", steps=6, resume=True, every=3)
-    assert events[0]["step"] == 4 and events[0]["resumed_from"] == 3
+    assert events[0]["step"] == 4
+    assert events[0]["resumed_from"] == 3
     assert _same(full, resumed)
     names = sorted(p.name for p in (tmp_path / "split").iterdir())
     assert names == ["checkpoint.json", "optimizer.safetensors", "weights.safetensors"]
@@ -367,10 +372,9 @@ def test_train_errors_name_the_argument():
         next(train(net, sampler, heuristic="quantile", steps=0))
     with pytest.raises(ValueError, match="sampler must be a PatchSampler"):
         next(train(net, (xs, ys), heuristic="quantile", steps=1))
+    bad = PatchSampler(xs, [np.full_like(y, np.nan) for y in ys], patch_shape=(8, 8))
     with pytest.raises(FloatingPointError, match="loss became"):
-        bad = [np.full_like(y, np.nan) for y in ys]
-        next(train(net, PatchSampler(xs, bad, patch_shape=(8, 8)), heuristic="quantile",
-                   steps=1))
+        next(train(net, bad, heuristic="quantile", steps=1))
 
 
 # -- CLI and laziness ----------------------------------------------------------------------------
@@ -381,11 +385,14 @@ def test_cli_train_tiny_recipe(tmp_path, capsys):
     argv = ["train", "--recipe", "synthetic-sr4x-quantile", "--output", str(out), "--steps", "3"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "step 3/3" in printed and "saved" in printed
+    assert "step 3/3" in printed
+    assert "saved" in printed
     model = load_model(out)
-    assert model.heuristic == "quantile" and model.scale_factor == 4
+    assert model.heuristic == "quantile"
+    assert model.scale_factor == 4
     card = model.spec["card"]
-    assert card["training"]["steps"] == 3 and "psnr_db" in card["held_out"]["baseline"]
+    assert card["training"]["steps"] == 3
+    assert "psnr_db" in card["held_out"]["baseline"]
     assert (out / "README.md").is_file()
     assert (tmp_path / "demo.checkpoint" / "checkpoint.json").is_file()
     # an existing bundle is not replaced without --overwrite
