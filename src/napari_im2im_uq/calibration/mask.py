@@ -206,6 +206,11 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
     valid : array_like of bool, optional
         Pixels that count in the L1 / L2 means (not supported with SSIM).
 
+    Notes
+    -----
+    Dask inputs are read block by block; "conformal" and "paper" keep one critical value per
+    tile, while "crc" pools every pixel's breakpoint in memory to solve the sweep exactly.
+
     Returns
     -------
     CalibrationResult
