@@ -15,7 +15,7 @@ Border rule: an image is mirrored at its borders by the model's halo (``np.pad``
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import attach
 
 __all__ = ["output_axes", "predict", "predict_to_zarr", "write_zarr"]
 
@@ -27,13 +27,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = attach(__name__, globals(), _LAZY)

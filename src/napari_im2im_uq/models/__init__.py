@@ -18,8 +18,7 @@ it with ``json`` and ``safetensors`` only and never unpickles.
 
 from __future__ import annotations
 
-import importlib
-
+from .._lazy import attach
 from ._errors import FORMAT_VERSION, HEURISTICS, NORMS, UPSAMPLINGS, BundleError
 
 __all__ = [
@@ -62,13 +61,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = attach(__name__, globals(), _LAZY)

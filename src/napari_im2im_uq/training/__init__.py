@@ -21,7 +21,7 @@ Recipes
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import attach
 
 __all__ = [
     "AUGMENTATIONS",
@@ -82,13 +82,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = attach(__name__, globals(), _LAZY)
