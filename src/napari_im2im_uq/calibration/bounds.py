@@ -32,6 +32,7 @@ __all__ = [
     "hoeffding_bentkus_pvalue",
     "wsr_pvalue",
     "upper_confidence_bound",
+    "upper_confidence_bound_from_mean",
 ]
 
 # n * R is rounded to this many decimals before the ceiling of the binomial tail, so that a mean risk
@@ -221,3 +222,42 @@ def upper_confidence_bound(losses, *, delta: float, bound: str = "hoeffding_bent
             lo = np.where(rejected, lo, mid)
         out = hi
     return out if out.size > 1 else float(out[0])
+
+
+def upper_confidence_bound_from_mean(mean, n: int, *, delta: float, bound: str):
+    """Upper confidence bound from the mean risk alone (Hoeffding and Hoeffding-Bentkus).
+
+    Parameters
+    ----------
+    mean : float or array_like
+        Empirical mean risk(s) of ``n`` losses in [0, 1].
+    n : int
+        Number of losses.
+    delta : float
+        Error level in (0, 1).
+    bound : {"hoeffding", "hoeffding_bentkus"}
+        Bounds that depend on the data only through the mean (WSR does not).
+
+    Returns
+    -------
+    ucb : ndarray
+
+    Examples
+    --------
+    >>> round(float(upper_confidence_bound_from_mean(0.1, 100, delta=0.1,
+    ...                                              bound="hoeffding")[0]), 4)
+    0.2073
+    """
+    delta = check_level(delta, "delta")
+    mean = np.atleast_1d(np.asarray(mean, dtype=np.float64))
+    if bound == "hoeffding":
+        return np.minimum(1.0, mean + np.sqrt(np.log(1.0 / delta) / (2.0 * n)))
+    if bound != "hoeffding_bentkus":
+        raise ValueError(f"bound must be 'hoeffding' or 'hoeffding_bentkus'; got {bound!r}")
+    lo, hi = mean.copy(), np.ones_like(mean)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        rejected = hoeffding_bentkus_pvalue(mean, n, mid) <= delta
+        hi = np.where(rejected, mid, hi)
+        lo = np.where(rejected, lo, mid)
+    return hi

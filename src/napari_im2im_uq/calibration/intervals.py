@@ -293,8 +293,9 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
             if not window[0] < lam < window[1]:
                 loss = make_loss(True)
                 lam, order = solve(loss)
-    risk = float(loss.tile_losses([lam]).mean())
-    curve = fraction_curve(loss, lam, rule=rule, alpha=alpha, delta=delta, bound=bound,
+    at_hat = loss.tile_losses([lam])[:, 0]
+    risk = float(at_hat.mean())
+    curve = fraction_curve(loss, lam, at_hat, rule=rule, alpha=alpha, delta=delta, bound=bound,
                            order=order)
     tile = tile_phrase(prediction.shape[1:])
     if rule == "rcps":

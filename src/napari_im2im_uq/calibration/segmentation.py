@@ -233,8 +233,9 @@ def calibrate_segmentation(scores, labels, *, alpha, scores_are="probabilities",
     else:
         lam, order = _fraction.rcps(fl, alpha, delta, bound=bound, seed=seed)
     lam = float(min(lam, 1.0))
-    risk = float(fl.tile_losses([lam]).mean())
-    curve = fraction_curve(fl, lam, rule=rule, alpha=alpha, delta=delta, bound=bound,
+    at_hat = fl.tile_losses([lam])[:, 0]
+    risk = float(at_hat.mean())
+    curve = fraction_curve(fl, lam, at_hat, rule=rule, alpha=alpha, delta=delta, bound=bound,
                            order=order)
     tile = tile_phrase(labels.shape[1:])
     what = {

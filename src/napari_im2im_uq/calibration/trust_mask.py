@@ -59,7 +59,7 @@ def fidelity_error_map(prediction, truth, *, fidelity="pointwise", blur_sigma=No
 
     Examples
     --------
-    >>> fidelity_error_map(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))[0, 0, 0]
+    >>> float(fidelity_error_map(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))[0, 0, 0])
     1.0
     """
     diff = np.subtract(truth, prediction, dtype=np.float64)
