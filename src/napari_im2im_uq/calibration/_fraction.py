@@ -41,17 +41,6 @@ class FractionLoss:
     _cached_stats: tuple | None = None
 
     @classmethod
-    def from_arrays(cls, crit: np.ndarray, weight: np.ndarray) -> FractionLoss:
-        """Hold already computed ``crit`` (n, d) and ``weight`` (n, d) or (n, 1) in memory."""
-        crit = np.asarray(crit, dtype=np.float64).reshape(crit.shape[0], -1)
-        weight = np.asarray(weight, dtype=np.float64).reshape(weight.shape[0], -1)
-
-        def blocks():
-            yield 0, crit, weight
-
-        return cls(blocks, crit.shape[0])
-
-    @classmethod
     def cached(cls, blocks: Callable[[], Iterator[Block]], n: int) -> FractionLoss:
         """Compute the blocks once and keep them (for in-memory inputs)."""
         stored = list(blocks())
@@ -72,21 +61,19 @@ class FractionLoss:
                 out[start : start + crit.shape[0], j] = np.where(crit > lam, w, 0.0).sum(axis=1)
         return out
 
-    def binned_tile_losses(self, edges: np.ndarray, *, pooled: bool = False,
-                           exact: bool = True) -> np.ndarray:
+    def binned_tile_losses(self, edges: np.ndarray, *, pooled: bool = False) -> np.ndarray:
         """Per-tile losses at every edge of a uniform grid, in one pass: array (n, len(edges)).
 
         Exact at the edges (values on an edge are counted as not above it), at the cost of one
         streaming pass whatever the number of edges. With ``pooled`` the sum over tiles,
-        shape (len(edges),), is returned and memory does not grow with n. With
-        ``exact=False`` a value within rounding of an edge may fall on either side (for plots).
+        shape (len(edges),), is returned and memory does not grow with n.
         """
         edges = np.asarray(edges, dtype=np.float64)
         g = edges.size - 1
         out = np.zeros(g + 2) if pooled else np.zeros((self.n, g + 2))
         for start, crit, weight in self.blocks():
             m = crit.shape[0]
-            idx = _bin_index(crit, edges, exact=exact)  # 0: <= e0, j: (e_{j-1}, e_j], g+1: > e_g
+            idx = _bin_index(crit, edges)  # 0: <= e0, j: (e_{j-1}, e_j], g+1: > e_g
             w = np.broadcast_to(weight, crit.shape)
             if pooled:
                 out += np.bincount(idx.ravel(), weights=w.ravel(), minlength=g + 2)
@@ -225,7 +212,7 @@ def _weighted_count(mask: np.ndarray, weight: np.ndarray) -> float:
     return float(np.where(mask, weight, 0.0).sum())
 
 
-def _bin_index(crit: np.ndarray, edges: np.ndarray, *, exact: bool = True) -> np.ndarray:
+def _bin_index(crit: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Index j with edges[j-1] < c <= edges[j] (0 below e0, len(edges) above the last), exactly."""
     g = edges.size - 1
     lo, hi = edges[0], edges[-1]
@@ -235,7 +222,7 @@ def _bin_index(crit: np.ndarray, edges: np.ndarray, *, exact: bool = True) -> np
     idx = np.nan_to_num(pos, nan=0.0).astype(np.int64)
     np.clip(idx, 0, g, out=idx)
     # floating point can put a value one bin off; fix it against the true edges
-    for _ in range(3 if exact else 0):
+    for _ in range(3):
         too_high = (idx > 0) & (crit <= edges[np.maximum(idx - 1, 0)])
         too_low = (idx <= g) & (crit > edges[np.minimum(idx, g)])
         if not (too_high.any() or too_low.any()):

@@ -195,32 +195,14 @@ def upper_confidence_bound(losses, *, delta: float, bound: str = "hoeffding_bent
     losses = np.atleast_2d(np.asarray(losses, dtype=np.float64))
     n = losses.shape[-1]
     mean = losses.mean(axis=-1)
-    if bound == "hoeffding":
-        out = np.minimum(1.0, mean + np.sqrt(np.log(1.0 / delta) / (2.0 * n)))
+    if bound == "wsr":
+        ordered = losses if order is None else losses[:, np.asarray(order)]
+        out = _invert_pvalue(
+            mean, delta, lambda level: np.exp(-np.max(_wsr_log_wealth(ordered, level, delta),
+                                                      axis=-1))
+        )
     else:
-        if bound == "hoeffding_bentkus":
-
-            def pvalue(level):
-                return hoeffding_bentkus_pvalue(mean, n, level)
-
-        elif bound == "wsr":
-
-            def pvalue(level):
-                ordered = losses if order is None else losses[:, np.asarray(order)]
-                return np.exp(-np.max(_wsr_log_wealth(ordered, level, delta), axis=-1))
-
-        else:
-            raise ValueError(
-                f"bound must be 'hoeffding', 'hoeffding_bentkus' or 'wsr'; got {bound!r}"
-            )
-        lo = mean.copy()
-        hi = np.ones_like(mean)
-        for _ in range(60):  # bisection to ~1e-18: the p-value falls as the level rises
-            mid = 0.5 * (lo + hi)
-            rejected = pvalue(mid) <= delta
-            hi = np.where(rejected, mid, hi)
-            lo = np.where(rejected, lo, mid)
-        out = hi
+        out = upper_confidence_bound_from_mean(mean, n, delta=delta, bound=bound)
     return out if out.size > 1 else float(out[0])
 
 
@@ -253,11 +235,18 @@ def upper_confidence_bound_from_mean(mean, n: int, *, delta: float, bound: str):
     if bound == "hoeffding":
         return np.minimum(1.0, mean + np.sqrt(np.log(1.0 / delta) / (2.0 * n)))
     if bound != "hoeffding_bentkus":
-        raise ValueError(f"bound must be 'hoeffding' or 'hoeffding_bentkus'; got {bound!r}")
+        raise ValueError(
+            f"bound must be 'hoeffding', 'hoeffding_bentkus' or 'wsr'; got {bound!r}"
+        )
+    return _invert_pvalue(mean, delta, lambda level: hoeffding_bentkus_pvalue(mean, n, level))
+
+
+def _invert_pvalue(mean, delta, pvalue):
+    """Smallest level at which ``pvalue(level) <= delta``, by bisection above the mean."""
     lo, hi = mean.copy(), np.ones_like(mean)
-    for _ in range(60):
+    for _ in range(60):  # bisection to ~1e-18: the p-value falls as the level rises
         mid = 0.5 * (lo + hi)
-        rejected = hoeffding_bentkus_pvalue(mean, n, mid) <= delta
+        rejected = pvalue(mid) <= delta
         hi = np.where(rejected, mid, hi)
         lo = np.where(rejected, lo, mid)
     return hi

@@ -13,7 +13,6 @@ import numpy as np
 
 from . import metrics
 from ._result import CalibrationResult
-from ._validation import check_choice
 
 __all__ = ["held_out_losses", "iter_risk_over_splits", "risk_over_splits"]
 
@@ -189,7 +188,3 @@ def risk_over_splits(calibrate, evaluate, n_tiles, *, n_cal, n_splits=100, seed=
         except StopIteration as stop:
             return stop.value
 
-
-def choose_method(method: str) -> str:
-    """Validate a method name (for callers that take it as a string)."""
-    return check_choice(method, "method", _METHODS)
