@@ -38,6 +38,7 @@ __all__ = [
     "list_models",
     "load_model",
     "output_names",
+    "read_spec",
     "receptive_field_radius",
     "save_model",
     "unet_receptive_extent",
@@ -55,7 +56,8 @@ _LAZY = {
     "output_names": "._heads",
     "BORDER_MODE": "._model",
     "Im2ImModel": "._model",
-    "list_models": "._bundle",
+    "list_models": "._catalog",
+    "read_spec": "._catalog",
     "load_model": "._bundle",
     "save_model": "._bundle",
 }

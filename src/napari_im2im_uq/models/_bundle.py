@@ -12,72 +12,12 @@ import torch
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
+from ._catalog import MODEL_JSON, WEIGHTS_FILE, ZOO_DIR, _resolve, list_models
 from ._errors import BundleError
 from ._model import Im2ImModel
 from ._spec import check_consistency, complete_spec, validate_spec
 
 __all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ZOO_DIR", "list_models", "load_model", "save_model"]
-
-MODEL_JSON = "model.json"
-WEIGHTS_FILE = "weights.safetensors"
-#: Where the shipped bundles live: one folder per model.
-ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
-
-
-def _search_dirs(search_paths: Iterable[str | os.PathLike]) -> list[Path]:
-    if isinstance(search_paths, str | os.PathLike):
-        search_paths = [search_paths]
-    return [ZOO_DIR, *(Path(p) for p in search_paths)]
-
-
-def _bundles(search_paths) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for root in _search_dirs(search_paths):
-        if not root.is_dir():
-            continue
-        for sub in sorted(root.iterdir()):
-            if sub.is_dir() and (sub / MODEL_JSON).is_file() and sub.name not in found:
-                found[sub.name] = sub
-    return found
-
-
-def list_models(*, search_paths: Iterable[str | os.PathLike] = ()) -> list[str]:
-    """Names of the model bundles in the shipped zoo and in extra folders.
-
-    A bundle is a folder holding ``model.json`` and ``weights.safetensors``; its name is the
-    folder name. The zoo is searched first; a later folder does not shadow an earlier name.
-
-    Parameters
-    ----------
-    search_paths : iterable of path-like
-        Extra folders whose sub-folders are bundles.
-
-    Returns
-    -------
-    list of str
-        Bundle names, zoo first, each group sorted.
-
-    Examples
-    --------
-    >>> isinstance(list_models(), list)
-    True
-    """
-    return list(_bundles(search_paths))
-
-
-def _resolve(name_or_path, search_paths) -> Path:
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if isinstance(name_or_path, str) and os.sep not in name_or_path and "/" not in name_or_path:
-        bundles = _bundles(search_paths)
-        if name_or_path in bundles:
-            return bundles[name_or_path]
-        raise ValueError(
-            f"name_or_path must be a bundle folder or one of the known models {sorted(bundles)}; "
-            f"got {name_or_path!r}"
-        )
-    raise ValueError(f"name_or_path must be an existing bundle folder; got {str(name_or_path)!r}")
 
 
 def _read_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,226 @@
+"""The Calibrate dock widget: calibrate the outputs of a prediction on ground truth the user chose."""
+
+from __future__ import annotations
+
+import warnings
+
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
+from napari.utils.notifications import show_info, show_warning
+
+from .. import api
+from .._warnings import Im2ImUQWarning
+from ._common import WHOLE, JobRunner, Panel, kind, layer_picker, meta
+from ._plot import PlotArea, plot_curve
+
+METHOD_LABELS = {
+    "intervals": "intervals (per-pixel, RCPS / CRC)",
+    "trust_mask": "trust mask (Adame et al.)",
+    "mask": "continuous mask (Kutiel et al.)",
+    "segmentation": "segmentation sets (varisco)",
+}
+REGION_NOTE = (
+    "The labeled tiles stand for the population: if they come from one contiguous region, that "
+    "the rest of the image behaves like it is an assumption, not a guarantee. A random tile plan "
+    "makes it hold by design."
+)
+
+
+def _is_output(layer) -> bool:
+    return meta(layer).get("role") == "output"
+
+
+def _is_truth(layer) -> bool:
+    return kind(layer) in ("image", "labels") and meta(layer).get("role") not in (
+        "output", "calibrated")
+
+
+class CalibrateWidget(Panel):
+    """Calibrate a prediction run; shows the risk curve, the guarantee and the result layers."""
+
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        super().__init__(viewer, labels=True)
+        self.prediction = layer_picker(viewer, "prediction", _is_output,
+                                       tooltip="any output layer of one Predict run")
+        self.truth = layer_picker(viewer, "ground truth", _is_truth,
+                                  tooltip="Image (regression) or Labels (segmentation: 0 = not "
+                                          "annotated, label k + 1 = class k), on the output grid")
+        self.regions = layer_picker(viewer, "labeled regions", lambda ly: kind(ly) == "shapes",
+                                    optional=WHOLE,
+                                    tooltip="rectangles where ground truth exists")
+        self.tile_rows = SpinBox(label="tile rows", value=64, min=4, max=4096,
+                                 tooltip="calibration tile (output pixels): the unit the "
+                                         "guarantee speaks about")
+        self.tile_cols = SpinBox(label="tile columns", value=64, min=4, max=4096)
+        self.method = ComboBox(label="method", choices=[(v, k) for k, v in METHOD_LABELS.items()],
+                               value="intervals")
+        self.rule = ComboBox(label="rule", choices=list(api.RULES["intervals"]))
+        self.bound = ComboBox(label="bound", choices=list(api.BOUNDS))
+        self.alpha = FloatSpinBox(label="alpha", value=0.1, min=0.0, max=1.0, step=0.001)
+        self.delta = FloatSpinBox(label="delta", value=0.1, min=0.0, max=1.0, step=0.001)
+        self.beta = FloatSpinBox(label="beta", value=0.9, min=0.0, max=1.0, step=0.001,
+                                 visible=False)
+        self.sigma = ComboBox(label="trust score", choices=["auto", "width", "std", "residual",
+                                                            "mask"], visible=False)
+        self.bounds_box = CheckBox(label="also add calibrated lower/upper", value=False)
+        self.calibrate_button = PushButton(text="Calibrate")
+        self.check_button = PushButton(text="Self-check (half / half)")
+        self.cancel = PushButton(text="Cancel")
+        self.n_plan = SpinBox(label="tiles to plan", value=20, min=1, max=100000)
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.plan_button = PushButton(text="Plan calibration tiles")
+        self.guarantee = Label(value="")
+        self.guarantee.native.setWordWrap(True)
+        self.message = Label(value="")
+        self.message.native.setWordWrap(True)
+        self.extend([self.prediction, self.truth, self.regions, self.tile_rows, self.tile_cols,
+                     self.method, self.rule, self.bound, self.alpha, self.delta, self.beta,
+                     self.sigma, self.bounds_box, self.calibrate_button, self.check_button,
+                     self.cancel, self.n_plan, self.seed, self.plan_button, self.status,
+                     self.message, self.guarantee])
+        self.plot = PlotArea(self)
+        self.runner = JobRunner(self.message, [self.calibrate_button, self.check_button],
+                                self.cancel)
+        self.runner.after_finish = self.refresh
+        self.calibrate_button.changed.connect(self.start)
+        self.check_button.changed.connect(self.start_self_check)
+        self.plan_button.changed.connect(self.plan)
+        self.method.changed.connect(self._method_changed)
+        self.watch(self.prediction, self.truth, self.regions, self.tile_rows, self.tile_cols,
+                   self.method, self.rule, self.alpha, self.delta, self.beta, self.sigma)
+        self.connect_layers()
+        self.last = None
+        self._method_changed()
+
+    def run_buttons(self):
+        return [self.calibrate_button, self.check_button]
+
+    def _method_changed(self, *_):
+        method = self.method.value
+        self.rule.choices = list(api.RULES[method])
+        self.rule.value = api.RULES[method][0]
+        self.beta.visible = method == "mask"
+        self.sigma.visible = method == "trust_mask"
+        self.bounds_box.visible = method == "intervals"
+        self.refresh()
+
+    def outputs(self):
+        """Return the outputs of the chosen prediction's run, by name."""
+        if self.prediction.value is None:
+            return {}
+        return api.model_outputs(self.viewer.layers, self.prediction.value)
+
+    def problems(self):
+        rule = self.rule.value
+        self.bound.visible = rule == "rcps"
+        self.delta.visible = rule == "rcps"
+        method = self.method.value
+        if self.prediction.value is None:
+            return "choose an output layer of a Predict run"
+        outputs = self.outputs()
+        missing = [k for k in api.NEEDS[method] if k not in outputs]
+        if missing:
+            return (f"method {method} needs the outputs {list(api.NEEDS[method])}; this run has "
+                    f"{sorted(outputs)}")
+        truth = self.truth.value
+        if truth is None:
+            return "choose a ground-truth layer"
+        if method == "segmentation" and kind(truth) != "labels":
+            return "segmentation needs a Labels layer as ground truth (0 = not annotated)"
+        if method != "segmentation" and kind(truth) != "image":
+            return f"{method} needs an Image layer as ground truth; got a {kind(truth)} layer"
+        ref = outputs[api.NEEDS[method][0]].data
+        grid = ref.shape[1:] if method == "segmentation" else ref.shape
+        if tuple(truth.data.shape) != tuple(grid):
+            return (f"ground truth must be on the outputs' grid {tuple(grid)}; got "
+                    f"{tuple(truth.data.shape)}")
+        if self.tile_rows.value > grid[-2] or self.tile_cols.value > grid[-1]:
+            return f"tile must fit in the image {tuple(grid[-2:])}"
+        for w in (self.alpha, self.delta, self.beta):
+            if w.visible and not 0.0 < w.value < 1.0:
+                return f"{w.label} must be in (0, 1); got {w.value}"
+        if (method == "trust_mask" and self.sigma.value not in ("auto", "width")
+                and self.sigma.value not in outputs):
+            return f"the trust score {self.sigma.value!r} is not an output of this run"
+        return None
+
+    def options(self) -> dict:
+        """Return the keyword arguments of api.calibrate for the current fields."""
+        opts = {
+            "method": self.method.value,
+            "alpha": float(self.alpha.value),
+            "rule": self.rule.value,
+            "tile_shape": (int(self.tile_rows.value), int(self.tile_cols.value)),
+            "regions": self.regions.value,
+        }
+        if self.rule.value == "rcps":
+            opts.update(delta=float(self.delta.value), bound=self.bound.value)
+        if self.method.value == "mask":
+            opts["beta"] = float(self.beta.value)
+        if self.method.value == "trust_mask" and self.sigma.value != "auto":
+            opts["sigma"] = self.sigma.value
+        return opts
+
+    def start(self, *_):
+        """Calibrate in a worker thread."""
+        if self.problems() is not None:
+            return None
+        outputs, truth, opts = self.outputs(), self.truth.value, self.options()
+        if opts["method"] == "intervals":
+            opts["show_bounds"] = bool(self.bounds_box.value)
+        return self.runner.run(lambda: api.calibrate_job(outputs, truth, **opts), self._done,
+                               "calibrating")
+
+    def _done(self, cal):
+        self.last = cal
+        self.runner.show(self.viewer, cal.layers)
+        res = cal.result
+        self.guarantee.value = f"{res.guarantee}\n\n{REGION_NOTE}"
+        self.message.value = (f"lam_hat = {res.lam:.6g} from {res.n} tiles; calibration risk "
+                              f"{res.empirical_risk:.4g}; layers: "
+                              + ", ".join(kw["name"] for _, kw, _ in cal.layers))
+        plot_curve(self.plot.figure, res)
+        self.plot.draw()
+
+    def start_self_check(self, *_):
+        """Calibrate on half of the labeled tiles and test on the other half (worker thread)."""
+        if self.problems() is not None:
+            return None
+        outputs, truth, opts = self.outputs(), self.truth.value, self.options()
+        seed = int(self.seed.value)
+
+        def job():
+            yield 0, 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Im2ImUQWarning)
+                report = api.self_check(outputs, truth, seed=seed, **opts)
+            yield 1, 1
+            return report
+
+        return self.runner.run(job, self._checked, "self-check")
+
+    def _checked(self, report):
+        self.last_check = report
+        self.message.value = report["message"]
+        if report["passed"]:
+            show_info(f"napari-im2im-uq self-check: {report['message']}")
+        else:
+            show_warning(f"napari-im2im-uq self-check: {report['message']}")
+
+    def plan(self, *_):
+        """Add a Shapes layer with a random, non-overlapping plan of calibration tiles."""
+        target = self.truth.value or self.prediction.value
+        if target is None:
+            self.message.value = "choose a prediction or ground-truth layer to plan tiles on"
+            return None
+        try:
+            layer = api.plan_tiles(target, tile_shape=(self.tile_rows.value, self.tile_cols.value),
+                                   n_tiles=int(self.n_plan.value), seed=int(self.seed.value))
+        except ValueError as err:
+            self.message.value = f"error: {err}"
+            show_warning(f"napari-im2im-uq: {err}")
+            return None
+        shown = api.show(self.viewer, [layer])[0]
+        self.message.value = (f"{shown.name}: acquire ground truth in these {len(layer[0])} tiles, "
+                              "then choose this layer as the labeled regions")
+        return shown

@@ -1,0 +1,235 @@
+"""What the dock widgets share: the per-viewer session, layer pickers and the job runner.
+
+No maths here: the widgets collect arguments, run a generator of :mod:`napari_im2im_uq.api`
+in a napari thread worker (progress bar, cancel, errors as notifications) and show its layers.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from magicgui.widgets import ComboBox, Container, Label, PushButton
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from psygnal import Signal
+from qtpy.QtCore import QTimer
+
+from .. import api
+
+NONE = "(none)"
+WHOLE = "(whole image: everything is ground truth)"
+
+
+class Session:
+    """The model and device chosen in the Model widget, shared by one viewer's widgets."""
+
+    changed = Signal()
+
+    def __init__(self):
+        self.model = "tem-sr4x-quantile"
+        self.device = "auto"
+
+    def set(self, *, model=None, device=None):
+        """Change the model and/or the device and tell the other widgets."""
+        if model is not None:
+            self.model = model
+        if device is not None:
+            self.device = device
+        self.changed.emit()
+
+
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def session(viewer) -> Session:
+    """Return the session of ``viewer`` (created on first use)."""
+    if viewer not in _SESSIONS:
+        _SESSIONS[viewer] = Session()
+    return _SESSIONS[viewer]
+
+
+def meta(layer) -> dict:
+    """Return the plugin's metadata of a layer (empty for other layers)."""
+    return dict(layer.metadata.get(api.META_KEY, {})) if layer is not None else {}
+
+
+def kind(layer) -> str:
+    """Return the napari type of a layer: "image", "labels", "shapes", ..."""
+    return type(layer).__name__.lower()
+
+
+def layer_picker(viewer, label: str, accept, *, optional=None, tooltip=None) -> ComboBox:
+    """Return a combo box of the viewer's layers for which ``accept(layer)`` is true.
+
+    ``optional`` adds a first entry with that text, meaning None.
+    """
+
+    def choices(_widget=None):
+        items = [(optional, None)] if optional else []
+        items += [(ly.name, ly) for ly in viewer.layers if accept(ly)]
+        return items
+
+    box = ComboBox(label=label, choices=choices, nullable=not optional, tooltip=tooltip)
+    return box
+
+
+class JobRunner:
+    """Run api generators in a napari thread worker, with a progress bar and a cancel button.
+
+    ``run(job_factory, on_done, description)`` starts ``job_factory()`` (a generator yielding
+    ``(done, total)``) in a worker thread; its return value goes to ``on_done`` on the main
+    thread. Errors become napari error notifications and the status line; cancel closes the
+    generator (the api's jobs stop between blocks).
+    """
+
+    def __init__(self, status: Label, buttons: list[PushButton], cancel: PushButton):
+        self.status = status
+        self.buttons = buttons
+        self.cancel_button = cancel
+        self.worker = None
+        self.showing = False
+        self._job = None
+        self._bar = None
+        cancel.enabled = False
+        cancel.changed.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        """Whether a job runs or its layers are still being added."""
+        return self.worker is not None or self.showing
+
+    def show(self, viewer, layers, then=None):
+        """Add layer tuples one per event-loop turn, then call ``then(shown_layers)``.
+
+        napari needs about 0.2 s of the main thread to create one image layer's visual on a
+        software-rendered display; one layer per turn keeps the viewer responsive between them.
+        """
+        shown = []
+        self.showing = True
+
+        def step(i=0):
+            if i < len(layers):
+                shown.extend(api.show(viewer, [layers[i]]))
+                QTimer.singleShot(0, lambda: step(i + 1))
+                return
+            self.showing = False
+            if then is not None:
+                then(shown)
+            self.after_finish()
+
+        step()
+
+    def run(self, job_factory, on_done, description: str):
+        """Start a job; returns the worker (already started)."""
+        if self.running:
+            return None
+        job = job_factory()  # argument errors surface here, on the main thread
+        self._job = job
+        self._bar = progress(total=0, desc=description)
+
+        def drive():
+            try:
+                while True:
+                    yield next(job)
+            except StopIteration as stop:
+                return stop.value
+
+        worker = create_worker(drive, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_step)
+        worker.returned.connect(on_done)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_abort)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        for b in self.buttons:
+            b.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = f"{description}..."
+        worker.start()
+        return worker
+
+    def _on_step(self, step):
+        done, total = step
+        bar = self._bar
+        if bar is None:
+            return
+        if bar.total != total:
+            bar.total = total
+        if done > bar.n:
+            bar.update(done - bar.n)
+
+    def _on_error(self, err):
+        self.status.value = f"error: {err}"
+        show_error(f"napari-im2im-uq: {err}")
+
+    def _on_abort(self):
+        if self._job is not None:
+            self._job.close()
+        self.status.value = "cancelled"
+        show_info("napari-im2im-uq: cancelled")
+
+    def _on_finished(self):
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = None
+        self._job = None
+        self.worker = None
+        self.cancel_button.enabled = False
+        for b in self.buttons:
+            b.enabled = True
+        self.after_finish()
+
+    def after_finish(self):
+        """Run after a job ends (the widget sets it to re-validate its fields)."""
+
+    def cancel(self):
+        """Ask the running job to stop at its next step."""
+        if self.worker is not None:
+            self.status.value = "cancelling..."
+            self.worker.quit()
+
+
+class Panel(Container):
+    """Base of the dock widgets: live validation of the fields and a status line."""
+
+    def __init__(self, viewer, **kwargs):
+        super().__init__(**kwargs)
+        self.viewer = viewer
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+
+    def watch(self, *widgets):
+        """Re-validate whenever one of ``widgets`` changes."""
+        for w in widgets:
+            w.changed.connect(self.refresh)
+
+    def connect_layers(self):
+        """Keep the layer pickers current as layers come and go."""
+        events = self.viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved):
+            ev.connect(self._layers_changed)
+
+    def _layers_changed(self, *_):
+        self.reset_choices()
+        self.refresh()
+
+    def problems(self) -> str | None:
+        """Return why the run button is disabled, or None when every field is valid."""
+        return None
+
+    def run_buttons(self) -> list[PushButton]:
+        return []
+
+    def refresh(self, *_):
+        """Enable the run buttons only when every field is valid; say why otherwise."""
+        runner = getattr(self, "runner", None)
+        if runner is not None and runner.running:
+            return
+        try:
+            reason = self.problems()
+        except Exception as err:  # noqa: BLE001 - a field we cannot read is a problem to show
+            reason = str(err)
+        for b in self.run_buttons():
+            b.enabled = reason is None
+        self.status.value = "" if reason is None else f"cannot run: {reason}"

@@ -1,0 +1,106 @@
+"""The Diagnostics dock widget: the papers' metrics and plots on held-out ground truth."""
+
+from __future__ import annotations
+
+import html
+
+from magicgui.widgets import Label, PushButton, SpinBox
+
+from .. import api
+from ._common import WHOLE, JobRunner, Panel, kind, layer_picker, meta
+from ._plot import PlotArea
+
+
+def _has_record(layer) -> bool:
+    return meta(layer).get("role") in ("calibrated", "record")
+
+
+def _is_output(layer) -> bool:
+    return meta(layer).get("role") == "output"
+
+
+def _is_truth(layer) -> bool:
+    return kind(layer) in ("image", "labels") and meta(layer).get("role") not in (
+        "output", "calibrated")
+
+
+class DiagnosticsWidget(Panel):
+    """Measure a calibration on held-out ground truth: risk over splits, sizes, maps."""
+
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        super().__init__(viewer, labels=True)
+        self.record = layer_picker(viewer, "calibration", _has_record,
+                                   tooltip="a layer made by Calibrate, or a loaded record")
+        self.prediction = layer_picker(viewer, "prediction", _is_output,
+                                       tooltip="outputs of the same model on held-out data")
+        self.truth = layer_picker(viewer, "held-out truth", _is_truth)
+        self.regions = layer_picker(viewer, "held-out regions", lambda ly: kind(ly) == "shapes",
+                                    optional=WHOLE)
+        self.n_splits = SpinBox(label="random splits", value=100, min=1, max=10000)
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.run_button = PushButton(text="Run diagnostics")
+        self.cancel = PushButton(text="Cancel")
+        self.message = Label(value="")
+        self.message.native.setWordWrap(True)
+        self.summary = Label(value="")
+        self.summary.native.setWordWrap(True)
+        self.summary.native.setTextFormat(1)  # Qt.RichText
+        self.extend([self.record, self.prediction, self.truth, self.regions, self.n_splits,
+                     self.seed, self.run_button, self.cancel, self.status, self.message,
+                     self.summary])
+        self.plot = PlotArea(self, height=6.0)
+        self.runner = JobRunner(self.message, [self.run_button], self.cancel)
+        self.runner.after_finish = self.refresh
+        self.run_button.changed.connect(self.start)
+        self.watch(self.record, self.prediction, self.truth, self.regions)
+        self.connect_layers()
+        self.report = None
+        self.refresh()
+
+    def run_buttons(self):
+        return [self.run_button]
+
+    def problems(self):
+        if self.record.value is None:
+            return "choose a calibrated layer (run Calibrate first, or open a saved record)"
+        rec = meta(self.record.value)["record"]
+        method = rec["calibration"]["method"]
+        if self.prediction.value is None:
+            return "choose an output layer of a Predict run on the held-out data"
+        outputs = api.model_outputs(self.viewer.layers, self.prediction.value)
+        missing = [k for k in api.NEEDS[method] if k not in outputs]
+        if missing:
+            return f"the record's method {method} needs the outputs {list(api.NEEDS[method])}"
+        if self.truth.value is None:
+            return "choose the held-out ground truth"
+        ref = outputs[api.NEEDS[method][0]].data
+        grid = ref.shape[1:] if method == "segmentation" else ref.shape
+        if tuple(self.truth.value.data.shape) != tuple(grid):
+            return (f"held-out truth must be on the outputs' grid {tuple(grid)}; got "
+                    f"{tuple(self.truth.value.data.shape)}")
+        return None
+
+    def start(self, *_):
+        """Run the diagnostics in a worker thread."""
+        if self.problems() is not None:
+            return None
+        rec = meta(self.record.value)["record"]
+        outputs = api.model_outputs(self.viewer.layers, self.prediction.value)
+        truth, regions = self.truth.value, self.regions.value
+        n_splits, seed = int(self.n_splits.value), int(self.seed.value)
+        return self.runner.run(
+            lambda: api.diagnose_job(rec, outputs, truth, regions=regions, n_splits=n_splits,
+                                     seed=seed),
+            self._done, "diagnostics")
+
+    def _done(self, report):
+        from .._diagnostics import plot_diagnostics
+
+        self.report = report
+        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in report.get("summary", []))
+        self.summary.value = f"<table>{rows}</table>"
+        self.message.value = f"diagnostics on {len(report['tiles'])} held-out tiles"
+        plot_diagnostics(report, self.plot.figure)
+        self.plot.draw()

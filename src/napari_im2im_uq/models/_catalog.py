@@ -1,0 +1,112 @@
+"""Where model bundles are and what their cards say: ``json`` only, never torch.
+
+The Model widget lists the zoo and shows a bundle's card from here, so opening napari and the
+plugin's widgets does not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ._errors import BundleError
+
+__all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ZOO_DIR", "list_models", "read_spec"]
+
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+#: Where the shipped bundles live: one folder per model.
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+
+
+def _search_dirs(search_paths: Iterable[str | os.PathLike]) -> list[Path]:
+    if isinstance(search_paths, str | os.PathLike):
+        search_paths = [search_paths]
+    return [ZOO_DIR, *(Path(p) for p in search_paths)]
+
+
+def _bundles(search_paths) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for root in _search_dirs(search_paths):
+        if not root.is_dir():
+            continue
+        for sub in sorted(root.iterdir()):
+            if sub.is_dir() and (sub / MODEL_JSON).is_file() and sub.name not in found:
+                found[sub.name] = sub
+    return found
+
+
+def list_models(*, search_paths: Iterable[str | os.PathLike] = ()) -> list[str]:
+    """Names of the model bundles in the shipped zoo and in extra folders.
+
+    A bundle is a folder holding ``model.json`` and ``weights.safetensors``; its name is the
+    folder name. The zoo is searched first; a later folder does not shadow an earlier name.
+
+    Parameters
+    ----------
+    search_paths : iterable of path-like
+        Extra folders whose sub-folders are bundles.
+
+    Returns
+    -------
+    list of str
+        Bundle names, zoo first, each group sorted.
+
+    Examples
+    --------
+    >>> isinstance(list_models(), list)
+    True
+    """
+    return list(_bundles(search_paths))
+
+
+def _resolve(name_or_path, search_paths) -> Path:
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if isinstance(name_or_path, str) and os.sep not in name_or_path and "/" not in name_or_path:
+        bundles = _bundles(search_paths)
+        if name_or_path in bundles:
+            return bundles[name_or_path]
+        raise ValueError(
+            f"name_or_path must be a bundle folder or one of the known models {sorted(bundles)}; "
+            f"got {name_or_path!r}"
+        )
+    raise ValueError(f"name_or_path must be an existing bundle folder; got {str(name_or_path)!r}")
+
+
+def read_spec(name_or_path, *, search_paths: Iterable[str | os.PathLike] = ()) -> dict:
+    """Read a bundle's ``model.json`` (its spec and card) without loading the weights.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A bundle folder, or the name of a bundle in the zoo or in ``search_paths``.
+    search_paths : iterable of path-like
+        Extra folders searched for named bundles.
+
+    Returns
+    -------
+    dict
+        The parsed ``model.json``, plus ``"path"``: the bundle folder.
+
+    Examples
+    --------
+    >>> spec = read_spec("tem-sr4x-quantile")
+    >>> spec["heuristic"], spec["scale_factor"]
+    ('quantile', 4)
+    """
+    folder = _resolve(name_or_path, search_paths)
+    json_path = folder / MODEL_JSON
+    if not json_path.is_file():
+        raise BundleError(f"the bundle {folder} has no {MODEL_JSON}")
+    try:
+        spec = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BundleError(f"{json_path} is not valid JSON: {err}") from None
+    if not isinstance(spec, dict):
+        raise BundleError(f"{json_path} must hold a JSON object; got {type(spec).__name__}")
+    spec["path"] = str(folder)
+    return spec

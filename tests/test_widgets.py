@@ -1,0 +1,264 @@
+"""The dock widgets in a real napari viewer (Qt under Xvfb): predict -> calibrate -> diagnose."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_im2im_uq import api  # noqa: E402
+from napari_im2im_uq._sample_data import sample_tem  # noqa: E402
+
+MODEL = "tem-sr4x-quantile"
+TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def tem_viewer(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)  # the canvas renders only when shown
+    for data, kwargs, kind in sample_tem():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    return viewer
+
+
+def _user_layers(viewer):
+    return {ly.name: (np.array(ly.data, copy=True), json.dumps(ly.metadata, default=str),
+                      tuple(ly.scale)) for ly in viewer.layers}
+
+
+def _wait(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=TIMEOUT_MS)
+
+
+def _predict(qtbot, viewer):
+    from napari_im2im_uq._widgets import ModelWidget, PredictWidget
+
+    model_w, predict_w = ModelWidget(viewer), PredictWidget(viewer)
+    viewer.window.add_dock_widget(model_w, name="Model")
+    viewer.window.add_dock_widget(predict_w, name="Predict", tabify=True)
+    assert model_w.model.value == MODEL
+    assert "4x super-resolution" in model_w.card.value and "licence" in model_w.card.value
+    predict_w.image.value = viewer.layers["tem input (low-res)"]
+    assert predict_w.run_button.enabled, predict_w.status.value
+    predict_w.start()
+    _wait(qtbot, predict_w)
+    return model_w, predict_w
+
+
+def _calibrate(qtbot, viewer, widget, method, alpha):
+    widget.reset_choices()
+    widget.prediction.value = viewer.layers[f"prediction ({MODEL})"]
+    widget.truth.value = viewer.layers["tem truth (high-res)"]
+    widget.method.value = method
+    widget.alpha.value = alpha
+    assert widget.calibrate_button.enabled, widget.status.value
+    widget.start()
+    _wait(qtbot, widget)
+    assert widget.last is not None and widget.last.result.method == method, widget.message.value
+    return widget.last
+
+
+def test_full_path_predict_calibrate_diagnose(tem_viewer, qtbot):
+    from napari_im2im_uq._widgets import CalibrateWidget, DiagnosticsWidget
+
+    viewer = tem_viewer
+    before = _user_layers(viewer)
+    _predict(qtbot, viewer)
+    for out in ("prediction", "lower", "upper"):
+        layer = viewer.layers[f"{out} ({MODEL})"]
+        assert layer.data.shape == viewer.layers["tem truth (high-res)"].data.shape == (3, 384, 384)
+        assert tuple(layer.scale) == (1.0, 1.0, 1.0)  # input (1, 4, 4) / scale factor 4
+        m = layer.metadata["im2im_uq"]
+        assert m["model"]["name"] == MODEL and len(m["model"]["sha256"]) == 64
+        assert m["input_layer"] == "tem input (low-res)" and m["output"] == out
+
+    cal_w = CalibrateWidget(viewer)
+    viewer.window.add_dock_widget(cal_w, name="Calibrate", tabify=True)
+    cal = _calibrate(qtbot, viewer, cal_w, "intervals", 0.1)
+    width = viewer.layers[f"interval width ({MODEL})"]
+    rec = width.metadata["im2im_uq"]["record"]
+    assert rec["calibration"]["lam"] == cal.result.lam and rec["model"]["name"] == MODEL
+    assert rec["calibration"]["n"] == 108 and rec["tile_shape"] == [64, 64]
+    assert width.colormap.name == "inferno" and width.data.shape == (3, 384, 384)
+    assert "probability at least 90%" in cal_w.guarantee.value
+    assert "assumption" in cal_w.guarantee.value
+    ax = cal_w.plot.figure.axes[0]
+    assert len(ax.lines) >= 3  # risk, bound, alpha (and lam_hat)
+
+    _calibrate(qtbot, viewer, cal_w, "trust_mask", 0.25)
+    untrusted = viewer.layers[f"untrusted ({MODEL})"]
+    frac = float(np.mean(untrusted.data))
+    assert 0.02 < frac < 0.98, frac  # marks some but not all pixels
+    assert untrusted.metadata["im2im_uq"]["record"]["calibration"]["method"] == "trust_mask"
+
+    # the overlay's colour is in the rendered canvas, where the mask says
+    for ly in viewer.layers:
+        ly.visible = ly.name in ("tem truth (high-res)", untrusted.name)
+    viewer.dims.set_current_step(0, 0)
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    tinted = (shot[..., 0] - shot[..., 1] > 60) & (shot[..., 2] - shot[..., 1] > 60)
+    untrusted.visible = False
+    plain = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    plain_tinted = (plain[..., 0] - plain[..., 1] > 60) & (plain[..., 2] - plain[..., 1] > 60)
+    inside = tinted.sum() / max(1, (shot.sum(-1) > 0).sum())
+    assert plain_tinted.mean() < 0.001
+    assert 0.3 * np.mean(untrusted.data[0]) < inside < 1.0, (inside, np.mean(untrusted.data[0]))
+
+    # self-check and tile plan
+    cal_w.start_self_check()
+    _wait(qtbot, cal_w)
+    assert cal_w.last_check["n_calibration"] == 54 and "tested on 54" in cal_w.message.value
+    plan = cal_w.plan()
+    assert len(plan.data) == 20 and plan.metadata["im2im_uq"]["role"] == "tile plan"
+
+    # diagnostics on the intervals record
+    diag = DiagnosticsWidget(viewer)
+    viewer.window.add_dock_widget(diag, name="Diagnostics", tabify=True)
+    diag.reset_choices()
+    diag.record.value = width
+    diag.prediction.value = viewer.layers[f"prediction ({MODEL})"]
+    diag.truth.value = viewer.layers["tem truth (high-res)"]
+    diag.n_splits.value = 20
+    assert diag.run_button.enabled, diag.status.value
+    diag.start()
+    _wait(qtbot, diag)
+    assert diag.report is not None and diag.report["splits"]["n_splits"] == 20
+    assert "held-out" in diag.summary.value
+    assert len(diag.plot.figure.axes) >= 3
+
+    # the user's own layers are untouched
+    after = _user_layers(viewer)
+    for name, (data, metadata, scale) in before.items():
+        np.testing.assert_array_equal(after[name][0], data)
+        assert after[name][1:] == (metadata, scale), name
+
+
+def test_fields_validate_live(tem_viewer):
+    from napari_im2im_uq._widgets import CalibrateWidget, PredictWidget
+
+    viewer = tem_viewer
+    predict_w = PredictWidget(viewer)
+    predict_w.image.value = viewer.layers["tem input (low-res)"]
+    predict_w.tile_rows.value = 64
+    assert not predict_w.run_button.enabled
+    assert "tile rows and columns" in predict_w.status.value
+    predict_w.tile_cols.value = 64
+    assert predict_w.run_button.enabled
+    predict_w.output.value = "zarr store"
+    assert not predict_w.run_button.enabled and "zarr store" in predict_w.status.value
+
+    cal_w = CalibrateWidget(viewer)
+    assert not cal_w.calibrate_button.enabled
+    assert "Predict run" in cal_w.status.value
+
+
+def test_heartbeat_and_cancel(tem_viewer, qtbot):
+    """The main thread keeps ticking during predict and calibrate; cancel stops a prediction."""
+    from qtpy.QtCore import QTimer
+
+    from napari_im2im_uq._widgets import CalibrateWidget, PredictWidget
+
+    viewer = tem_viewer
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    try:
+        _predict(qtbot, viewer)
+        cal_w = CalibrateWidget(viewer)
+        _calibrate(qtbot, viewer, cal_w, "intervals", 0.1)
+    finally:
+        timer.stop()
+    gaps = np.diff(ticks) * 1000
+    longest = float(gaps.max())
+    report = os.environ.get("IM2IM_UQ_HEARTBEAT_FILE")
+    if report:
+        with open(report, "w") as fh:
+            json.dump({"ticks": len(ticks), "longest_gap_ms": longest,
+                       "p99_gap_ms": float(np.percentile(gaps, 99))}, fh)
+    print(f"heartbeat: {len(ticks)} ticks, longest gap {longest:.0f} ms")
+    assert len(ticks) > 50
+    assert longest < 1500, longest  # goal 100 ms; loose so a shared CI machine does not flake
+
+    # cancel: small tiles make many blocks; stop after the first
+    predict_w = PredictWidget(viewer)
+    predict_w.image.value = viewer.layers["tem input (low-res)"]
+    predict_w.tile_rows.value = predict_w.tile_cols.value = 8
+    names = [ly.name for ly in viewer.layers]
+    worker = predict_w.start()
+    worker.yielded.connect(lambda *_: predict_w.runner.cancel())
+    _wait(qtbot, predict_w)
+    assert predict_w.message.value == "cancelled"
+    assert [ly.name for ly in viewer.layers] == names  # nothing added
+    assert predict_w.run_button.enabled
+
+
+def test_error_becomes_notification(tem_viewer, qtbot, monkeypatch):
+    from napari_im2im_uq._widgets import CalibrateWidget, _common
+
+    shown = []
+    monkeypatch.setattr(_common, "show_error", lambda msg: shown.append(msg))
+    viewer = tem_viewer
+    _predict(qtbot, viewer)
+    cal_w = CalibrateWidget(viewer)
+    cal_w.reset_choices()
+    cal_w.prediction.value = viewer.layers[f"prediction ({MODEL})"]
+    cal_w.truth.value = viewer.layers["tem truth (high-res)"]
+    cal_w.alpha.value = 0.001  # infeasible with 108 tiles at delta 0.1
+    cal_w.start()
+    _wait(qtbot, cal_w)
+    assert shown and "alpha" in shown[0]
+    assert cal_w.message.value.startswith("error:")
+    assert cal_w.calibrate_button.enabled and not cal_w.cancel.enabled
+
+
+def test_record_writer_and_reader(tem_viewer, qtbot, tmp_path):
+    from napari_im2im_uq._widgets import CalibrateWidget
+
+    viewer = tem_viewer
+    _predict(qtbot, viewer)
+    cal_w = CalibrateWidget(viewer)
+    cal = _calibrate(qtbot, viewer, cal_w, "intervals", 0.1)
+    width = viewer.layers[f"interval width ({MODEL})"]
+    viewer.layers.selection = {width}
+    path = str(tmp_path / "record.json")
+    written = viewer.layers.save(path, selected=True, plugin="napari-im2im-uq")
+    assert written == [path]
+    saved = json.loads(Path(path).read_text())
+    assert saved["calibration"]["lam"] == cal.result.lam
+    assert saved["model"]["sha256"] == width.metadata["im2im_uq"]["record"]["model"]["sha256"]
+    (layer,) = viewer.open(path, plugin="napari-im2im-uq")
+    assert layer.metadata["im2im_uq"]["record"]["calibration"] == saved["calibration"]
+    assert len(layer.data) == 108  # one rectangle per calibration tile
+    # applying the loaded record to the same outputs gives the same width
+    outputs = api.model_outputs(viewer.layers, f"prediction ({MODEL})")
+    (again, _, _), = api.apply_record(layer, outputs)
+    np.testing.assert_array_equal(again, width.data)
+
+
+def test_opening_widgets_does_not_import_torch(tmp_path):
+    code = (
+        "import sys, napari\n"
+        "from napari_im2im_uq._sample_data import sample_tem\n"
+        "v = napari.Viewer(show=False)\n"
+        "for d, kw, k in sample_tem(): getattr(v, 'add_' + k)(d, **kw)\n"
+        "for cmd in ('model', 'predict', 'calibrate', 'diagnostics'):\n"
+        "    v.window.add_plugin_dock_widget('napari-im2im-uq', cmd.capitalize())\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "v.close()\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
