@@ -84,7 +84,7 @@ def test_demo_command_calibrates_every_method(tmp_path, capsys):
     from napari_im2im_uq.cli import main
 
     out = tmp_path / "records.json"
-    assert main(["demo", "--images", "1", "--json", str(out)]) == 0
+    assert main(["demo", "--report", "--images", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     for title in ("intervals, RCPS", "intervals, CRC", "trust mask", "continuous mask",
                   "membrane sets"):

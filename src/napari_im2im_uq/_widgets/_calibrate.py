@@ -172,8 +172,12 @@ class CalibrateWidget(Panel):
                                "calibrating")
 
     def _done(self, cal):
-        self.last = cal
         self.runner.show(self.viewer, cal.layers)
+        self.show_result(cal)
+
+    def show_result(self, cal):
+        """Show a calibration's guarantee, numbers and risk curve in the widget."""
+        self.last = cal
         res = cal.result
         self.guarantee.value = f"{res.guarantee}\n\n{REGION_NOTE}"
         self.message.value = (f"lam_hat = {res.lam:.6g} from {res.n} tiles; calibration risk "
