@@ -262,3 +262,19 @@ def test_opening_widgets_does_not_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_headless_demo_writes_screenshot_and_record(tmp_path):
+    import imageio.v3 as iio
+
+    shot, record = tmp_path / "demo.png", tmp_path / "demo.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_im2im_uq.cli", "demo", "--headless", "--screenshot",
+         str(shot), "--record", str(record)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = json.loads(record.read_text())
+    assert set(records) == {"intervals", "trust_mask"}
+    assert records["intervals"]["model"]["name"] == MODEL
+    img = iio.imread(shot)[..., :3].astype(int)
+    magenta = (img[..., 0] - img[..., 1] > 60) & (img[..., 2] - img[..., 1] > 60)
+    assert magenta.mean() > 0.02  # the untrusted overlay is on the canvas

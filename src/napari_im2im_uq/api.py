@@ -793,6 +793,14 @@ class Calibration:
     tiles: np.ndarray = field(repr=False)
 
 
+def _no_tiles(th, tw, grid_shape, unannotated=False):
+    return ValueError(
+        f"no whole {th} x {tw} tile fits inside the labeled regions"
+        + (" (every tile is unannotated: label 0)" if unannotated else "")
+        + f"; make the regions larger than the tile or the tile smaller (image {grid_shape})"
+    )
+
+
 def _collect(outputs, truth, method, tile_shape, regions, sigma):
     """Check inputs, choose tiles, cut them: ``(tiles dict, origins, geometry, info)``."""
     if method not in METHODS:
@@ -834,13 +842,16 @@ def _collect(outputs, truth, method, tile_shape, regions, sigma):
     if ndim_img == 2:
         origins[:, 0] = 0
     tiles = {}
-    is_labels = method == "segmentation"
-    if is_labels:
+    if len(origins) == 0:
+        raise _no_tiles(th, tw, grid_shape)
+    if method == "segmentation":
         lab = _cut(truth3, origins, th, tw, "labels").astype(np.int64)
         if lab.size and lab.min() < 0:
             raise ValueError(f"truth labels must be >= 0 (0 = not annotated); got {lab.min()}")
         keep = (lab > 0).any(axis=(1, 2))
         origins, lab = origins[keep], lab[keep]
+        if len(origins) == 0:
+            raise _no_tiles(th, tw, grid_shape, unannotated=True)
         tiles["labels"] = lab - 1  # label k + 1 is class k; 0 (not annotated) becomes -1
         tiles["scores"] = _cut(arrays["probabilities"], origins, th, tw, "probabilities")
         k = tiles["scores"].shape[1]
@@ -860,12 +871,6 @@ def _collect(outputs, truth, method, tile_shape, regions, sigma):
             tiles["sigma"] = _cut(sig, origins, th, tw, "sigma")
         else:
             tiles["mask_scores"] = _cut(arrays["mask"], origins, th, tw, "mask")
-    if len(origins) == 0:
-        raise ValueError(
-            f"no whole {th} x {tw} tile fits inside the labeled regions"
-            + (" (every tile is unannotated: label 0)" if is_labels else "")
-            + f"; make the regions larger than the tile or the tile smaller (image {grid_shape})"
-        )
     return tiles, origins, (scale, translate, ndim_img)
 
 

@@ -1,0 +1,160 @@
+"""The console/script API without Qt: tiles, plans, calibration, records, refusals."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_im2im_uq import Im2ImUQWarning, api
+
+
+def _brute_tiles(shape, tile, boxes):
+    """Reference: scan every box's grid in order, keep tiles not overlapping kept pixels."""
+    planes = shape[0] if len(shape) == 3 else 1
+    used = np.zeros((planes, *shape[-2:]), bool)
+    out = []
+    th, tw = tile
+    for plane, r0, r1, c0, c1 in boxes:
+        r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, shape[-2]), min(c1, shape[-1])
+        for z in (range(planes) if plane is None else [plane]):
+            for r in range(r0, r1 - th + 1, th):
+                for c in range(c0, c1 - tw + 1, tw):
+                    if not used[z, r:r + th, c:c + tw].any():
+                        used[z, r:r + th, c:c + tw] = True
+                        out.append((z, r, c))
+    return out
+
+
+def test_calibration_tiles_match_a_brute_force_reference():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        shape = tuple(int(v) for v in rng.integers(8, 60, size=rng.choice([2, 3])))
+        if len(shape) == 3:
+            shape = (int(rng.integers(1, 4)), *shape[1:])
+        tile = tuple(int(v) for v in rng.integers(1, 12, size=2))
+        rects, boxes = [], []
+        for _ in range(rng.integers(1, 4)):
+            r = np.sort(rng.uniform(-5, shape[-2] + 5, 2))
+            c = np.sort(rng.uniform(-5, shape[-1] + 5, 2))
+            verts = np.array([[r[0], c[0]], [r[0], c[1]], [r[1], c[1]], [r[1], c[0]]])
+            plane = None
+            if len(shape) == 3 and rng.random() < 0.5:
+                plane = int(rng.integers(0, shape[0]))
+                verts = np.concatenate([np.full((4, 1), plane), verts], axis=1)
+            rects.append(verts)
+            # reference: pixels whose centre lies inside
+            boxes.append((plane, int(np.ceil(r[0])), int(np.floor(r[1])) + 1,
+                          int(np.ceil(c[0])), int(np.floor(c[1])) + 1))
+        got = api.calibration_tiles(shape, tile, regions=rects).tolist()
+        assert got == [list(t) for t in _brute_tiles(shape, tile, boxes)]
+
+
+def test_plan_tiles_is_random_non_overlapping_and_round_trips():
+    image = np.zeros((2, 100, 130), np.float32)
+    rects, kwargs, kind = api.plan_tiles(image, tile_shape=(20, 25), n_tiles=15, seed=3)
+    assert kind == "shapes" and len(rects) == 15
+    tiles = api.calibration_tiles(image.shape, (20, 25), regions=rects)
+    assert len(tiles) == 15  # each rectangle is exactly one tile, none overlap
+    assert len({tuple(t) for t in tiles}) == 15
+    other, _, _ = api.plan_tiles(image, tile_shape=(20, 25), n_tiles=15, seed=4)
+    assert not all(np.array_equal(a, b) for a, b in zip(rects, other))
+    with pytest.raises(ValueError, match="n_tiles must be at most the 50 whole tiles"):
+        api.plan_tiles(image, tile_shape=(20, 25), n_tiles=51)
+
+
+def _outputs(seed=0, shape=(96, 96)):
+    rng = np.random.default_rng(seed)
+    truth = rng.random(shape).astype(np.float32)
+    f = truth + 0.05 * rng.standard_normal(shape).astype(np.float32)
+    return {"prediction": f, "lower": f - 0.06, "upper": f + 0.06}, truth
+
+
+def test_calibrate_intervals_record_and_apply():
+    outputs, truth = _outputs()
+    cal = api.calibrate(outputs, truth, method="intervals", alpha=0.2, rule="crc",
+                        tile_shape=(16, 16))
+    assert cal.result.n == 36 and cal.record["tile_shape"] == [16, 16]
+    assert len(cal.record["tiles_world"]) == 36
+    json.dumps(cal.record, allow_nan=False)
+    (width, kwargs, kind), = cal.layers
+    lo, up = cal.result.intervals(outputs["prediction"], outputs["lower"], outputs["upper"])
+    np.testing.assert_allclose(width, up - lo, rtol=1e-6)
+    (again, _, _), = api.apply_record(cal.record, outputs)
+    np.testing.assert_array_equal(again, width)
+
+
+def test_records_save_load_and_never_overwrite_other_files(tmp_path):
+    outputs, truth = _outputs()
+    cal = api.calibrate(outputs, truth, method="intervals", alpha=0.2, rule="crc",
+                        tile_shape=(16, 16))
+    path = tmp_path / "r.json"
+    api.save_record(cal, path)
+    assert api.load_record(path)["calibration"] == cal.record["calibration"]
+    other = tmp_path / "notes.json"
+    other.write_text('{"mine": 1}')
+    with pytest.raises(FileExistsError, match="not a calibration record"):
+        api.save_record(cal, other)
+    assert json.loads(other.read_text()) == {"mine": 1}
+    with pytest.raises(ValueError, match="is not one"):
+        api.load_record(other)
+
+
+def test_calibrate_refuses_bad_input_naming_it():
+    outputs, truth = _outputs()
+    with pytest.raises(ValueError, match=r"outputs must hold \['prediction', 'lower', 'upper'\]"):
+        api.calibrate({"prediction": outputs["prediction"]}, truth, method="intervals")
+    with pytest.raises(ValueError, match="truth must be on the prediction's grid"):
+        api.calibrate(outputs, truth[:50], method="intervals")
+    with pytest.raises(ValueError, match="method must be one of"):
+        api.calibrate(outputs, truth, method="quantiles")
+    with pytest.raises(ValueError, match="tile_shape must be two positive integers"):
+        api.calibrate(outputs, truth, tile_shape=(0, 16))
+    with pytest.raises(ValueError, match="no whole 200 x 200 tile fits"):
+        api.calibrate(outputs, truth, tile_shape=(200, 200))
+    with pytest.raises(ValueError, match="rule must be one of"):
+        api.calibrate(outputs, truth, rule="conformal", tile_shape=(16, 16))
+
+
+def test_segmentation_labels_zero_is_not_annotated():
+    rng = np.random.default_rng(1)
+    p1 = rng.random((64, 64)).astype(np.float32)
+    probs = np.stack([1 - p1, p1])
+    labels = (rng.random((64, 64)) < p1).astype(np.int32) + 1  # 1 = class 0, 2 = class 1
+    labels[:, :32] = 0  # the left half is not annotated
+    cal = api.calibrate({"probabilities": probs}, labels, method="segmentation", alpha=0.2,
+                        tile_shape=(16, 16))
+    assert cal.result.n == 8  # tiles with no annotation are left out
+    bad = labels.copy()
+    bad[0, 40] = 3
+    with pytest.raises(ValueError, match="truth labels must be 0 .* 1..2"):
+        api.calibrate({"probabilities": probs}, bad, method="segmentation", alpha=0.2,
+                      tile_shape=(16, 16))
+
+
+def test_self_check_warns_when_the_held_out_half_is_above_alpha():
+    outputs, truth = _outputs()
+    report = api.self_check(outputs, truth, method="intervals", alpha=0.2, rule="crc",
+                            tile_shape=(16, 16))
+    assert report["n_calibration"] == 18 and report["n_test"] == 18 and report["passed"]
+    # a shifted population: the bottom half is much noisier than the top
+    noisy = truth.copy()
+    noisy[48:] += 0.5 * np.random.default_rng(2).standard_normal(noisy[48:].shape)
+    top = [np.array([[0, 0], [0, 96], [48, 96], [48, 0]], float)]
+    cal = api.calibrate(outputs, noisy, alpha=0.1, rule="crc", tile_shape=(16, 16), regions=top)
+    bottom = [np.array([[48, 0], [48, 96], [96, 96], [96, 0]], float)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixed = api.self_check(outputs, noisy, alpha=cal.result.alpha, rule="crc",
+                               tile_shape=(16, 16), regions=top + bottom, seed=1)
+    assert not mixed["passed"] or mixed["test_risk"] <= 0.1
+    if not mixed["passed"]:
+        assert any(issubclass(w.category, Im2ImUQWarning) for w in caught)
+
+
+def test_model_card_reads_json_only():
+    card = api.model_card("qpi-dpc-quantile")
+    assert card["heuristic"] == "quantile" and "Tikhonov" in card["task"]
+    assert "PSNR" in card["quality"]
