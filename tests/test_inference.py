@@ -441,7 +441,9 @@ def test_write_zarr_equals_predict(tmp_path):
     )
     lazy = dask.compute(predict(model, image, axes="CYX", tile_shape=(8, 8)))[0]
     for name in model.output_names:
-        np.testing.assert_array_equal(arrays[name][...], lazy[name])
+        # the same graph; torch's CPU kernels may round differently with the number of threads
+        # a thread pool gives them (seen once in a full run: 2e-7), so up to float32 rounding
+        np.testing.assert_allclose(arrays[name][...], lazy[name], rtol=1e-6, atol=1e-6)
     assert seen[-1] == (9, 9)
 
 
