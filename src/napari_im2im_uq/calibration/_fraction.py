@@ -28,6 +28,7 @@ from ._errors import InfeasibleCalibrationError, crc_threshold
 _COLLECT_LIMIT = 1 << 20
 _BINS = 1024
 _SUBSAMPLE = 1 << 17  # values kept by the stats pass to propose a bracket
+_CHUNK = 1 << 15  # values per step of the streaming kernels (they and their temporaries fit in L2)
 
 Block = tuple[int, np.ndarray, np.ndarray]  # (first tile index, crit (m, d), weight (m, d) or (m, 1))
 
@@ -56,6 +57,11 @@ class FractionLoss:
         lams = np.atleast_1d(np.asarray(lams, dtype=np.float64))
         out = np.zeros((self.n, lams.size))
         for start, crit, weight in self.blocks():
+            if weight.shape[1] == 1:  # one weight per tile: row by row (the same sums)
+                for i, row in enumerate(crit):
+                    for j, lam in enumerate(lams):
+                        out[start + i, j] = np.multiply(row > lam, weight[i, 0]).sum()
+                continue
             w = np.broadcast_to(weight, crit.shape)
             for j, lam in enumerate(lams):
                 out[start : start + crit.shape[0], j] = np.where(crit > lam, w, 0.0).sum(axis=1)
@@ -102,24 +108,17 @@ class FractionLoss:
         """One pass: never-covered weight, weight above 0, largest finite value, a subsample."""
         w_inf = w_pos = 0.0
         cmax = 0.0
-        per_tile = max(8, _SUBSAMPLE // max(self.n, 1))
+        per_tile = subsample_per_tile(self.n)
         sub_v, sub_w = [], []
         for _, crit, weight in self.blocks():
-            inf = np.isposinf(crit)
-            pos = crit > 0
-            w_inf += _weighted_count(inf, weight)
-            w_pos += _weighted_count(pos, weight)
-            top = np.max(np.where(inf, -np.inf, crit))
+            b_inf, b_pos, top = block_stats(crit, weight)
+            w_inf += b_inf
+            w_pos += b_pos
             cmax = max(cmax, float(top))
-            stride = max(1, crit.shape[1] // per_tile)
-            cs = crit[:, ::stride]
-            ws = np.broadcast_to(weight, crit.shape)[:, ::stride]
-            keep = (cs > 0) & np.isfinite(cs)
-            sub_v.append(cs[keep])
-            sub_w.append(ws[keep])
-        sub_v, sub_w = np.concatenate(sub_v), np.concatenate(sub_w)
-        order = np.argsort(-sub_v, kind="stable")
-        return w_inf, w_pos, cmax, (sub_v[order], sub_w[order])
+            v, w = block_subsample(crit, weight, per_tile)
+            sub_v.append(v)
+            sub_w.append(w)
+        return w_inf, w_pos, cmax, sorted_subsample(sub_v, sub_w)
 
     def smallest_lam_with_total_at_most(self, threshold: float) -> float | None:
         """Smallest lam in {0} and the critical values with ``sum_i L_i(lam) <= threshold``.
@@ -177,6 +176,13 @@ class FractionLoss:
         count = 0
         values, weights = [], []
         for _, crit, weight in self.blocks():
+            if weight.shape[1] == 1:
+                b_hi, b_in, k = _bracket_block(crit, weight, lo, hi, values, weights,
+                                               budget=_COLLECT_LIMIT - count)
+                w_hi += b_hi
+                w_in += b_in
+                count += k
+                continue
             above = crit > hi
             inside = (crit > lo) & ~above
             w_hi += _weighted_count(above, weight)
@@ -203,6 +209,94 @@ class FractionLoss:
             tiles.append(rows + start)
             wts.append(w[sel])
         return np.concatenate(vals), np.concatenate(tiles), np.concatenate(wts)
+
+
+def _row_chunks(crit: np.ndarray):
+    """(row, column slice) steps of at most _CHUNK values over a 2-D block (cache-sized)."""
+    d = crit.shape[1]
+    for i in range(crit.shape[0]):
+        for a in range(0, d, _CHUNK):
+            yield i, slice(a, min(a + _CHUNK, d))
+
+
+def block_stats(crit: np.ndarray, weight: np.ndarray) -> tuple[float, float, float]:
+    """Weight of the +inf values, weight of the positive values, and the largest finite value.
+
+    Per-tile weights take a streaming path with the same integer counts and the same dot
+    product as the whole-block expression, so the sums are identical.
+    """
+    if weight.shape[1] != 1:
+        inf = np.isposinf(crit)
+        top = np.max(np.where(inf, -np.inf, crit))
+        return _weighted_count(inf, weight), _weighted_count(crit > 0, weight), float(top)
+    m = crit.shape[0]
+    n_inf = np.zeros(m, dtype=np.intp)
+    n_pos = np.zeros(m, dtype=np.intp)
+    top = -np.inf
+    for i, cols in _row_chunks(crit):
+        c = crit[i, cols]
+        n_inf[i] += np.count_nonzero(c == np.inf)
+        n_pos[i] += np.count_nonzero(c > 0)
+        t = c.max()
+        if t == np.inf:
+            t = np.max(c, where=c != np.inf, initial=-np.inf)
+        top = max(top, float(t))
+    w = weight[:, 0]
+    return float(n_inf @ w), float(n_pos @ w), top
+
+
+def subsample_per_tile(n: int) -> int:
+    """Values per tile that the stats pass keeps in its subsample."""
+    return max(8, _SUBSAMPLE // max(n, 1))
+
+
+def subsample_stride(d: int, per_tile: int) -> int:
+    """Column stride of the subsample in a block of d values per tile."""
+    return max(1, d // per_tile)
+
+
+def block_subsample(crit: np.ndarray, weight: np.ndarray, per_tile: int):
+    """Return the strided subsample of one block's finite positive values, and their weights."""
+    stride = subsample_stride(crit.shape[1], per_tile)
+    cs = crit[:, ::stride]
+    ws = np.broadcast_to(weight, crit.shape)[:, ::stride]
+    keep = (cs > 0) & np.isfinite(cs)
+    return cs[keep], ws[keep]
+
+
+def sorted_subsample(sub_v: list, sub_w: list):
+    """Pool the blocks' subsamples and sort them by decreasing value (stable)."""
+    sub_v, sub_w = np.concatenate(sub_v), np.concatenate(sub_w)
+    order = np.argsort(-sub_v, kind="stable")
+    return sub_v[order], sub_w[order]
+
+
+def _bracket_block(crit, weight, lo, hi, values, weights, *, budget):
+    """One block of ``_bracket_pass`` with per-tile weights, row chunk by row chunk.
+
+    Returns the block's weight above hi, its weight in (lo, hi] and how many values lie there;
+    appends those values (row-major, as ``crit[inside]`` orders them) while their count stays
+    within ``budget`` (beyond it the pass collects nothing anyway).
+    """
+    m = crit.shape[0]
+    n_hi = np.zeros(m, dtype=np.intp)
+    n_lo = np.zeros(m, dtype=np.intp)
+    found = 0
+    for i, cols in _row_chunks(crit):
+        c = crit[i, cols]
+        k_hi = np.count_nonzero(c > hi)
+        k_lo = np.count_nonzero(c > lo)
+        n_hi[i] += k_hi
+        n_lo[i] += k_lo
+        k = max(k_lo - k_hi, 0)  # (lo, hi] is empty when lo >= hi
+        if k and found + k <= budget:
+            v = c[(c > lo) & (c <= hi)]
+            values.append(v)
+            weights.append(np.full(v.size, weight[i, 0]))
+        found += k
+    w = weight[:, 0]
+    inside = np.maximum(n_lo - n_hi, 0)
+    return float(n_hi @ w), float(inside @ w), found
 
 
 def _weighted_count(mask: np.ndarray, weight: np.ndarray) -> float:

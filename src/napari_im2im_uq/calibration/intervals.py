@@ -23,6 +23,7 @@ __all__ = ["calibrate_intervals", "interval_critical_values"]
 _RULES = ("rcps", "crc")
 _WINDOW = 1e-9  # relative half-width of the exact window around the first answer
 _BOUNDS = ("hoeffding", "hoeffding_bentkus", "wsr")
+_CHUNK = 1 << 15  # pixels per step of the plain critical values (cache-sized)
 
 
 def _calibrated_bounds(prediction, lower, upper, lam):
@@ -129,6 +130,53 @@ def interval_critical_values(prediction, lower, upper, truth, *, exact=True):
     return crit.reshape(shape)
 
 
+def _plain_block(f, lo, up, y, v):
+    """Plain critical values of one block, (m, d) float64, row chunk by row chunk.
+
+    The same values as ``interval_critical_values(..., exact=False)`` (``|y - f| / width`` is
+    ``max((y - f) / (up - f), (f - y) / (f - lo))``, each quotient computed alike; 0 where both
+    are NaN), with invalid pixels at -inf. Returns None, without raising, when a quick check
+    finds non-finite inputs or a bound on the wrong side of the prediction at a counted pixel:
+    the caller then takes the checked path, which names the argument.
+    """
+    m = f.shape[0]
+    f, lo, up, y = (np.reshape(a, (m, -1)) for a in (f, lo, up, y))
+    v = None if v is None else np.reshape(v, (m, -1))
+    d = f.shape[1]
+    crit = np.empty((m, d))
+    size = min(d, _CHUNK)
+    ff, yy, lw, uw, dp, dn = (np.empty(size) for _ in range(6))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for i in range(m):
+            for a in range(0, d, _CHUNK):
+                b = min(a + _CHUNK, d)
+                k = b - a
+                f_, y_, lw_, uw_, dp_, dn_ = (x[:k] for x in (ff, yy, lw, uw, dp, dn))
+                np.copyto(f_, f[i, a:b])
+                np.copyto(y_, y[i, a:b])
+                np.copyto(lw_, lo[i, a:b])
+                np.subtract(f_, lw_, out=lw_)
+                np.copyto(uw_, up[i, a:b])
+                np.subtract(uw_, f_, out=uw_)
+                np.subtract(y_, f_, out=dp_)
+                np.subtract(f_, y_, out=dn_)
+                if v is not None:
+                    out = ~v[i, a:b]
+                    for x in (lw_, uw_, dp_, dn_):
+                        x[out] = 0.0
+                total = lw_.sum() + uw_.sum() + dp_.sum()
+                if not (np.isfinite(total) and lw_.min() >= 0 and uw_.min() >= 0):
+                    return None
+                np.divide(dp_, uw_, out=dp_)
+                np.divide(dn_, lw_, out=dn_)
+                c = crit[i, a:b]
+                np.fmax(dp_, dn_, out=c)
+                np.fmax(c, 0.0, out=c)  # 0 / 0 on both sides: the truth equals the prediction
+                if v is not None:
+                    c[out] = -np.inf
+    return crit
+
+
 def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exact):
     arrays = {"f": prediction, "lo": lower, "up": upper, "y": truth, "valid": valid}
 
@@ -136,6 +184,15 @@ def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exa
         for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
             m = b["f"].shape[0]
             v = check_valid_block(b["valid"], b["f"].shape, start)
+            if exact is False:
+                crit = _plain_block(b["f"], b["lo"], b["up"], b["y"], v)
+                if crit is not None:
+                    if v is None:
+                        weight = np.full((m, 1), 1.0 / crit.shape[1])
+                    else:
+                        weight = (1.0 / v.reshape(m, -1).sum(axis=1))[:, None]
+                    yield start, crit, weight
+                    continue
             for name, key in (("prediction", "f"), ("lower", "lo"), ("upper", "up"),
                               ("truth", "y")):
                 check_finite(b[key], name, where=v)
@@ -165,18 +222,67 @@ def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exa
     return blocks
 
 
+def _in_window(crit, lo, hi):
+    """(rows, cols) of the values in [lo, hi] (0 < lo <= hi < inf), row chunk by row chunk."""
+    rows, cols = [], []
+    d = crit.shape[1]
+    for i in range(crit.shape[0]):
+        for a in range(0, d, _CHUNK):
+            c = crit[i, a : a + _CHUNK]
+            sel = c >= lo
+            sel &= c <= hi
+            if sel.any():
+                j = np.flatnonzero(sel) + a
+                rows.append(np.full(j.size, i))
+                cols.append(j)
+    if not rows:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
 def _refine(crit, start, exact, prediction, lower, upper, truth):
-    """Make the cached values of one block exact in place (inside ``exact`` if a window)."""
-    sel = np.isfinite(crit) & (crit > 0)
-    if exact is not True:
-        sel &= (crit >= exact[0]) & (crit <= exact[1])
-    rows, cols = np.nonzero(sel)
+    """Make the cached values of one block exact in place (inside ``exact`` if a window).
+
+    Returns the (rows, cols) of the values it touched.
+    """
+    if exact is not True and 0 < exact[0] <= exact[1] < np.inf:
+        rows, cols = _in_window(crit, exact[0], exact[1])  # finite and positive already
+    else:
+        sel = np.isfinite(crit) & (crit > 0)
+        if exact is not True:
+            sel &= (crit >= exact[0]) & (crit <= exact[1])
+        rows, cols = np.nonzero(sel)
     if not rows.size:
-        return
+        return rows, cols
     m = crit.shape[0]
     picks = [np.asarray(a[start : start + m]).reshape(m, -1)[rows, cols]
              for a in (prediction, lower, upper, truth)]
     crit[rows, cols] = interval_critical_values(*picks, exact=True)
+    return rows, cols
+
+
+def _stats_after_window(stats, touched, window, n):
+    """Update the plain values' stats after the values in ``window`` were made exact in place.
+
+    Refinement keeps +inf, 0 and positive values what they are, so the weights above 0 and at
+    +inf stay; the largest finite value changes only through touched values (it is recomputed
+    when its own pixel may have been touched: None is returned); the subsample is gathered and
+    sorted again only if a touched value lies on its stride.
+    """
+    w_inf, w_pos, cmax, sub = stats
+    if not any(rows.size for _, _, rows, _ in touched):
+        return stats
+    if cmax <= window[1]:
+        return None
+    cmax = max([cmax] + [float(crit[rows, cols].max()) for crit, _, rows, cols in touched
+                         if rows.size])
+    per_tile = _fraction.subsample_per_tile(n)
+    if any(np.any(cols % _fraction.subsample_stride(crit.shape[1], per_tile) == 0)
+           for crit, _, _, cols in touched):
+        parts = [_fraction.block_subsample(crit, weight, per_tile)
+                 for crit, weight, _, _ in touched]
+        sub = _fraction.sorted_subsample([v for v, _ in parts], [w for _, w in parts])
+    return w_inf, w_pos, cmax, sub
 
 
 def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, rule="rcps",
@@ -250,9 +356,10 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
     lazy = any(is_dask(a) for a in (prediction, lower, upper, truth, valid) if a is not None)
 
     plain = None  # in-memory inputs: the plain quotients, computed once and refined in place
+    previous = None  # the last in-memory loss: its stats are updated, not recomputed
 
     def make_loss(exact):
-        nonlocal plain
+        nonlocal plain, previous
         if lazy:
             blocks = _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles,
                                       exact)
@@ -260,15 +367,23 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
         if plain is None:
             plain = list(_interval_blocks(prediction, lower, upper, truth, valid, n,
                                           block_tiles, False)())
+        stats = None if previous is None else previous._cached_stats
         if exact is not False:
-            for start, crit, _ in plain:
-                _refine(crit, start, exact, prediction, lower, upper, truth)
+            touched = []
+            for start, crit, weight in plain:
+                rows, cols = _refine(crit, start, exact, prediction, lower, upper, truth)
+                touched.append((crit, weight, rows, cols))
+            if exact is True or stats is None:
+                stats = None
+            else:
+                stats = _stats_after_window(stats, touched, exact, n)
         stored = plain
 
         def replay():
             yield from stored
 
-        return _fraction.FractionLoss(replay, n)
+        previous = _fraction.FractionLoss(replay, n, _cached_stats=stats)
+        return previous
 
     def solve(loss):
         if rule == "crc":
