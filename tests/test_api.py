@@ -158,3 +158,42 @@ def test_model_card_reads_json_only():
     card = api.model_card("qpi-dpc-quantile")
     assert card["heuristic"] == "quantile" and "Tikhonov" in card["task"]
     assert "PSNR" in card["quality"]
+
+
+def test_qpi_model_takes_two_images_and_computes_its_third_channel():
+    from napari_im2im_uq._sample_data import sample_qpi
+
+    (images, ikw, _), (phase, _, _) = sample_qpi()
+    both = api.predict("qpi-dpc-quantile", images, device="cpu")
+    names = [kw["name"] for _, kw, _ in both]
+    assert names == ["prediction (qpi-dpc-quantile)", "lower (qpi-dpc-quantile)",
+                     "upper (qpi-dpc-quantile)"]
+    assert both[0][0].shape == phase.shape
+    separate = api.predict("qpi-dpc-quantile", images[0], second_image=images[1], device="cpu")
+    np.testing.assert_allclose(separate[0][0], both[0][0], atol=1e-5)
+    outputs = {kw["metadata"]["im2im_uq"]["output"]: d for d, kw, _ in both}
+    cal = api.calibrate(outputs, phase, method="intervals", alpha=0.2, rule="crc",
+                        tile_shape=(32, 32))
+    assert cal.result.n == 64
+    with pytest.raises(ValueError, match="second_image must have the shape"):
+        api.predict("qpi-dpc-quantile", images[0], second_image=images[1][:100])
+
+
+def test_predict_outputs_lazy_and_zarr(tmp_path, monkeypatch):
+    import dask.array as da
+
+    image = np.random.default_rng(0).random((2, 40, 48)).astype(np.float32)
+    mem = api.predict("tem-sr4x-quantile", image, device="cpu")
+    monkeypatch.setattr(api, "MEMORY_LIMIT", 1)
+    lazy = api.predict("tem-sr4x-quantile", image, device="cpu")
+    assert all(isinstance(d, da.Array) for d, _, _ in lazy)
+    assert lazy[0][1]["metadata"]["im2im_uq"]["storage"] == "lazy"
+    np.testing.assert_allclose(lazy[0][0].compute(), mem[0][0], atol=1e-6)
+    store = tmp_path / "out.zarr"
+    steps = []
+    stored = api.predict("tem-sr4x-quantile", image, device="cpu", output="zarr", store=store,
+                         progress=lambda d, t: steps.append((d, t)))
+    assert (store / "zarr.json").is_file() and steps[-1][0] == steps[-1][1]
+    np.testing.assert_allclose(np.asarray(stored[0][0]), mem[0][0], atol=1e-6)
+    with pytest.raises(ValueError, match="store must be given exactly when output is 'zarr'"):
+        api.predict("tem-sr4x-quantile", image, output="zarr")

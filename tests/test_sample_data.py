@@ -33,7 +33,8 @@ def test_sample_functions_do_not_import_torch_or_napari():
 
 def test_sample_tem_tuples():
     layers = _by_name(sd.sample_tem())
-    assert list(layers) == ["tem truth (high-res)", "tem input (low-res)", "tem labels"]
+    assert list(layers) == ["tem truth (high-res)", "tem input (low-res)",
+                            "tem membrane annotation", "tem labels"]
     truth, tkw, tkind = layers["tem truth (high-res)"]
     low, lkw, lkind = layers["tem input (low-res)"]
     labels, bkw, bkind = layers["tem labels"]
@@ -51,6 +52,11 @@ def test_sample_tem_tuples():
         meta = kw["metadata"]["im2im_uq"]
         assert meta["scale_factor"] == 4
         assert meta["source"] == "synthetic"
+    ann, akw, akind = layers["tem membrane annotation"]
+    assert akind == "labels" and ann.shape == truth.shape
+    annotated = ann > 0
+    assert annotated.sum() == 24 * 64 * 64  # the random plan of 24 tiles
+    np.testing.assert_array_equal(ann[annotated] == 2, labels[annotated] == 1)
 
 
 def test_sample_qpi_tuples():
@@ -88,7 +94,8 @@ def test_open_sample_tem_in_viewer(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "synthetic_tem")
     names = [layer.name for layer in viewer.layers]
-    assert names == ["tem truth (high-res)", "tem input (low-res)", "tem labels"]
+    assert names == ["tem truth (high-res)", "tem input (low-res)", "tem membrane annotation",
+                     "tem labels"]
     truth = viewer.layers["tem truth (high-res)"]
     low = viewer.layers["tem input (low-res)"]
     labels = viewer.layers["tem labels"]

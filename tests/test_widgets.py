@@ -282,3 +282,40 @@ def test_headless_demo_writes_screenshot_and_record(tmp_path):
     img = iio.imread(shot)[..., :3].astype(int)
     magenta = (img[..., 0] - img[..., 1] > 60) & (img[..., 2] - img[..., 1] > 60)
     assert magenta.mean() > 0.02  # the untrusted overlay is on the canvas
+
+
+def test_segmentation_path_on_partial_labels(tem_viewer, qtbot):
+    """Membrane model -> sets calibrated on a Labels layer where 0 = not annotated."""
+    from napari_im2im_uq._widgets import CalibrateWidget, ModelWidget, PredictWidget
+
+    viewer = tem_viewer
+    model_w = ModelWidget(viewer)
+    model_w.model.value = "tem-membrane-seg"
+    assert "segmentation" in model_w.card.value
+    predict_w = PredictWidget(viewer)
+    predict_w.image.value = viewer.layers["tem truth (high-res)"]
+    predict_w.start()
+    _wait(qtbot, predict_w)
+    probs = viewer.layers["probabilities (tem-membrane-seg)"]
+    assert probs.data.shape == (2, 3, 384, 384)
+    cal_w = CalibrateWidget(viewer)
+    cal_w.reset_choices()
+    cal_w.prediction.value = probs
+    cal_w.truth.value = viewer.layers["tem labels"]  # an Image is refused, a Labels accepted
+    cal_w.method.value = "segmentation"
+    cal_w.alpha.value = 0.1
+    assert cal_w.calibrate_button.enabled  # shape and kind are right; content is checked later
+    cal_w.truth.value = viewer.layers["tem truth (high-res)"]
+    assert not cal_w.calibrate_button.enabled and "Labels layer" in cal_w.status.value
+    cal_w.truth.value = viewer.layers["tem membrane annotation"]
+    assert cal_w.calibrate_button.enabled, cal_w.status.value
+    cal_w.start()
+    _wait(qtbot, cal_w)
+    assert cal_w.last is not None, cal_w.message.value
+    assert cal_w.last.result.n == 24  # only the annotated tiles count
+    for name in ("segmentation", "prediction set size", "varisco"):
+        layer = viewer.layers[f"{name} (tem-membrane-seg)"]
+        assert layer.data.shape == (3, 384, 384)
+        assert layer.metadata["im2im_uq"]["record"]["calibration"]["method"] == "segmentation"
+    size = viewer.layers["prediction set size (tem-membrane-seg)"].data
+    assert size.min() >= 1 and size.max() <= 2

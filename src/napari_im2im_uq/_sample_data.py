@@ -42,16 +42,19 @@ def sample_tem(*, seed=0):
     Returns
     -------
     list of tuple
-        ``[(truth, kwargs, "image"), (input, kwargs, "image"), (labels, kwargs, "labels")]``
-        named "tem truth (high-res)", "tem input (low-res)" and "tem labels" (0 background,
-        1 membrane, 2 mitochondria; hidden at first).
+        ``[(truth, kwargs, "image"), (input, kwargs, "image"), (annotation, kwargs, "labels"),
+        (labels, kwargs, "labels")]`` named "tem truth (high-res)", "tem input (low-res)",
+        "tem membrane annotation" (ground truth for the membrane segmentation model as the
+        Calibrate widget reads it: 0 = not annotated, 1 = rest, 2 = membrane, in a random plan
+        of 24 tiles of 64 x 64) and "tem labels" (0 background, 1 membrane, 2 mitochondria
+        everywhere); both label layers are hidden at first.
 
     Examples
     --------
     >>> from napari_im2im_uq._sample_data import sample_tem
     >>> [(kw["name"], data.shape) for data, kw, _ in sample_tem()]  # doctest: +NORMALIZE_WHITESPACE
     [('tem truth (high-res)', (3, 384, 384)), ('tem input (low-res)', (3, 96, 96)),
-     ('tem labels', (3, 384, 384))]
+     ('tem membrane annotation', (3, 384, 384)), ('tem labels', (3, 384, 384))]
     """
     from .data import degrade_tem, synthetic_em_tissue
 
@@ -89,6 +92,21 @@ def sample_tem(*, seed=0):
             "image",
         ),
         (
+            _partial_annotation(tissue["labels"], seed=seed),
+            {
+                "name": "tem membrane annotation",
+                "opacity": 0.5,
+                "visible": False,
+                "metadata": _meta(
+                    "labels",
+                    classes={0: "not annotated", 1: "rest", 2: "membrane"},
+                    annotated_tiles=ANNOTATED_TILES,
+                    **common,
+                ),
+            },
+            "labels",
+        ),
+        (
             tissue["labels"],
             {
                 "name": "tem labels",
@@ -103,6 +121,30 @@ def sample_tem(*, seed=0):
             "labels",
         ),
     ]
+
+
+ANNOTATED_TILES = {"tile_shape": (64, 64), "n_tiles": 24}
+
+
+def _partial_annotation(labels, *, seed):
+    """Membrane ground truth as a Labels layer wants it: 0 = not annotated, 1 rest, 2 membrane.
+
+    Only a random plan of 24 tiles of 64 x 64 (over all planes) is annotated, as a person would
+    annotate the tiles of a calibration plan; the rest is 0.
+    """
+    import numpy as np
+
+    th, tw = ANNOTATED_TILES["tile_shape"]
+    planes, rows, cols = labels.shape
+    grid = [(z, r, c) for z in range(planes) for r in range(0, rows - th + 1, th)
+            for c in range(0, cols - tw + 1, tw)]
+    pick = np.random.default_rng(seed).choice(len(grid), ANNOTATED_TILES["n_tiles"],
+                                              replace=False)
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    for i in pick:
+        z, r, c = grid[i]
+        out[z, r:r + th, c:c + tw] = np.where(labels[z, r:r + th, c:c + tw] == 1, 2, 1)
+    return out
 
 
 def sample_qpi(*, seed=0):

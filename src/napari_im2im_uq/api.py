@@ -988,12 +988,15 @@ def _result_layers(result, record, outputs, *, sigma=None, show_bounds=False):
                         "contrast_limits": (0.0, 1.0), "opacity": 0.6, "metadata": meta, **geom},
                     "image"))
     else:
-        scores = arrays["probabilities"]
-        sets = np.asarray(result.prediction_sets(scores))
-        size = sets.sum(axis=0).astype(np.uint8)
+        scores = np.asarray(arrays["probabilities"])  # (K, planes, rows, cols) or (K, rows, cols)
         k = scores.shape[0]
-        seg = (np.asarray(scores).argmax(axis=0) + 1).astype(np.uint8)
-        var = np.asarray(result.varisco(scores), dtype=np.float32)
+        per_plane = np.moveaxis(scores if scores.ndim == 4 else scores[:, None], 0, 1)
+        sets = np.asarray(result.prediction_sets(per_plane))  # planes as tiles: (Z, K, Y, X)
+        var = np.asarray(result.varisco(per_plane), dtype=np.float32)
+        size = sets.sum(axis=1).astype(np.uint8)
+        if scores.ndim == 3:
+            size, var = size[0], var[0]
+        seg = (scores.argmax(axis=0) + 1).astype(np.uint8)
         out.append((seg, {"name": f"segmentation ({model})", "opacity": 0.4, "metadata": meta,
                           **geom}, "labels"))
         out.append((size, {"name": f"prediction set size ({model})", "colormap": HEAT_COLORMAP,
