@@ -197,3 +197,17 @@ def test_predict_outputs_lazy_and_zarr(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.asarray(stored[0][0]), mem[0][0], atol=1e-6)
     with pytest.raises(ValueError, match="store must be given exactly when output is 'zarr'"):
         api.predict("tem-sr4x-quantile", image, output="zarr")
+
+
+def test_diagnose_says_when_tiles_are_not_held_out():
+    outputs, truth = _outputs(shape=(128, 128))
+    left = [np.array([[0, 0], [0, 64], [128, 64], [128, 0]], float)]
+    right = [np.array([[0, 64], [0, 128], [128, 128], [128, 64]], float)]
+    cal = api.calibrate(outputs, truth, method="intervals", alpha=0.2, rule="crc",
+                        tile_shape=(16, 16), regions=left)
+    held = api.diagnose(cal.record, outputs, truth, regions=right, n_splits=5)
+    assert held["tiles_used_to_calibrate"] == 0 and len(held["tiles"]) == 32
+    assert held["summary"][0][0] != "NOT held out"
+    both = api.diagnose(cal.record, outputs, truth, n_splits=5)
+    assert both["tiles_used_to_calibrate"] == 32
+    assert both["summary"][0][0] == "NOT held out"

@@ -1322,10 +1322,34 @@ def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_spl
     sigma = rec.get("sigma") if rec.get("sigma") in ("std", "residual", "width") else None
     if rec.get("sigma") == "1 - mask":
         sigma = "mask"
-    tiles, origins, _ = _collect(outputs, truth, result.method, tile_shape, regions, sigma)
+    tiles, origins, geometry = _collect(outputs, truth, result.method, tile_shape, regions, sigma)
     report = yield from _diagnostics.diagnose_tiles(result, tiles, n_splits=n_splits, seed=seed)
     report["tiles"] = origins
+    used = _overlapping(_world_tiles(origins, *_check_tile_shape(tile_shape), *geometry),
+                        rec.get("tiles_world", []))
+    report["tiles_used_to_calibrate"] = used
+    if used:
+        report["summary"].insert(0, (
+            "NOT held out",
+            f"{used} of the {len(origins)} tiles overlap the calibration tiles: their risk is "
+            "optimistic; choose regions the calibration did not see"))
     return report
+
+
+def _overlapping(tiles, others) -> int:
+    """Return how many boxes of ``tiles`` overlap a box of ``others`` ([start..., stop...])."""
+    if not others:
+        return 0
+    a = np.asarray(tiles, float)
+    b = np.asarray(others, float)
+    if a.shape[1] != b.shape[1]:
+        return 0
+    k = a.shape[1] // 2
+    eps = 1e-9
+    hit = np.ones((len(a), len(b)), bool)
+    for j in range(k):
+        hit &= (a[:, None, j] < b[None, :, k + j] - eps) & (b[None, :, j] < a[:, None, k + j] - eps)
+    return int(hit.any(axis=1).sum())
 
 
 def diagnose(record, outputs, truth, *, progress=None, **kwargs) -> dict:

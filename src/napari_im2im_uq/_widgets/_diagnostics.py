@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from magicgui.widgets import Label, PushButton, SpinBox
+from napari.utils.notifications import show_warning
 
 from .. import api
 from ._common import WHOLE, JobRunner, Panel, kind, layer_picker, meta
@@ -49,7 +50,7 @@ class DiagnosticsWidget(Panel):
         self.extend([self.record, self.prediction, self.truth, self.regions, self.n_splits,
                      self.seed, self.run_button, self.cancel, self.status, self.message,
                      self.summary])
-        self.plot = PlotArea(self, height=6.0)
+        self.plot = PlotArea(self, height=7.5)
         self.runner = JobRunner(self.message, [self.run_button], self.cancel)
         self.runner.after_finish = self.refresh
         self.run_button.changed.connect(self.start)
@@ -101,6 +102,11 @@ class DiagnosticsWidget(Panel):
         rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
                        for k, v in report.get("summary", []))
         self.summary.value = f"<table>{rows}</table>"
-        self.message.value = f"diagnostics on {len(report['tiles'])} held-out tiles"
+        used = report.get("tiles_used_to_calibrate", 0)
+        self.message.value = f"diagnostics on {len(report['tiles'])} tiles" + (
+            f"; {used} of them were used to calibrate: NOT held out" if used else ", held out")
+        if used:
+            show_warning(f"napari-im2im-uq diagnostics: {used} of the tiles were used to "
+                         "calibrate; choose held-out regions for an honest measurement")
         plot_diagnostics(report, self.plot.figure)
         self.plot.draw()

@@ -38,6 +38,9 @@ __all__ = ["calibrate_trust_mask", "fidelity_error_map"]
 
 _FIDELITY = ("pointwise", "blurred", "given")
 _SUBSAMPLE_PIXELS = 1 << 12  # per tile, for the upper bound
+_CHUNK = 1 << 15  # pixels per step of the streaming kernels (cache-sized)
+_TOP_SHARE = 1 / 128  # share of each tile's pixels its first top set aims at
+_TOP_LIMIT = 1 << 23  # pixels all top sets may hold together before the bracketed search
 
 
 def fidelity_error_map(prediction, truth, *, fidelity="pointwise", blur_sigma=None):
@@ -190,6 +193,11 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
         for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
             m = b["sigma"].shape[0]
             v = check_valid_block(b["valid"], b["sigma"].shape, start)
+            if v is None and fidelity == "pointwise":
+                quick = _pointwise_block(b["sigma"], b["pred"], b["truth"], bound, data_range)
+                if quick is not None:
+                    yield start, *quick
+                    continue
             check_finite(b["sigma"], "sigma", where=v)
             if fidelity == "given":
                 check_finite(b["D"], "fidelity_error", where=v)
@@ -231,7 +239,7 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
             yield from stored
 
     threshold = crc_threshold(n, alpha, bound, what="a trust mask")
-    t_hat, at_hat = _solve(blocks, n, threshold)
+    t_hat, at_hat = _solve(blocks, n, threshold, top_sets=not lazy, finite_sigma=valid is None)
     risk = float(at_hat.mean())
     curve = _curve(blocks, n, t_hat, bound, curve_points, at_hat)
     tile = tile_phrase(sigma.shape[1:])
@@ -293,6 +301,43 @@ def _resolve_bound(loss_bound, data_range, fidelity):
     return hi - lo
 
 
+def _pointwise_block(sigma, pred, truth, bound, data_range):
+    """(s, D) of one block without a valid mask, row chunk by row chunk; None if a check fails.
+
+    The same arrays as the checked path (``D = |truth - prediction|`` in float64); the checks
+    (finite sigma, data in data_range, D in [0, B]) are reductions of each cache-sized chunk.
+    When one fails, None sends the block to the checked path, which raises with the argument's
+    name.
+    """
+    m = sigma.shape[0]
+    s = np.asarray(sigma, dtype=np.float64).reshape(m, -1)
+    p = np.asarray(pred).reshape(m, -1)
+    y = np.asarray(truth).reshape(m, -1)
+    d = s.shape[1]
+    D = np.empty((m, d))
+    buf = np.empty(min(d, _CHUNK))
+    limit = bound * (1 + 1e-12)
+    lo, hi = (None, None) if data_range is None else (float(x) for x in data_range)
+    for i in range(m):
+        for a in range(0, d, _CHUNK):
+            b = min(a + _CHUNK, d)
+            if not np.isfinite(s[i, a:b].sum()):
+                return None
+            pc, yc = p[i, a:b], y[i, a:b]
+            if lo is not None and not (pc.min() >= lo and pc.max() <= hi and yc.min() >= lo
+                                       and yc.max() <= hi):
+                return None
+            out = D[i, a:b]
+            pb = buf[: b - a]
+            np.copyto(out, yc)
+            np.copyto(pb, pc)
+            np.subtract(out, pb, out=out)
+            np.abs(out, out=out)
+            if not (out.min() >= 0 and out.max() <= limit):  # NaN fails both
+                return None
+    return s, D
+
+
 def _check_range(block, name, data_range, v):
     lo, hi = data_range
     vals = np.asarray(block) if v is None else np.asarray(block)[v]
@@ -310,21 +355,184 @@ def _tile_losses(blocks, n, t):
     return out
 
 
-def _solve(blocks, n, threshold):
-    """Return (t_hat, per-tile losses at t_hat)."""
-    # pass 1: per-tile fidelity error with everything trusted, and records of a strided subsample
+def _solve(blocks, n, threshold, *, top_sets=False, finite_sigma=False):
+    """Return (t_hat, per-tile losses at t_hat).
+
+    With ``top_sets`` (in-memory inputs) the top-set method is tried first; the bracketed
+    method below answers when it declines. ``finite_sigma`` says that no sigma is infinite
+    (no valid mask), which lets the last pass use a cheaper masked maximum.
+    """
+    # pass 1: per-tile fidelity error with everything trusted, and a strided subsample
     full = np.zeros(n)
-    sub_t, sub_j, sub_sigma = [], [], []
+    subs = []
     for start, s, D in blocks():
         full[start : start + s.shape[0]] = np.maximum(D.max(axis=1), 0.0)
         stride = max(1, s.shape[1] // _SUBSAMPLE_PIXELS)
-        ss, dd = s[:, ::stride], D[:, ::stride]
+        subs.append((s[:, ::stride].copy(), D[:, ::stride].copy()))
+    if full.sum() <= threshold:
+        return np.inf, full
+    if top_sets:
+        got = _solve_top(blocks, n, threshold, np.concatenate([dd for _, dd in subs]),
+                         finite_sigma)
+        if got is not None:
+            return got
+    return _solve_bracketed(blocks, n, threshold, subs)
+
+
+def _top_levels(sub_d, share):
+    """Per tile, the level whose top set {D >= q} holds about ``share`` of the tile's pixels.
+
+    Read off the tile's subsample of D (-inf marks pixels that do not count); 0 when the
+    subsample has no counted pixel (the top set is then {D > 0}).
+    """
+    ordered = -np.sort(-sub_d, axis=1)  # decreasing; -inf (not counted) last
+    counted = np.count_nonzero(sub_d >= 0, axis=1)
+    k = np.maximum(1, np.ceil(share * counted).astype(np.intp))
+    q = ordered[np.arange(sub_d.shape[0]), np.minimum(k, sub_d.shape[1]) - 1]
+    return np.where(counted > 0, q, 0.0)
+
+
+def _collect_top(blocks, q, limit):
+    """(sigma, D, tile) of every pixel in a top set, in tile order; None past ``limit`` pixels.
+
+    The top set of tile i is {D >= q_i} when q_i > 0, else {D > 0}.
+    """
+    s_all, d_all, tiles = [], [], []
+    total = 0
+    for start, s, D in blocks():
+        for i in range(s.shape[0]):
+            level = q[start + i]
+            sel = D[i] >= level if level > 0 else D[i] > 0
+            idx = np.flatnonzero(sel)
+            total += idx.size
+            if total > limit:
+                return None
+            s_all.append(s[i, idx])
+            d_all.append(D[i, idx])
+            tiles.append(np.full(idx.size, start + i))
+    return np.concatenate(s_all), np.concatenate(d_all), np.concatenate(tiles)
+
+
+def _per_tile(values, tiles, n, reduce, empty):
+    """``reduce`` of ``values`` within each tile (``tiles`` sorted), ``empty`` for none."""
+    out = np.full(n, empty)
+    if values.size:
+        cuts = np.flatnonzero(np.r_[True, tiles[1:] != tiles[:-1]])
+        out[tiles[cuts]] = reduce.reduceat(values, cuts)
+    return out
+
+
+def _solve_top(blocks, n, threshold, sub_d, finite_sigma):
+    """Exact t_hat from each tile's top set {D >= q_i}, or None to leave it to the bracket.
+
+    If a tile's top set holds a pixel with sigma <= t, the tile's loss at t is the largest D of
+    its top set up to t (every other pixel has a smaller D); with q_i <= 0 the top set is
+    {D > 0} and the loss is 0 below its smallest sigma. So above t* (the largest smallest-sigma
+    of the tiles with q_i > 0) the top sets give the exact losses, and every record above t* is
+    in them. If the total at t* is within the threshold, the answer lies above t* and is found
+    by sweeping the few top-set pixels above t* that raise a tile's maximum; otherwise the
+    levels are lowered (larger top sets), and past ``_TOP_LIMIT`` pixels None is returned.
+    """
+    share = _TOP_SHARE
+    while True:
+        q = _top_levels(sub_d, share)
+        top = _collect_top(blocks, q, _TOP_LIMIT)
+        if top is None:
+            return None
+        s_t, d_t, tile_t = top
+        tau = _per_tile(s_t, tile_t, n, np.minimum, np.inf)
+        need = q > 0
+        t_star = float(tau[need].max()) if need.any() else -np.inf
+        below = s_t <= t_star
+        base = np.maximum(_per_tile(np.where(below, d_t, 0.0), tile_t, n, np.maximum, 0.0), 0.0)
+        if base.sum() <= threshold:
+            break
+        if share >= 1 / 8:
+            return None
+        share *= 8
+    sel = ~below & (d_t > base[tile_t])
+    swept = _sweep(s_t[sel], d_t[sel], tile_t[sel], base, threshold)
+    if swept is None:
+        return None
+    t_fail, cand_t, cand_tile, run_all = swept
+    best = _largest_below(blocks, t_fail, t_star, finite_sigma)
+    losses = base.copy()
+    reached = cand_t <= best
+    np.maximum.at(losses, cand_tile[reached], run_all[reached])
+    return best, losses
+
+
+def _sweep(cand_t, cand_d, cand_tile, base, threshold):
+    """First sigma value at which the total exceeds the threshold, sweeping the candidates.
+
+    ``base`` holds the tiles' losses below every candidate; the candidates come grouped by tile
+    (in pixel order within a tile). Each tile's candidates are sorted by sigma on their own
+    (stable), and only its records (the candidates that raise its running maximum) enter the
+    global sort: the others add exact zeros to the running total. Returns (t_fail, the records'
+    sigma, tiles and running maxima); None when the total never exceeds the threshold.
+    """
+    if cand_tile.size and np.any(cand_tile[1:] < cand_tile[:-1]):
+        order = np.argsort(cand_tile, kind="stable")
+        cand_t, cand_d, cand_tile = cand_t[order], cand_d[order], cand_tile[order]
+    rec_t, rec_jump, rec_run, rec_tile = [], [], [], []
+    cuts = np.flatnonzero(np.r_[True, cand_tile[1:] != cand_tile[:-1], True])
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        tile = cand_tile[a]
+        order = np.argsort(cand_t[a:b], kind="stable")
+        t = cand_t[a:b][order]
+        run = np.maximum.accumulate(np.maximum(cand_d[a:b][order], base[tile]))
+        jump = run - np.r_[base[tile], run[:-1]]
+        keep = jump != 0
+        rec_t.append(t[keep])
+        rec_jump.append(jump[keep])
+        rec_run.append(run[keep])
+        rec_tile.append(np.full(np.count_nonzero(keep), tile))
+    if not rec_t:
+        return None
+    rec_t, rec_jump, rec_run, rec_tile = (np.concatenate(x) for x in
+                                          (rec_t, rec_jump, rec_run, rec_tile))
+    order = np.argsort(rec_t, kind="stable")
+    t_sorted, total = rec_t[order], base.sum() + np.cumsum(rec_jump[order])
+    last_of_group = np.r_[t_sorted[1:] != t_sorted[:-1], True]
+    over = np.flatnonzero(last_of_group & (total > threshold))
+    if not over.size:
+        return None
+    return float(t_sorted[over[0]]), rec_t, rec_tile, rec_run
+
+
+def _largest_below(blocks, t, floor, finite_sigma):
+    """Largest observed sigma strictly below ``t`` (-inf if none); ``floor`` is one of them.
+
+    With finite sigma and a positive floor, ``max(s * (s < t))`` gives it without a masked
+    reduction (the zeros it puts in lie below the floor).
+    """
+    best = -np.inf
+    cheap = finite_sigma and floor > 0
+    for _, s, _ in blocks():
+        d = s.shape[1]
+        mask = np.empty(min(d, _CHUNK), bool)
+        prod = np.empty(min(d, _CHUNK))
+        for row in s:
+            for a in range(0, d, _CHUNK):
+                c = row[a : a + _CHUNK]
+                if cheap:
+                    m = np.less(c, t, out=mask[: c.size])
+                    top = np.multiply(c, m, out=prod[: c.size]).max()
+                else:
+                    top = np.max(c, where=c < t, initial=-np.inf)
+                if top > best:
+                    best = float(top)
+    return best
+
+
+def _solve_bracketed(blocks, n, threshold, subs):
+    """Exact t_hat by a subsample-proposed bracket and a sweep of the pixels inside it."""
+    sub_t, sub_j, sub_sigma = [], [], []
+    for ss, dd in subs:
         t, j, _ = _records(ss, dd)
         sub_t.append(t)
         sub_j.append(j)
         sub_sigma.append(ss[np.isfinite(ss)])
-    if full.sum() <= threshold:
-        return np.inf, full
     sub_t, sub_j = np.concatenate(sub_t), np.concatenate(sub_j)
     t_hi = np.inf
     if sub_t.size:
@@ -361,21 +569,7 @@ def _solve(blocks, n, threshold):
         if keep_between:
             between.append(s[inside])
     cand_t, cand_d, cand_tile = (np.concatenate(a) for a in (cand_t, cand_d, cand_tile))
-    order = np.lexsort((cand_t, cand_tile))  # by tile, then sigma
-    cand_t, cand_d, cand_tile = cand_t[order], cand_d[order], cand_tile[order]
-    jumps = np.zeros(cand_t.size)
-    run_all = np.zeros(cand_t.size)
-    cuts = np.flatnonzero(np.r_[True, cand_tile[1:] != cand_tile[:-1], True])
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        tile = cand_tile[a]
-        run = np.maximum.accumulate(np.maximum(cand_d[a:b], base[tile]))
-        jumps[a:b] = run - np.r_[base[tile], run[:-1]]
-        run_all[a:b] = run
-    order = np.argsort(cand_t, kind="stable")
-    t_sorted, total = cand_t[order], base.sum() + np.cumsum(jumps[order])
-    last_of_group = np.r_[t_sorted[1:] != t_sorted[:-1], True]
-    over = np.flatnonzero(last_of_group & (total > threshold))
-    t_fail = float(t_sorted[over[0]])
+    t_fail, cand_t, cand_tile, run_all = _sweep(cand_t, cand_d, cand_tile, base, threshold)
     # the answer is the largest observed sigma below the first failing value
     if keep_between:
         values = np.concatenate(between)
