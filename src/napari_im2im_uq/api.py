@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._jobs import run_to_end
 from ._warnings import Im2ImUQWarning
 
 __all__ = [
@@ -455,18 +456,6 @@ def _compute_blocks(outs: dict):
     return result
 
 
-def _drive(gen, progress=None):
-    try:
-        while True:
-            step = next(gen)
-            if progress is not None:
-                progress(*step)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
-
-
 def predict(model, image, *, progress=None, **kwargs) -> list:
     """Run a model over an image (a layer or an array) and return its outputs as layer tuples.
 
@@ -513,7 +502,7 @@ def predict(model, image, *, progress=None, **kwargs) -> list:
     >>> [(kw["name"], data.shape, kw["scale"]) for data, kw, _ in layers][0]
     ('prediction (tem-sr4x-quantile)', (160, 160), (0.25, 0.25))
     """
-    return _drive(predict_job(model, image, **kwargs), progress)
+    return run_to_end(predict_job(model, image, **kwargs), progress)
 
 
 def model_outputs(layers, prediction) -> dict:
@@ -1100,7 +1089,7 @@ def calibrate(outputs, truth, *, progress=None, **kwargs) -> Calibration:
     >>> cal.result.n, [kw["name"] for _, kw, _ in cal.layers]
     (64, ['interval width (model)'])
     """
-    return _drive(calibrate_job(outputs, truth, **kwargs), progress)
+    return run_to_end(calibrate_job(outputs, truth, **kwargs), progress)
 
 
 def apply_record(record, outputs, *, show_bounds=False) -> list:
@@ -1374,4 +1363,4 @@ def diagnose(record, outputs, truth, *, progress=None, **kwargs) -> dict:
     dict
         The report of ``napari_im2im_uq._diagnostics.diagnose_tiles`` plus "tiles".
     """
-    return _drive(diagnose_job(record, outputs, truth, **kwargs), progress)
+    return run_to_end(diagnose_job(record, outputs, truth, **kwargs), progress)

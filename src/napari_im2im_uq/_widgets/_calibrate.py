@@ -9,7 +9,7 @@ from napari.utils.notifications import show_info, show_warning
 
 from .. import api
 from .._warnings import Im2ImUQWarning
-from ._common import WHOLE, JobRunner, Panel, kind, layer_picker, meta
+from ._common import WHOLE, JobRunner, Panel, is_output, is_truth, kind, layer_picker
 from ._plot import PlotArea, plot_curve
 
 METHOD_LABELS = {
@@ -25,24 +25,15 @@ REGION_NOTE = (
 )
 
 
-def _is_output(layer) -> bool:
-    return meta(layer).get("role") == "output"
-
-
-def _is_truth(layer) -> bool:
-    return kind(layer) in ("image", "labels") and meta(layer).get("role") not in (
-        "output", "calibrated")
-
-
 class CalibrateWidget(Panel):
     """Calibrate a prediction run; shows the risk curve, the guarantee and the result layers."""
 
     def __init__(self, napari_viewer):
         viewer = napari_viewer
         super().__init__(viewer, labels=True)
-        self.prediction = layer_picker(viewer, "prediction", _is_output,
+        self.prediction = layer_picker(viewer, "prediction", is_output,
                                        tooltip="any output layer of one Predict run")
-        self.truth = layer_picker(viewer, "ground truth", _is_truth,
+        self.truth = layer_picker(viewer, "ground truth", is_truth,
                                   tooltip="Image (regression) or Labels (segmentation: 0 = not "
                                           "annotated, label k + 1 = class k), on the output grid")
         self.regions = layer_picker(viewer, "labeled regions", lambda ly: kind(ly) == "shapes",

@@ -59,6 +59,17 @@ def kind(layer) -> str:
     return type(layer).__name__.lower()
 
 
+def is_output(layer) -> bool:
+    """Whether a layer is an output of a Predict run."""
+    return meta(layer).get("role") == "output"
+
+
+def is_truth(layer) -> bool:
+    """Whether a layer can be ground truth: an Image or Labels layer the plugin did not make."""
+    return kind(layer) in ("image", "labels") and meta(layer).get("role") not in (
+        "output", "calibrated")
+
+
 def layer_picker(viewer, label: str, accept, *, optional=None, tooltip=None) -> ComboBox:
     """Return a combo box of the viewer's layers for which ``accept(layer)`` is true.
 

@@ -8,21 +8,12 @@ from magicgui.widgets import Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
 from .. import api
-from ._common import WHOLE, JobRunner, Panel, kind, layer_picker, meta
+from ._common import WHOLE, JobRunner, Panel, is_output, is_truth, kind, layer_picker, meta
 from ._plot import PlotArea
 
 
 def _has_record(layer) -> bool:
     return meta(layer).get("role") in ("calibrated", "record")
-
-
-def _is_output(layer) -> bool:
-    return meta(layer).get("role") == "output"
-
-
-def _is_truth(layer) -> bool:
-    return kind(layer) in ("image", "labels") and meta(layer).get("role") not in (
-        "output", "calibrated")
 
 
 class DiagnosticsWidget(Panel):
@@ -33,9 +24,9 @@ class DiagnosticsWidget(Panel):
         super().__init__(viewer, labels=True)
         self.record = layer_picker(viewer, "calibration", _has_record,
                                    tooltip="a layer made by Calibrate, or a loaded record")
-        self.prediction = layer_picker(viewer, "prediction", _is_output,
+        self.prediction = layer_picker(viewer, "prediction", is_output,
                                        tooltip="outputs of the same model on held-out data")
-        self.truth = layer_picker(viewer, "held-out truth", _is_truth)
+        self.truth = layer_picker(viewer, "held-out truth", is_truth)
         self.regions = layer_picker(viewer, "held-out regions", lambda ly: kind(ly) == "shapes",
                                     optional=WHOLE)
         self.n_splits = SpinBox(label="random splits", value=100, min=1, max=10000)

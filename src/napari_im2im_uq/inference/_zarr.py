@@ -598,13 +598,6 @@ def write_zarr(model, image, store, *, progress=None, **kwargs):
     >>> names
     ['lower', 'prediction', 'std', 'upper']
     """
-    gen = predict_to_zarr(model, image, store, **kwargs)
-    try:
-        while True:
-            step = next(gen)
-            if progress is not None:
-                progress(*step)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
+    from .._jobs import run_to_end
+
+    return run_to_end(predict_to_zarr(model, image, store, **kwargs), progress)
