@@ -166,6 +166,26 @@ def test_fields_validate_live(tem_viewer):
     assert "Predict run" in cal_w.status.value
 
 
+def test_model_widget_takes_a_bundle_folder(tem_viewer, tmp_path):
+    from napari_im2im_uq._widgets import ModelWidget
+    from napari_im2im_uq._widgets._model import ON_DISK
+    from napari_im2im_uq.models import read_spec
+
+    model_w = ModelWidget(tem_viewer)
+    model_w.model.value = ON_DISK
+    model_w.folder.value = tmp_path
+    assert "bundle folder must contain model.json" in model_w.status.value
+    folder = read_spec("tem-sr4x-residual")["path"]
+    model_w.folder.value = folder
+    assert model_w.status.value == ""
+    assert "tem-sr4x-residual" in model_w.card.value
+    from napari_im2im_uq._widgets._common import session
+
+    assert session(tem_viewer).model == folder
+    model_w.device.value = "cpu"
+    assert session(tem_viewer).device == "cpu"
+
+
 def test_heartbeat_and_cancel(tem_viewer, qtbot):
     """The main thread keeps ticking during predict and calibrate; cancel stops a prediction."""
     from qtpy.QtCore import QTimer
