@@ -269,6 +269,16 @@ def test_record_writer_and_reader(tem_viewer, qtbot, tmp_path):
     outputs = api.model_outputs(viewer.layers, f"prediction ({MODEL})")
     (again, _, _), = api.apply_record(layer, outputs)
     np.testing.assert_array_equal(again, width.data)
+    # and so does the widget's button, on a new prediction without ground truth
+    before = np.array(width.data)
+    viewer.layers.remove(width)
+    cal_w.reset_choices()
+    cal_w.saved.value = layer
+    cal_w.prediction.value = viewer.layers[f"prediction ({MODEL})"]
+    cal_w.apply_saved()
+    qtbot.waitUntil(lambda: f"interval width ({MODEL})" in viewer.layers, timeout=30_000)
+    np.testing.assert_array_equal(viewer.layers[f"interval width ({MODEL})"].data, before)
+    assert "applied lam" in cal_w.message.value
 
 
 def test_opening_widgets_does_not_import_torch(tmp_path):

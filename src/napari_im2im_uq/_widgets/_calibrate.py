@@ -9,7 +9,18 @@ from napari.utils.notifications import show_info, show_warning
 
 from .. import api
 from .._warnings import Im2ImUQWarning
-from ._common import WHOLE, JobRunner, Panel, is_output, is_truth, kind, layer_picker
+from ._common import (
+    NONE,
+    WHOLE,
+    JobRunner,
+    Panel,
+    has_record,
+    is_output,
+    is_truth,
+    kind,
+    layer_picker,
+    meta,
+)
 from ._plot import PlotArea, plot_curve
 
 METHOD_LABELS = {
@@ -60,6 +71,9 @@ class CalibrateWidget(Panel):
         self.n_plan = SpinBox(label="tiles to plan", value=20, min=1, max=100000)
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.plan_button = PushButton(text="Plan calibration tiles")
+        self.saved = layer_picker(viewer, "saved record", has_record, optional=NONE,
+                                  tooltip="a calibrated layer or an opened record (.json)")
+        self.apply_button = PushButton(text="Apply the record to this prediction")
         self.guarantee = Label(value="")
         self.guarantee.native.setWordWrap(True)
         self.message = Label(value="")
@@ -67,7 +81,8 @@ class CalibrateWidget(Panel):
         self.extend([self.prediction, self.truth, self.regions, self.tile_rows, self.tile_cols,
                      self.method, self.rule, self.bound, self.alpha, self.delta, self.beta,
                      self.sigma, self.bounds_box, self.calibrate_button, self.check_button,
-                     self.cancel, self.n_plan, self.seed, self.plan_button, self.status,
+                     self.cancel, self.n_plan, self.seed, self.plan_button, self.saved,
+                     self.apply_button, self.status,
                      self.message, self.guarantee])
         self.plot = PlotArea(self)
         self.runner = JobRunner(self.message, [self.calibrate_button, self.check_button],
@@ -76,6 +91,7 @@ class CalibrateWidget(Panel):
         self.calibrate_button.changed.connect(self.start)
         self.check_button.changed.connect(self.start_self_check)
         self.plan_button.changed.connect(self.plan)
+        self.apply_button.changed.connect(self.apply_saved)
         self.method.changed.connect(self._method_changed)
         self.watch(self.prediction, self.truth, self.regions, self.tile_rows, self.tile_cols,
                    self.method, self.rule, self.alpha, self.delta, self.beta, self.sigma)
@@ -219,3 +235,27 @@ class CalibrateWidget(Panel):
         self.message.value = (f"{shown.name}: acquire ground truth in these {len(layer[0])} tiles, "
                               "then choose this layer as the labeled regions")
         return shown
+
+    def apply_saved(self, *_):
+        """Apply the chosen saved record to the chosen prediction (no ground truth needed)."""
+        if self.saved.value is None or self.prediction.value is None:
+            self.message.value = "choose a saved record and a prediction to apply it to"
+            return None
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", Im2ImUQWarning)
+                layers = api.apply_record(self.saved.value, self.outputs(),
+                                          show_bounds=bool(self.bounds_box.value))
+        except (ValueError, KeyError) as err:
+            self.message.value = f"error: {err}"
+            show_warning(f"napari-im2im-uq: {err}")
+            return None
+        for w in caught:
+            show_warning(f"napari-im2im-uq: {w.message}")
+        record = meta(self.saved.value)["record"]
+        self.message.value = (f"applied lam = {record['calibration']['lam']:.6g} "
+                              f"({record['calibration']['method']}) from "
+                              f"{self.saved.value.name}")
+        self.guarantee.value = f"{record['guarantee']}\n\n{REGION_NOTE}"
+        self.runner.show(self.viewer, layers)
+        return layers

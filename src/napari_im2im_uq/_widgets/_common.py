@@ -70,6 +70,11 @@ def is_truth(layer) -> bool:
         "output", "calibrated")
 
 
+def has_record(layer) -> bool:
+    """Whether a layer carries a calibration record (made by Calibrate, or an opened record)."""
+    return meta(layer).get("role") in ("calibrated", "record")
+
+
 def layer_picker(viewer, label: str, accept, *, optional=None, tooltip=None) -> ComboBox:
     """Return a combo box of the viewer's layers for which ``accept(layer)`` is true.
 

@@ -8,12 +8,18 @@ from magicgui.widgets import Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
 from .. import api
-from ._common import WHOLE, JobRunner, Panel, is_output, is_truth, kind, layer_picker, meta
+from ._common import (
+    WHOLE,
+    JobRunner,
+    Panel,
+    has_record,
+    is_output,
+    is_truth,
+    kind,
+    layer_picker,
+    meta,
+)
 from ._plot import PlotArea
-
-
-def _has_record(layer) -> bool:
-    return meta(layer).get("role") in ("calibrated", "record")
 
 
 class DiagnosticsWidget(Panel):
@@ -22,7 +28,7 @@ class DiagnosticsWidget(Panel):
     def __init__(self, napari_viewer):
         viewer = napari_viewer
         super().__init__(viewer, labels=True)
-        self.record = layer_picker(viewer, "calibration", _has_record,
+        self.record = layer_picker(viewer, "calibration", has_record,
                                    tooltip="a layer made by Calibrate, or a loaded record")
         self.prediction = layer_picker(viewer, "prediction", is_output,
                                        tooltip="outputs of the same model on held-out data")
