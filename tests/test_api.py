@@ -211,3 +211,21 @@ def test_diagnose_says_when_tiles_are_not_held_out():
     both = api.diagnose(cal.record, outputs, truth, n_splits=5)
     assert both["tiles_used_to_calibrate"] == 32
     assert both["summary"][0][0] == "NOT held out"
+
+
+@pytest.mark.parametrize("sigma", ["width", "std"])
+def test_trust_mask_record_reapplies_and_diagnoses_with_its_score(sigma):
+    outputs, truth = _outputs(shape=(128, 128))
+    outputs["std"] = (outputs["upper"] - outputs["lower"]) * np.random.default_rng(3).random(
+        truth.shape).astype(np.float32)
+    right = [np.array([[0, 64], [0, 128], [128, 128], [128, 64]], float)]
+    left = [np.array([[0, 0], [0, 64], [128, 64], [128, 0]], float)]
+    cal = api.calibrate(outputs, truth, method="trust_mask", alpha=0.3, sigma=sigma,
+                        data_range=(-1, 2), tile_shape=(16, 16), regions=left)
+    assert cal.record["sigma"] == sigma
+    (mask, kwargs, _), = cal.layers
+    assert kwargs["name"] == "untrusted (model)" and mask.dtype == np.uint8
+    (again, _, _), = api.apply_record(cal.record, outputs)
+    np.testing.assert_array_equal(again, mask)
+    report = api.diagnose(cal.record, outputs, truth, regions=right, n_splits=5)
+    assert report["method"] == "trust_mask" and report["tiles_used_to_calibrate"] == 0
