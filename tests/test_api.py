@@ -229,3 +229,17 @@ def test_trust_mask_record_reapplies_and_diagnoses_with_its_score(sigma):
     np.testing.assert_array_equal(again, mask)
     report = api.diagnose(cal.record, outputs, truth, regions=right, n_splits=5)
     assert report["method"] == "trust_mask" and report["tiles_used_to_calibrate"] == 0
+
+
+def test_record_tiles_are_pixel_boxes_in_world_coordinates_and_round_trip():
+    rng = np.random.default_rng(5)
+    truth = rng.random((2, 64, 64)).astype(np.float32)
+    f = truth + 0.05 * rng.standard_normal(truth.shape).astype(np.float32)
+    outputs = {"prediction": f, "lower": f - 0.06, "upper": f + 0.06}
+    cal = api.calibrate(outputs, truth, alpha=0.3, rule="crc", tile_shape=(16, 16))
+    assert cal.record["tiles_world"][0] == [-0.5, -0.5, -0.5, 0.5, 15.5, 15.5]
+    rects, kwargs, kind = api.record_layer(cal.record)
+    back = api.calibration_tiles(truth.shape, (16, 16), regions=rects)
+    np.testing.assert_array_equal(back, cal.tiles)  # the Shapes layer marks the same tiles
+    report = api.diagnose(cal.record, outputs, truth, n_splits=3)
+    assert report["tiles_used_to_calibrate"] == len(cal.tiles) == 32

@@ -907,9 +907,9 @@ def _level(result) -> float:
 
 def _world_tiles(origins, th, tw, scale, translate, ndim):
     out = []
-    for z, r, c in origins:
-        lo = np.array([z, r - 0.5, c - 0.5])[-ndim:] * scale + translate
-        hi = np.array([z, r + th - 0.5, c + tw - 0.5])[-ndim:] * scale + translate
+    for z, r, c in origins:  # pixel edges; a plane spans [z - 0.5, z + 0.5]
+        lo = np.array([z - 0.5, r - 0.5, c - 0.5])[-ndim:] * scale + translate
+        hi = np.array([z + 0.5, r + th - 0.5, c + tw - 0.5])[-ndim:] * scale + translate
         out.append([float(v) for v in np.r_[lo, hi]])
     return out
 
@@ -1280,9 +1280,8 @@ def record_layer(record, *, name=None):
         k = len(t) // 2
         lo, hi = np.array(t[:k]), np.array(t[k:])
         r = np.array([[lo[-2], lo[-1]], [lo[-2], hi[-1]], [hi[-2], hi[-1]], [hi[-2], lo[-1]]])
-        if k == 3:
-            r = np.concatenate([np.full((4, 1), lo[0] + 0.5 * (hi[0] - lo[0])
-                                        if hi[0] - lo[0] != 1 else lo[0] + 0.5), r], axis=1)
+        if k == 3:  # the rectangle lies in its plane's centre
+            r = np.concatenate([np.full((4, 1), 0.5 * (lo[0] + hi[0])), r], axis=1)
         rects.append(r)
     cal = rec["calibration"]
     model = (rec.get("model") or {}).get("name", "model")
