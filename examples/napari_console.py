@@ -45,9 +45,10 @@ check = api.self_check(outputs, truth, method="intervals", alpha=0.1, rule="crc"
                        tile_shape=(64, 64))
 print(check["message"])
 
-# 4. diagnostics (here on every tile of the truth; on real data choose held-out regions=),
-#    and the record for a reviewer
+# 4. diagnostics on held-out truth: the tiles of the plan are left out by default,
+#    then the record for a reviewer
 report = api.diagnose(cal.record, outputs, truth, n_splits=20)
+assert report["calibration_tiles_left_out"] == 12 and report["tiles_used_to_calibrate"] == 0
 for label, text in report["summary"]:
     print(f"{label}: {text}")
 with tempfile.TemporaryDirectory() as tmp:

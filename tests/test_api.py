@@ -208,9 +208,14 @@ def test_diagnose_says_when_tiles_are_not_held_out():
     held = api.diagnose(cal.record, outputs, truth, regions=right, n_splits=5)
     assert held["tiles_used_to_calibrate"] == 0 and len(held["tiles"]) == 32
     assert held["summary"][0][0] != "NOT held out"
-    both = api.diagnose(cal.record, outputs, truth, n_splits=5)
+    both = api.diagnose(cal.record, outputs, truth, n_splits=5, leave_out_calibration=False)
     assert both["tiles_used_to_calibrate"] == 32
     assert both["summary"][0][0] == "NOT held out"
+    auto = api.diagnose(cal.record, outputs, truth, n_splits=5)  # leaves them out
+    assert auto["calibration_tiles_left_out"] == 32 and auto["tiles_used_to_calibrate"] == 0
+    np.testing.assert_array_equal(auto["tiles"], held["tiles"])
+    with pytest.raises(ValueError, match="no held-out ground truth"):
+        api.diagnose(cal.record, outputs, truth, regions=left, n_splits=5)
 
 
 @pytest.mark.parametrize("sigma", ["width", "std"])
@@ -241,5 +246,5 @@ def test_record_tiles_are_pixel_boxes_in_world_coordinates_and_round_trip():
     rects, kwargs, kind = api.record_layer(cal.record)
     back = api.calibration_tiles(truth.shape, (16, 16), regions=rects)
     np.testing.assert_array_equal(back, cal.tiles)  # the Shapes layer marks the same tiles
-    report = api.diagnose(cal.record, outputs, truth, n_splits=3)
+    report = api.diagnose(cal.record, outputs, truth, n_splits=3, leave_out_calibration=False)
     assert report["tiles_used_to_calibrate"] == len(cal.tiles) == 32

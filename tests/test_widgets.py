@@ -87,11 +87,18 @@ def test_full_path_predict_calibrate_diagnose(tem_viewer, qtbot):
 
     cal_w = CalibrateWidget(viewer)
     viewer.window.add_dock_widget(cal_w, name="Calibrate", tabify=True)
+    # a random plan of 40 tiles is where ground truth is taken for the intervals
+    cal_w.n_plan.value = 40
+    cal_w.truth.value = viewer.layers["tem truth (high-res)"]
+    plan = cal_w.plan()
+    assert len(plan.data) == 40 and plan.metadata["im2im_uq"]["role"] == "tile plan"
+    cal_w.reset_choices()
+    cal_w.regions.value = plan
     cal = _calibrate(qtbot, viewer, cal_w, "intervals", 0.1)
     width = viewer.layers[f"interval width ({MODEL})"]
     rec = width.metadata["im2im_uq"]["record"]
     assert rec["calibration"]["lam"] == cal.result.lam and rec["model"]["name"] == MODEL
-    assert rec["calibration"]["n"] == 108 and rec["tile_shape"] == [64, 64]
+    assert rec["calibration"]["n"] == 40 and rec["tile_shape"] == [64, 64]
     assert width.colormap.name == "inferno" and width.data.shape == (3, 384, 384)
     assert "probability at least 90%" in cal_w.guarantee.value
     assert "assumption" in cal_w.guarantee.value
@@ -118,12 +125,13 @@ def test_full_path_predict_calibrate_diagnose(tem_viewer, qtbot):
     assert plain_tinted.mean() < 0.001
     assert 0.3 * np.mean(untrusted.data[0]) < inside < 1.0, (inside, np.mean(untrusted.data[0]))
 
-    # self-check and tile plan
+    # self-check on the planned tiles: 20 calibrate, 20 test
+    cal_w.method.value = "intervals"
+    cal_w.rule.value = "crc"  # 20 tiles are too few for RCPS at alpha = delta = 0.1
+    cal_w.alpha.value = 0.1
     cal_w.start_self_check()
     _wait(qtbot, cal_w)
-    assert cal_w.last_check["n_calibration"] == 54 and "tested on 54" in cal_w.message.value
-    plan = cal_w.plan()
-    assert len(plan.data) == 20 and plan.metadata["im2im_uq"]["role"] == "tile plan"
+    assert cal_w.last_check["n_calibration"] == 20 and "tested on 20" in cal_w.message.value
 
     # diagnostics on the intervals record
     diag = DiagnosticsWidget(viewer)
@@ -137,6 +145,8 @@ def test_full_path_predict_calibrate_diagnose(tem_viewer, qtbot):
     diag.start()
     _wait(qtbot, diag)
     assert diag.report is not None and diag.report["splits"]["n_splits"] == 20
+    assert diag.report["calibration_tiles_left_out"] == 40  # measured on the other 68 tiles
+    assert len(diag.report["tiles"]) == 68 and "held out" in diag.message.value
     assert "held-out" in diag.summary.value
     assert len(diag.plot.figure.axes) >= 3
 

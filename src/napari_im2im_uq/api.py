@@ -1299,45 +1299,60 @@ def record_layer(record, *, name=None):
 # diagnostics
 
 
-def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_splits=100, seed=0):
+def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_splits=100, seed=0,
+                 leave_out_calibration=True):
     """Diagnostics on held-out ground truth, as a generator (see :func:`diagnose`)."""
     from . import _diagnostics
     from .calibration import CalibrationResult
 
     rec = _as_record(record)
     result = CalibrationResult.from_dict(rec["calibration"])
-    tile_shape = tile_shape or tuple(rec.get("tile_shape", result.tile_shape[-2:]))
+    tile_shape = _check_tile_shape(tile_shape or rec.get("tile_shape", result.tile_shape[-2:]))
     sigma = rec.get("sigma") if rec.get("sigma") in ("std", "residual", "width") else None
     if rec.get("sigma") == "1 - mask":
         sigma = "mask"
     tiles, origins, geometry = _collect(outputs, truth, result.method, tile_shape, regions, sigma)
+    seen = _overlap_mask(_world_tiles(origins, *tile_shape, *geometry), rec.get("tiles_world", []))
+    left_out = 0
+    if leave_out_calibration and seen.any():
+        left_out = int(seen.sum())
+        if left_out == len(origins):
+            raise ValueError(
+                f"every one of the {len(origins)} tiles was used to calibrate: there is no "
+                "held-out ground truth in these regions (choose other regions, or pass "
+                "leave_out_calibration=False to measure on the calibration tiles anyway)"
+            )
+        tiles = {k: v[~seen] for k, v in tiles.items()}
+        origins, seen = origins[~seen], seen[~seen]
     report = yield from _diagnostics.diagnose_tiles(result, tiles, n_splits=n_splits, seed=seed)
     report["tiles"] = origins
-    used = _overlapping(_world_tiles(origins, *_check_tile_shape(tile_shape), *geometry),
-                        rec.get("tiles_world", []))
-    report["tiles_used_to_calibrate"] = used
+    report["calibration_tiles_left_out"] = left_out
+    report["tiles_used_to_calibrate"] = used = int(seen.sum())
     if used:
         report["summary"].insert(0, (
             "NOT held out",
             f"{used} of the {len(origins)} tiles overlap the calibration tiles: their risk is "
             "optimistic; choose regions the calibration did not see"))
+    elif left_out:
+        report["summary"].insert(0, (
+            "held out", f"{len(origins)} tiles ({left_out} calibration tiles left out)"))
     return report
 
 
-def _overlapping(tiles, others) -> int:
-    """Return how many boxes of ``tiles`` overlap a box of ``others`` ([start..., stop...])."""
-    if not others:
-        return 0
-    a = np.asarray(tiles, float)
+def _overlap_mask(tiles, others) -> np.ndarray:
+    """Return which boxes of ``tiles`` overlap a box of ``others`` ([start..., stop...])."""
+    a = np.asarray(tiles, float).reshape(len(tiles), -1)
+    if not len(others) or not len(a):
+        return np.zeros(len(a), bool)
     b = np.asarray(others, float)
     if a.shape[1] != b.shape[1]:
-        return 0
+        return np.zeros(len(a), bool)
     k = a.shape[1] // 2
     eps = 1e-9
     hit = np.ones((len(a), len(b)), bool)
     for j in range(k):
         hit &= (a[:, None, j] < b[None, :, k + j] - eps) & (b[None, :, j] < a[:, None, k + j] - eps)
-    return int(hit.any(axis=1).sum())
+    return hit.any(axis=1)
 
 
 def diagnose(record, outputs, truth, *, progress=None, **kwargs) -> dict:
@@ -1355,6 +1370,10 @@ def diagnose(record, outputs, truth, *, progress=None, **kwargs) -> dict:
     n_splits : int
         Random calibration/test splits of the held-out tiles for the risk histogram.
     seed : int
+    leave_out_calibration : bool
+        Leave out the tiles that overlap the record's calibration tiles (default), so the
+        measurement is on held-out ground truth; with False they are kept and the report says
+        how many are not held out.
     progress : callable, optional
 
     Returns

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from magicgui.widgets import Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
 from .. import api
@@ -37,6 +37,8 @@ class DiagnosticsWidget(Panel):
                                     optional=WHOLE)
         self.n_splits = SpinBox(label="random splits", value=100, min=1, max=10000)
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.leave_out = CheckBox(label="leave out the calibration tiles", value=True,
+                                  tooltip="measure only on tiles the calibration did not see")
         self.run_button = PushButton(text="Run diagnostics")
         self.cancel = PushButton(text="Cancel")
         self.message = Label(value="")
@@ -45,7 +47,7 @@ class DiagnosticsWidget(Panel):
         self.summary.native.setWordWrap(True)
         self.summary.native.setTextFormat(1)  # Qt.RichText
         self.extend([self.record, self.prediction, self.truth, self.regions, self.n_splits,
-                     self.seed, self.run_button, self.cancel, self.status, self.message,
+                     self.seed, self.leave_out, self.run_button, self.cancel, self.status, self.message,
                      self.summary])
         self.plot = PlotArea(self, height=7.5)
         self.runner = JobRunner(self.message, [self.run_button], self.cancel)
@@ -87,9 +89,10 @@ class DiagnosticsWidget(Panel):
         outputs = api.model_outputs(self.viewer.layers, self.prediction.value)
         truth, regions = self.truth.value, self.regions.value
         n_splits, seed = int(self.n_splits.value), int(self.seed.value)
+        leave_out = bool(self.leave_out.value)
         return self.runner.run(
             lambda: api.diagnose_job(rec, outputs, truth, regions=regions, n_splits=n_splits,
-                                     seed=seed),
+                                     seed=seed, leave_out_calibration=leave_out),
             self._done, "diagnostics")
 
     def _done(self, report):
@@ -100,8 +103,10 @@ class DiagnosticsWidget(Panel):
                        for k, v in report.get("summary", []))
         self.summary.value = f"<table>{rows}</table>"
         used = report.get("tiles_used_to_calibrate", 0)
+        left = report.get("calibration_tiles_left_out", 0)
         self.message.value = f"diagnostics on {len(report['tiles'])} tiles" + (
-            f"; {used} of them were used to calibrate: NOT held out" if used else ", held out")
+            f"; {used} of them were used to calibrate: NOT held out" if used else
+            f", held out ({left} calibration tiles left out)")
         if used:
             show_warning(f"napari-im2im-uq diagnostics: {used} of the tiles were used to "
                          "calibrate; choose held-out regions for an honest measurement")
