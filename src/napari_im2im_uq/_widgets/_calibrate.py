@@ -20,6 +20,7 @@ from ._common import (
     kind,
     layer_picker,
     meta,
+    prefer,
 )
 from ._plot import PlotArea, plot_curve
 
@@ -85,6 +86,7 @@ class CalibrateWidget(Panel):
                      self.apply_button, self.status,
                      self.message, self.guarantee])
         self.plot = PlotArea(self)
+        prefer(self.truth, lambda ly: meta(ly).get("role") == "truth")
         self.runner = JobRunner(self.message, [self.calibrate_button, self.check_button],
                                 self.cancel)
         self.runner.after_finish = self.refresh

@@ -90,6 +90,14 @@ def layer_picker(viewer, label: str, accept, *, optional=None, tooltip=None) -> 
     return box
 
 
+def prefer(box: ComboBox, accept) -> None:
+    """Select the first choice of ``box`` whose layer satisfies ``accept``, if any."""
+    for choice in box.choices:
+        if choice is not None and accept(choice):
+            box.value = choice
+            return
+
+
 class JobRunner:
     """Run api generators in a napari thread worker, with a progress bar and a cancel button.
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox
 
 from .. import api
-from ._common import NONE, JobRunner, Panel, kind, layer_picker, meta, session
+from ._common import NONE, JobRunner, Panel, kind, layer_picker, meta, prefer, session
 
-OUTPUTS = {"in memory": "memory", "lazy (computed as shown)": "lazy", "zarr store": "zarr"}
+OUTPUTS = {"auto (in memory up to 1 GiB, else lazy)": "auto", "in memory": "memory",
+           "lazy (computed as shown)": "lazy", "zarr store": "zarr"}
 
 
 def _is_image(layer) -> bool:
@@ -37,7 +38,7 @@ class PredictWidget(Panel):
                                  tooltip="input pixels per tile; 0 = the model's default")
         self.batch = SpinBox(label="batch", value=0, min=0, max=256,
                              tooltip="tiles per forward pass; 0 = 1 on a CPU, 4 on a GPU")
-        self.output = ComboBox(label="output", choices=list(OUTPUTS), value="in memory")
+        self.output = ComboBox(label="output", choices=list(OUTPUTS), value=next(iter(OUTPUTS)))
         self.store = FileEdit(label="zarr store", mode="w", filter="*.zarr", visible=False)
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel")
@@ -46,6 +47,7 @@ class PredictWidget(Panel):
         self.extend([self.model_label, self.image, self.second, self.prediction, self.tile_rows,
                      self.tile_cols, self.batch, self.output, self.store, self.run_button,
                      self.cancel, self.status, self.message])
+        prefer(self.image, lambda ly: meta(ly).get("role") == "input")
         self.runner = JobRunner(self.message, [self.run_button], self.cancel)
         self.runner.after_finish = self.refresh
         self.run_button.changed.connect(self.start)
