@@ -144,7 +144,8 @@ def test_full_path_predict_calibrate_diagnose(tem_viewer, qtbot):
     assert diag.run_button.enabled, diag.status.value
     diag.start()
     _wait(qtbot, diag)
-    assert diag.report is not None and diag.report["splits"]["n_splits"] == 20
+    assert diag.report is not None, diag.message.value
+    assert diag.report["splits"]["n_splits"] == 20
     assert diag.report["calibration_tiles_left_out"] == 40  # measured on the other 68 tiles
     assert len(diag.report["tiles"]) == 68 and "held out" in diag.message.value
     assert "held-out" in diag.summary.value

@@ -22,7 +22,7 @@ from ._common import (
     meta,
     prefer,
 )
-from ._plot import PlotArea, plot_curve
+from ._plot import PlotArea, plot_curve, render
 
 METHOD_LABELS = {
     "intervals": "intervals (per-pixel, RCPS / CRC)",
@@ -177,14 +177,20 @@ class CalibrateWidget(Panel):
         outputs, truth, opts = self.outputs(), self.truth.value, self.options()
         if opts["method"] == "intervals":
             opts["show_bounds"] = bool(self.bounds_box.value)
-        return self.runner.run(lambda: api.calibrate_job(outputs, truth, **opts), self._done,
-                               "calibrating")
+        height = self.plot.height
 
-    def _done(self, cal):
+        def job():
+            cal = yield from api.calibrate_job(outputs, truth, **opts)
+            return cal, render(plot_curve, cal.result, height=height)  # drawn off the main thread
+
+        return self.runner.run(job, self._done, "calibrating")
+
+    def _done(self, value):
+        cal, plot = value
         self.runner.show(self.viewer, cal.layers)
-        self.show_result(cal)
+        self.show_result(cal, plot)
 
-    def show_result(self, cal):
+    def show_result(self, cal, plot=None):
         """Show a calibration's guarantee, numbers and risk curve in the widget."""
         self.last = cal
         res = cal.result
@@ -192,8 +198,10 @@ class CalibrateWidget(Panel):
         self.message.value = (f"lam_hat = {res.lam:.6g} from {res.n} tiles; calibration risk "
                               f"{res.empirical_risk:.4g}; layers: "
                               + ", ".join(kw["name"] for _, kw, _ in cal.layers))
-        plot_curve(self.plot.figure, res)
-        self.plot.draw()
+        if plot is None:
+            self.plot.draw(plot_curve, res)
+        else:
+            self.plot.show(*plot)
 
     def start_self_check(self, *_):
         """Calibrate on half of the labeled tiles and test on the other half (worker thread)."""

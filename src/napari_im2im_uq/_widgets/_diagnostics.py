@@ -19,7 +19,7 @@ from ._common import (
     layer_picker,
     meta,
 )
-from ._plot import PlotArea
+from ._plot import PlotArea, render
 
 
 class DiagnosticsWidget(Panel):
@@ -90,14 +90,20 @@ class DiagnosticsWidget(Panel):
         truth, regions = self.truth.value, self.regions.value
         n_splits, seed = int(self.n_splits.value), int(self.seed.value)
         leave_out = bool(self.leave_out.value)
-        return self.runner.run(
-            lambda: api.diagnose_job(rec, outputs, truth, regions=regions, n_splits=n_splits,
-                                     seed=seed, leave_out_calibration=leave_out),
-            self._done, "diagnostics")
+        height = self.plot.height
 
-    def _done(self, report):
-        from .._diagnostics import plot_diagnostics
+        def job():
+            from .._diagnostics import plot_diagnostics
 
+            report = yield from api.diagnose_job(rec, outputs, truth, regions=regions,
+                                                 n_splits=n_splits, seed=seed,
+                                                 leave_out_calibration=leave_out)
+            return report, render(lambda fig: plot_diagnostics(report, fig), height=height)
+
+        return self.runner.run(job, self._done, "diagnostics")
+
+    def _done(self, value):
+        report, plot = value
         self.report = report
         rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
                        for k, v in report.get("summary", []))
@@ -110,5 +116,4 @@ class DiagnosticsWidget(Panel):
         if used:
             show_warning(f"napari-im2im-uq diagnostics: {used} of the tiles were used to "
                          "calibrate; choose held-out regions for an honest measurement")
-        plot_diagnostics(report, self.plot.figure)
-        self.plot.draw()
+        self.plot.show(*plot)

@@ -1,25 +1,59 @@
-"""A matplotlib figure inside a dock widget (the Qt canvas is created on first use)."""
+"""Plots in the dock widgets: matplotlib figures drawn off the main thread, shown as images.
+
+A figure is drawn with matplotlib's Agg backend (no pyplot, no Qt) in the worker thread that
+ran the job, so the viewer never waits for matplotlib; the main thread only shows the pixels.
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+WIDTH_IN = 4.6
+DPI = 100
+
+
+def render(draw, *args, height: float = 3.0, **kwargs):
+    """Draw ``draw(figure, *args, **kwargs)`` on a new Agg figure; return ``(rgba, figure)``.
+
+    Safe in any thread: the figure is not attached to a GUI.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    draw(figure, *args, **kwargs)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy(), figure
+
 
 class PlotArea:
-    """A Figure on a Qt canvas, added to a magicgui container's layout."""
+    """A label in a magicgui container's layout that shows rendered figures."""
 
     def __init__(self, container, *, height: float = 3.0):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+        from qtpy.QtWidgets import QLabel
 
-        self.figure = Figure(figsize=(4.0, height), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(int(height * 70))
-        container.native.layout().addWidget(self.canvas)
+        self.height = height
+        self.figure = None
+        self.label = QLabel()
+        self.label.setMinimumHeight(int(height * DPI * 0.5))
+        container.native.layout().addWidget(self.label)
 
-    def draw(self):
-        """Redraw the canvas."""
-        self.canvas.draw_idle()
+    def show(self, rgba, figure) -> None:
+        """Show pixels rendered by :func:`render` (main thread; a few milliseconds)."""
+        from qtpy.QtGui import QImage, QPixmap
+
+        self.figure = figure
+        rgba = np.ascontiguousarray(rgba)
+        h, w = rgba.shape[:2]
+        image = QImage(rgba.data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
+        self.label.setPixmap(QPixmap.fromImage(image))
+
+    def draw(self, draw, *args, **kwargs) -> None:
+        """Render and show at once (on the calling thread)."""
+        self.show(*render(draw, *args, height=self.height, **kwargs))
 
 
 def plot_curve(figure, result) -> object:
