@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
 from .. import api
@@ -21,6 +21,7 @@ from ._common import (
     layer_picker,
     meta,
     prefer,
+    text,
 )
 from ._plot import PlotArea, plot_curve, render
 
@@ -75,10 +76,8 @@ class CalibrateWidget(Panel):
         self.saved = layer_picker(viewer, "saved record", has_record, optional=NONE,
                                   tooltip="a calibrated layer or an opened record (.json)")
         self.apply_button = PushButton(text="Apply the record to this prediction")
-        self.guarantee = Label(value="")
-        self.guarantee.native.setWordWrap(True)
-        self.message = Label(value="")
-        self.message.native.setWordWrap(True)
+        self.guarantee = text()
+        self.message = text()
         self.extend([self.prediction, self.truth, self.regions, self.tile_rows, self.tile_cols,
                      self.method, self.rule, self.bound, self.alpha, self.delta, self.beta,
                      self.sigma, self.bounds_box, self.calibrate_button, self.check_button,

@@ -59,6 +59,20 @@ def kind(layer) -> str:
     return type(layer).__name__.lower()
 
 
+def text(rich: bool = False) -> Label:
+    """Return a wrapped, left-aligned text label for messages (rich text if ``rich``)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value="")
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+    if rich:
+        label.native.setTextFormat(Qt.TextFormat.RichText)
+    return label
+
+
 def is_output(layer) -> bool:
     """Whether a layer is an output of a Predict run."""
     return meta(layer).get("role") == "output"
@@ -220,8 +234,7 @@ class Panel(Container):
     def __init__(self, viewer, **kwargs):
         super().__init__(**kwargs)
         self.viewer = viewer
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.status = text()
 
     def watch(self, *widgets):
         """Re-validate whenever one of ``widgets`` changes."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from magicgui.widgets import CheckBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, PushButton, SpinBox
 from napari.utils.notifications import show_warning
 
 from .. import api
@@ -18,6 +18,7 @@ from ._common import (
     kind,
     layer_picker,
     meta,
+    text,
 )
 from ._plot import PlotArea, render
 
@@ -41,11 +42,8 @@ class DiagnosticsWidget(Panel):
                                   tooltip="measure only on tiles the calibration did not see")
         self.run_button = PushButton(text="Run diagnostics")
         self.cancel = PushButton(text="Cancel")
-        self.message = Label(value="")
-        self.message.native.setWordWrap(True)
-        self.summary = Label(value="")
-        self.summary.native.setWordWrap(True)
-        self.summary.native.setTextFormat(1)  # Qt.RichText
+        self.message = text()
+        self.summary = text(rich=True)
         self.extend([self.record, self.prediction, self.truth, self.regions, self.n_splits,
                      self.seed, self.leave_out, self.run_button, self.cancel, self.status, self.message,
                      self.summary])

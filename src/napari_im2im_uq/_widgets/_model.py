@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import html
 
-from magicgui.widgets import ComboBox, FileEdit, Label
+from magicgui.widgets import ComboBox, FileEdit
 
 from .. import api
-from ._common import Panel, session
+from ._common import Panel, session, text
 
 ON_DISK = "(bundle folder on disk)"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -31,9 +31,7 @@ class ModelWidget(Panel):
                                tooltip="a folder with model.json and weights.safetensors")
         self.device = ComboBox(label="device", choices=DEVICES, value=self.session.device,
                                tooltip="auto: CUDA, then Apple MPS, then the CPU")
-        self.card = Label(value="")
-        self.card.native.setWordWrap(True)
-        self.card.native.setTextFormat(1)  # Qt.RichText
+        self.card = text(rich=True)
         self.extend([self.model, self.folder, self.device, self.card, self.status])
         self.watch(self.model, self.folder, self.device)
         self.refresh()

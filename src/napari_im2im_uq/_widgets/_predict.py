@@ -7,7 +7,7 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox
 
 from .. import api
-from ._common import NONE, JobRunner, Panel, kind, layer_picker, meta, prefer, session
+from ._common import NONE, JobRunner, Panel, kind, layer_picker, meta, prefer, session, text
 
 OUTPUTS = {"auto (in memory up to 1 GiB, else lazy)": "auto", "in memory": "memory",
            "lazy (computed as shown)": "lazy", "zarr store": "zarr"}
@@ -42,8 +42,7 @@ class PredictWidget(Panel):
         self.store = FileEdit(label="zarr store", mode="w", filter="*.zarr", visible=False)
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel")
-        self.message = Label(value="")
-        self.message.native.setWordWrap(True)
+        self.message = text()
         self.extend([self.model_label, self.image, self.second, self.prediction, self.tile_rows,
                      self.tile_cols, self.batch, self.output, self.store, self.run_button,
                      self.cancel, self.status, self.message])
