@@ -164,6 +164,7 @@ def test_fields_validate_live(tem_viewer):
     viewer = tem_viewer
     predict_w = PredictWidget(viewer)
     assert predict_w.image.value is viewer.layers["tem input (low-res)"]  # role "input" first
+    assert "tiles of 208 x 208 input pixels" in predict_w.defaults.value
     predict_w.tile_rows.value = 64
     assert not predict_w.run_button.enabled
     assert "tile rows and columns" in predict_w.status.value

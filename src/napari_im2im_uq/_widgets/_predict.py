@@ -7,6 +7,7 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox
 
 from .. import api
+from ..inference._tiles import tile_side_from_spec
 from ._common import NONE, JobRunner, Panel, kind, layer_picker, meta, prefer, session, text
 
 OUTPUTS = {"auto (in memory up to 1 GiB, else lazy)": "auto", "in memory": "memory",
@@ -38,13 +39,14 @@ class PredictWidget(Panel):
                                  tooltip="input pixels per tile; 0 = the model's default")
         self.batch = SpinBox(label="batch", value=0, min=0, max=256,
                              tooltip="tiles per forward pass; 0 = 1 on a CPU, 4 on a GPU")
+        self.defaults = text()
         self.output = ComboBox(label="output", choices=list(OUTPUTS), value=next(iter(OUTPUTS)))
         self.store = FileEdit(label="zarr store", mode="w", filter="*.zarr", visible=False)
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel")
         self.message = text()
         self.extend([self.model_label, self.image, self.second, self.prediction, self.tile_rows,
-                     self.tile_cols, self.batch, self.output, self.store, self.run_button,
+                     self.tile_cols, self.batch, self.defaults, self.output, self.store, self.run_button,
                      self.cancel, self.status, self.message])
         prefer(self.image, lambda ly: meta(ly).get("role") == "input")
         self.runner = JobRunner(self.message, [self.run_button], self.cancel)
@@ -67,6 +69,10 @@ class PredictWidget(Panel):
     def problems(self):
         spec = self._spec()
         self.model_label.value = f"{spec.get('name', self.session.model)} on {self.session.device}"
+        cpu, gpu = (tile_side_from_spec(spec, d) for d in ("cpu", "cuda"))
+        self.defaults.value = (
+            f"0 = the model's defaults: tiles of {cpu} x {cpu} input pixels and batch 1 on a "
+            f"CPU, {gpu} x {gpu} and batch 4 on a GPU" if cpu else "0 = the model's defaults")
         channels = [c for c in spec.get("input_channels", []) if c != "phase_tikhonov_r1r2"]
         is_mask = spec.get("heuristic") == "mask"
         self.second.visible = len(channels) > 1

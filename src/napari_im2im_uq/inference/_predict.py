@@ -20,44 +20,14 @@ from .._warnings import Im2ImUQWarning
 from . import _worker
 from ._axes import CANONICAL_AXES, check_axes, output_axes
 from ._device import check_device, check_precision, resolve
+from ._tiles import tile_side
 
 __all__ = ["Plan", "make_plan", "predict"]
 
-#: Estimated float32 memory of one tile's forward pass that sets the default tile shape, on a
-#: GPU and on the CPU. CPUs run smaller tiles faster (caches); GPUs larger ones.
-TILE_BUDGET = {"gpu": 1 << 30, "cpu": 1 << 27}
-#: Default tiles are at least this many input pixels (and at least four halos) wide, at most
-#: ``MAX_TILE``.
-MIN_TILE = 128
-MAX_TILE = 4096
-
-
-def _bytes_per_pixel(model) -> float:
-    """Estimate (conservatively) the forward-pass memory per input pixel, float32.
-
-    Measured peaks of the U-Net family are about 30 * base_channels bytes per pixel, plus
-    the super-resolution tail and the head on the finer grid.
-    """
-    kwargs = model.spec.get("kwargs", {})
-    base = int(kwargs.get("base_channels", 32))
-    s = int(model.scale_factor)
-    channels = int(kwargs.get("in_channels", 1))
-    return 4.0 * (8 * base + 3 * base * s * s + 12 * s * s + 2 * channels)
-
-
 def default_tile_side(model, device: str = "cpu") -> int:
-    """Return the default tile side: the largest whose tile plus halo fits the budget.
-
-    The budget is :data:`TILE_BUDGET` for the device ("cpu", or anything else for a GPU).
-    The halo is recomputed for every tile, so a tile of side ``T`` costs ``(T + 2 halo)**2``
-    pixels of work for ``T**2`` of output: larger tiles waste less, but on a CPU smaller
-    tensors run faster per pixel.
-    """
-    div, halo = model.divisor, model.halo
-    budget = TILE_BUDGET["cpu" if device == "cpu" else "gpu"]
-    side = int((budget / _bytes_per_pixel(model)) ** 0.5) - 2 * halo
-    side = min(max(side, MIN_TILE, 4 * halo), MAX_TILE)
-    return -(-side // div) * div
+    """Return the default tile side of a loaded model (see :func:`._tiles.tile_side`)."""
+    return tile_side(model.spec.get("kwargs", {}), model.scale_factor, model.halo, model.divisor,
+                     device)
 
 
 @dataclass(frozen=True, eq=False)
