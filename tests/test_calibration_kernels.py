@@ -8,7 +8,13 @@ whole-array expressions they replace and to the lazy path, which recomputes ever
 import numpy as np
 import pytest
 
-from napari_im2im_uq.calibration import _fraction, calibrate_intervals, intervals
+from napari_im2im_uq.calibration import (
+    _fraction,
+    calibrate_intervals,
+    calibrate_trust_mask,
+    intervals,
+    trust_mask,
+)
 from napari_im2im_uq.calibration.intervals import interval_critical_values
 
 
@@ -175,3 +181,131 @@ def test_window_at_the_largest_value_recomputes_the_stats():
     crit = interval_critical_values(f, f - w, f + w, y)
     assert res.lam == crit.max()
     assert max(res.curve["lam"]) == crit.max()
+
+
+# ---------------------------------------------------------------------------- trust mask
+def trust_case(rng, n=40, shape=(64, 64), ties=False):
+    truth = rng.random((n, *shape)).astype(np.float32)
+    pred = np.clip(truth + rng.normal(scale=0.1, size=truth.shape), 0, 1).astype(np.float32)
+    sigma = np.abs(truth.astype(np.float64) - pred) + rng.normal(scale=0.03, size=truth.shape)
+    if ties:
+        sigma = np.round(sigma * 50) / 50
+        pred = np.where(rng.random(pred.shape) < 0.2, truth, pred)  # zero errors
+    return sigma, pred, truth
+
+
+def _brute_t(sigma, D, alpha, B):
+    """Eq. (1) over every observed sigma value (vectorised Algorithm 2)."""
+    n = sigma.shape[0]
+    s, d = sigma.reshape(n, -1), D.reshape(n, -1)
+    values = np.unique(s)
+    ok = [np.max(d, axis=1, where=s <= t, initial=0.0).sum() + B <= alpha * (n + 1) + 1e-12
+          for t in values]
+    ok = np.array(ok)
+    if ok.all():
+        return np.inf
+    fail = np.flatnonzero(~ok)[0]
+    return values[fail - 1] if fail else -np.inf
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("curve_points", [0, 3])
+def test_top_sets_equal_the_bracketed_lazy_path_and_brute_force(ties, curve_points):
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(10)
+    sigma, pred, truth = trust_case(rng, ties=ties)
+    D = np.abs(truth.astype(np.float64) - pred)
+    small = [x[:20, :12, :12] for x in (sigma, pred, truth, D)]
+    for alpha in (0.08, 0.15, 0.3, 0.6):
+        eager = calibrate_trust_mask(sigma, pred, truth, alpha=alpha, data_range=(0, 1),
+                                     curve_points=curve_points, block_tiles=7)
+        lazy = [da.from_array(x, chunks=(7, 64, 64)) for x in (sigma, pred, truth)]
+        assert calibrate_trust_mask(*lazy, alpha=alpha, data_range=(0, 1),
+                                    curve_points=curve_points).to_dict() == eager.to_dict()
+        got = calibrate_trust_mask(*small[:3], alpha=alpha, data_range=(0, 1),
+                                   curve_points=curve_points)
+        assert got.lam == _brute_t(small[0], small[3], alpha, 1.0)
+
+
+def test_top_sets_retry_and_fall_back_without_changing_the_answer(monkeypatch):
+    rng = np.random.default_rng(11)
+    sigma, pred, truth = trust_case(rng)
+    kwargs = dict(alpha=0.12, data_range=(0, 1), curve_points=0)
+    want = calibrate_trust_mask(sigma, pred, truth, **kwargs).to_dict()
+    calls = []
+    collect = trust_mask._collect_top
+    monkeypatch.setattr(trust_mask, "_collect_top",
+                        lambda *a: calls.append(1) or collect(*a))
+    # a first top set far too small: its t* is too high, the levels are lowered and retried
+    monkeypatch.setattr(trust_mask, "_TOP_SHARE", 1 / 4096)
+    assert calibrate_trust_mask(sigma, pred, truth, **kwargs).to_dict() == want
+    assert calls  # the retry collected again
+    # top sets past the limit: the bracketed search answers
+    monkeypatch.setattr(trust_mask, "_TOP_SHARE", 1 / 128)
+    monkeypatch.setattr(trust_mask, "_TOP_LIMIT", 10)
+    bracketed = []
+    solve = trust_mask._solve_bracketed
+    monkeypatch.setattr(trust_mask, "_solve_bracketed",
+                        lambda *a: bracketed.append(1) or solve(*a))
+    assert calibrate_trust_mask(sigma, pred, truth, **kwargs).to_dict() == want
+    assert bracketed
+
+
+def test_scan_hands_bad_inputs_to_the_checked_path():
+    rng = np.random.default_rng(12)
+    sigma, pred, truth = trust_case(rng, n=3, shape=(8, 8))
+
+    def scan(s, p, y, data_range=(0, 1), bound=1.0):
+        return trust_mask._scan_pointwise(s, p, y, 3, bound, data_range, 2, store=False)
+
+    assert scan(sigma, pred, truth) is not None
+    bad = sigma.copy()
+    bad[2, 3, 3] = np.nan
+    assert scan(bad, pred, truth) is None
+    bad = truth.copy()
+    bad[1, 0, 0] = 1.5
+    assert scan(sigma, pred, bad) is None
+    assert scan(sigma, pred, bad, data_range=None, bound=2.0) is not None
+    assert scan(sigma, pred, bad, data_range=None, bound=0.4) is None  # D above B
+    bad[1, 0, 0] = np.nan
+    assert scan(sigma, pred, bad, data_range=None, bound=2.0) is None
+
+
+def test_largest_below_and_record_sweep_match_plain_expressions():
+    rng = np.random.default_rng(13)
+    s = np.round(rng.normal(size=(5, 3000)) * 40) / 40  # ties
+    blocks = [s[:2], s[2:]]
+    for t in (-5.0, -0.5, 0.0, 0.3, 9.0):
+        below = s[s < t]
+        want = below.max() if below.size else -np.inf
+        assert trust_mask._largest_below(lambda: iter(blocks), t, -np.inf) == want
+        if below.size:
+            assert trust_mask._largest_below(lambda: iter(blocks), t, below.min()) == want
+    # the record sweep against the sweep over every candidate it replaces
+    n = 6
+    cand_tile = np.sort(rng.integers(0, n, size=4000))
+    cand_t = np.round(rng.random(4000) * 30) / 30
+    cand_d = np.round(rng.random(4000) * 20) / 20
+    base = np.round(rng.random(n) * 10) / 20
+    for threshold in (base.sum() + 0.3, base.sum() + 2.0, base.sum() + 4.5):
+        got = trust_mask._sweep(cand_t, cand_d, cand_tile, base, threshold)
+        order = np.lexsort((cand_t, cand_tile))
+        t, d, tile = cand_t[order], cand_d[order], cand_tile[order]
+        jumps, run_all = np.zeros(t.size), np.zeros(t.size)
+        cuts = np.flatnonzero(np.r_[True, tile[1:] != tile[:-1], True])
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            run = np.maximum.accumulate(np.maximum(d[a:b], base[tile[a]]))
+            jumps[a:b] = run - np.r_[base[tile[a]], run[:-1]]
+            run_all[a:b] = run
+        o = np.argsort(t, kind="stable")
+        total = base.sum() + np.cumsum(jumps[o])
+        over = np.flatnonzero(np.r_[t[o][1:] != t[o][:-1], True] & (total > threshold))
+        if not over.size:
+            assert got is None
+            continue
+        assert got[0] == t[o][over[0]]
+        for best in (got[0], np.nextafter(got[0], -np.inf)):
+            want_l, got_l = base.copy(), base.copy()
+            np.maximum.at(want_l, tile[t <= best], run_all[t <= best])
+            np.maximum.at(got_l, got[2][got[1] <= best], got[3][got[1] <= best])
+            np.testing.assert_array_equal(got_l, want_l)

@@ -189,12 +189,15 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
               "valid": valid}
     lazy = any(a is not None and is_dask(a) for a in arrays.values())
 
+    tile_max = np.zeros(n)  # each tile's largest D, written by compute_blocks
+
     def compute_blocks():
         for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
             m = b["sigma"].shape[0]
             v = check_valid_block(b["valid"], b["sigma"].shape, start)
             if v is None and fidelity == "pointwise":
-                quick = _pointwise_block(b["sigma"], b["pred"], b["truth"], bound, data_range)
+                quick = _pointwise_block(b["sigma"], b["pred"], b["truth"], bound, data_range,
+                                         tile_max[start : start + m])
                 if quick is not None:
                     yield start, *quick
                     continue
@@ -228,18 +231,29 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
                     f"fidelity_error must lie in [0, B] = [0, {bound:g}]; got values from "
                     f"{check.min():g} to {check.max():g} (state a larger loss_bound)"
                 )
+            tile_max[start : start + m] = np.maximum(D.max(axis=1), 0.0)
             yield start, s, D
 
-    if lazy:
-        blocks = compute_blocks
-    else:
-        stored = list(compute_blocks())
-
-        def blocks():
-            yield from stored
-
     threshold = crc_threshold(n, alpha, bound, what="a trust mask")
-    t_hat, at_hat = _solve(blocks, n, threshold, top_sets=not lazy, finite_sigma=valid is None)
+    scan = None
+    if not lazy and valid is None and fidelity == "pointwise":
+        scan = _scan_pointwise(sigma, prediction, truth, n, bound, data_range, block_tiles,
+                               store=curve_points > 0)
+    if scan is not None:
+        full, subs, first, blocks, sigmas = scan
+        t_hat, at_hat = _solve(blocks, n, threshold, top_sets=True, full=full, subs=subs,
+                               first=first, sigmas=sigmas)
+    else:
+        if lazy:
+            blocks = compute_blocks
+        else:
+            stored = list(compute_blocks())  # raises on bad input
+
+            def blocks():
+                yield from stored
+
+        t_hat, at_hat = _solve(blocks, n, threshold, top_sets=not lazy,
+                               full=None if lazy else tile_max)
     risk = float(at_hat.mean())
     curve = _curve(blocks, n, t_hat, bound, curve_points, at_hat)
     tile = tile_phrase(sigma.shape[1:])
@@ -301,13 +315,13 @@ def _resolve_bound(loss_bound, data_range, fidelity):
     return hi - lo
 
 
-def _pointwise_block(sigma, pred, truth, bound, data_range):
+def _pointwise_block(sigma, pred, truth, bound, data_range, tile_max):
     """(s, D) of one block without a valid mask, row chunk by row chunk; None if a check fails.
 
     The same arrays as the checked path (``D = |truth - prediction|`` in float64); the checks
     (finite sigma, data in data_range, D in [0, B]) are reductions of each cache-sized chunk.
     When one fails, None sends the block to the checked path, which raises with the argument's
-    name.
+    name. ``tile_max`` receives each tile's largest D (at least 0).
     """
     m = sigma.shape[0]
     s = np.asarray(sigma, dtype=np.float64).reshape(m, -1)
@@ -319,6 +333,7 @@ def _pointwise_block(sigma, pred, truth, bound, data_range):
     limit = bound * (1 + 1e-12)
     lo, hi = (None, None) if data_range is None else (float(x) for x in data_range)
     for i in range(m):
+        top = 0.0
         for a in range(0, d, _CHUNK):
             b = min(a + _CHUNK, d)
             if not np.isfinite(s[i, a:b].sum()):
@@ -333,9 +348,96 @@ def _pointwise_block(sigma, pred, truth, bound, data_range):
             np.copyto(pb, pc)
             np.subtract(out, pb, out=out)
             np.abs(out, out=out)
-            if not (out.min() >= 0 and out.max() <= limit):  # NaN fails both
+            # D >= 0 after abs; with the data inside data_range, D <= high - low = B already
+            # (rounding is monotone), so only NaN (absent there too) or D > B can fail
+            chunk_max = out.max()
+            if not chunk_max <= limit:
                 return None
+            top = max(top, float(chunk_max))
+        tile_max[i] = top
     return s, D
+
+
+def _scan_pointwise(sigma, pred, truth, n, bound, data_range, block_tiles, store):
+    """One pass over in-memory pointwise data without a valid mask; None if a check fails.
+
+    Per cache-sized chunk it does what ``_pointwise_block`` does (the checks, D and each tile's
+    largest D) and also collects each tile's first top set ``{D >= q_i}`` (see ``_solve_top``;
+    q_i is read off the tile's strided subsample first). D is kept only with ``store`` (the
+    risk curve reads it again); otherwise later passes recompute it. Returns (tile maxima,
+    subsamples, (levels, top set or None past _TOP_LIMIT), blocks).
+    """
+    full = np.zeros(n)
+    subs, levels, stored = [], [], []
+    s_top, d_top, tile_top = [], [], []
+    count = 0
+    limit = bound * (1 + 1e-12)
+    lo, hi = (None, None) if data_range is None else (float(x) for x in data_range)
+    arrays = {"sigma": sigma, "pred": pred, "truth": truth}
+    for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
+        m = b["sigma"].shape[0]
+        s = np.asarray(b["sigma"], dtype=np.float64).reshape(m, -1)
+        p = np.asarray(b["pred"]).reshape(m, -1)
+        y = np.asarray(b["truth"]).reshape(m, -1)
+        d = s.shape[1]
+        stride = max(1, d // _SUBSAMPLE_PIXELS)
+        with np.errstate(invalid="ignore", over="ignore"):  # bad values are refused below
+            dd = np.abs(np.subtract(y[:, ::stride], p[:, ::stride], dtype=np.float64))
+        subs.append((s[:, ::stride].copy(), dd))
+        q = _top_levels(dd, _TOP_SHARE)
+        levels.append(q)
+        D = np.empty((m, d)) if store else None
+        buf = np.empty(min(d, _CHUNK))
+        work = None if store else np.empty(min(d, _CHUNK))
+        for i in range(m):
+            top = 0.0
+            for a in range(0, d, _CHUNK):
+                e = min(a + _CHUNK, d)
+                if not np.isfinite(s[i, a:e].sum()):
+                    return None
+                pc, yc = p[i, a:e], y[i, a:e]
+                if lo is not None and not (pc.min() >= lo and pc.max() <= hi
+                                           and yc.min() >= lo and yc.max() <= hi):
+                    return None
+                out = D[i, a:e] if store else work[: e - a]
+                pb = buf[: e - a]
+                np.copyto(out, yc)
+                np.copyto(pb, pc)
+                np.subtract(out, pb, out=out)
+                np.abs(out, out=out)
+                chunk_max = out.max()
+                if not chunk_max <= limit:  # D >= 0 after abs; see _pointwise_block
+                    return None
+                top = max(top, float(chunk_max))
+                if count <= _TOP_LIMIT:
+                    idx = np.flatnonzero(out >= q[i] if q[i] > 0 else out > 0)
+                    count += idx.size
+                    if idx.size and count <= _TOP_LIMIT:
+                        s_top.append(s[i, a + idx])
+                        d_top.append(out[idx])
+                        tile_top.append(np.full(idx.size, start + i))
+            full[start + i] = top
+        if store:
+            stored.append((start, s, D))
+    top_set = None
+    if count <= _TOP_LIMIT:
+        top_set = tuple(np.concatenate(x) if x else np.empty(0, dt) for x, dt in
+                        ((s_top, np.float64), (d_top, np.float64), (tile_top, np.intp)))
+    if store:
+        def blocks():
+            yield from stored
+    else:
+        def blocks():
+            for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
+                m = b["sigma"].shape[0]
+                s = np.asarray(b["sigma"], dtype=np.float64).reshape(m, -1)
+                yield start, s, fidelity_error_map(b["pred"], b["truth"]).reshape(m, -1)
+
+    def sigmas():
+        for _, b in tile_blocks(n, {"sigma": sigma}, block_tiles=block_tiles):
+            yield np.asarray(b["sigma"], dtype=np.float64).reshape(b["sigma"].shape[0], -1)
+
+    return full, subs, (np.concatenate(levels), top_set), blocks, sigmas
 
 
 def _check_range(block, name, data_range, v):
@@ -355,25 +457,30 @@ def _tile_losses(blocks, n, t):
     return out
 
 
-def _solve(blocks, n, threshold, *, top_sets=False, finite_sigma=False):
+def _solve(blocks, n, threshold, *, top_sets=False, full=None, subs=None, first=None,
+           sigmas=None):
     """Return (t_hat, per-tile losses at t_hat).
 
     With ``top_sets`` (in-memory inputs) the top-set method is tried first; the bracketed
-    method below answers when it declines. ``finite_sigma`` says that no sigma is infinite
-    (no valid mask), which lets the last pass use a cheaper masked maximum.
+    method below answers when it declines. ``full`` (each tile's largest D, at least 0),
+    ``subs`` (the strided subsamples) and ``first`` (the first levels and top set) are used
+    when a scan already computed them; ``sigmas`` yields the sigma blocks alone.
     """
     # pass 1: per-tile fidelity error with everything trusted, and a strided subsample
-    full = np.zeros(n)
-    subs = []
-    for start, s, D in blocks():
-        full[start : start + s.shape[0]] = np.maximum(D.max(axis=1), 0.0)
-        stride = max(1, s.shape[1] // _SUBSAMPLE_PIXELS)
-        subs.append((s[:, ::stride].copy(), D[:, ::stride].copy()))
+    if full is None or subs is None:
+        known = full is not None
+        full = full.copy() if known else np.zeros(n)
+        subs = []
+        for start, s, D in blocks():
+            if not known:
+                full[start : start + s.shape[0]] = np.maximum(D.max(axis=1), 0.0)
+            stride = max(1, s.shape[1] // _SUBSAMPLE_PIXELS)
+            subs.append((s[:, ::stride].copy(), D[:, ::stride].copy()))
     if full.sum() <= threshold:
         return np.inf, full
     if top_sets:
-        got = _solve_top(blocks, n, threshold, np.concatenate([dd for _, dd in subs]),
-                         finite_sigma)
+        got = _solve_top(blocks, n, threshold, np.concatenate([dd for _, dd in subs]), first,
+                         sigmas)
         if got is not None:
             return got
     return _solve_bracketed(blocks, n, threshold, subs)
@@ -422,7 +529,7 @@ def _per_tile(values, tiles, n, reduce, empty):
     return out
 
 
-def _solve_top(blocks, n, threshold, sub_d, finite_sigma):
+def _solve_top(blocks, n, threshold, sub_d, first=None, sigmas=None):
     """Exact t_hat from each tile's top set {D >= q_i}, or None to leave it to the bracket.
 
     If a tile's top set holds a pixel with sigma <= t, the tile's loss at t is the largest D of
@@ -432,11 +539,16 @@ def _solve_top(blocks, n, threshold, sub_d, finite_sigma):
     in them. If the total at t* is within the threshold, the answer lies above t* and is found
     by sweeping the few top-set pixels above t* that raise a tile's maximum; otherwise the
     levels are lowered (larger top sets), and past ``_TOP_LIMIT`` pixels None is returned.
+    ``first``: the levels and top set of the first share, if a scan already collected them;
+    ``sigmas``: the sigma blocks alone (default: from ``blocks``).
     """
     share = _TOP_SHARE
     while True:
-        q = _top_levels(sub_d, share)
-        top = _collect_top(blocks, q, _TOP_LIMIT)
+        if first is not None and share == _TOP_SHARE:
+            q, top = first
+        else:
+            q = _top_levels(sub_d, share)
+            top = _collect_top(blocks, q, _TOP_LIMIT)
         if top is None:
             return None
         s_t, d_t, tile_t = top
@@ -455,7 +567,12 @@ def _solve_top(blocks, n, threshold, sub_d, finite_sigma):
     if swept is None:
         return None
     t_fail, cand_t, cand_tile, run_all = swept
-    best = _largest_below(blocks, t_fail, t_star, finite_sigma)
+    below = s_t[s_t < t_fail]  # observed values below the failure: t* at least
+    if sigmas is None:
+        def sigmas():
+            for _, s, _ in blocks():
+                yield s
+    best = _largest_below(sigmas, t_fail, float(below.max()) if below.size else -np.inf)
     losses = base.copy()
     reached = cand_t <= best
     np.maximum.at(losses, cand_tile[reached], run_all[reached])
@@ -500,28 +617,20 @@ def _sweep(cand_t, cand_d, cand_tile, base, threshold):
     return float(t_sorted[over[0]]), rec_t, rec_tile, rec_run
 
 
-def _largest_below(blocks, t, floor, finite_sigma):
-    """Largest observed sigma strictly below ``t`` (-inf if none); ``floor`` is one of them.
+def _largest_below(sigmas, t, floor):
+    """Largest observed sigma strictly below ``t``; ``floor`` (< t) is an observed sigma value.
 
-    With finite sigma and a positive floor, ``max(s * (s < t))`` gives it without a masked
-    reduction (the zeros it puts in lie below the floor).
+    Only values in (floor, t) can beat the floor: each cache-sized chunk is first asked how
+    many it holds (two counts), and only chunks holding some are searched.
     """
-    best = -np.inf
-    cheap = finite_sigma and floor > 0
-    for _, s, _ in blocks():
-        d = s.shape[1]
-        mask = np.empty(min(d, _CHUNK), bool)
-        prod = np.empty(min(d, _CHUNK))
+    best = floor
+    for s in sigmas():
         for row in s:
-            for a in range(0, d, _CHUNK):
+            for a in range(0, row.size, _CHUNK):
                 c = row[a : a + _CHUNK]
-                if cheap:
-                    m = np.less(c, t, out=mask[: c.size])
-                    top = np.multiply(c, m, out=prod[: c.size]).max()
-                else:
-                    top = np.max(c, where=c < t, initial=-np.inf)
-                if top > best:
-                    best = float(top)
+                if np.count_nonzero(c > best) > np.count_nonzero(c >= t):
+                    inside = c[(c > best) & (c < t)]
+                    best = float(inside.max())
     return best
 
 
