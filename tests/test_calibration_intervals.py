@@ -8,6 +8,7 @@ from napari_im2im_uq.calibration import (
     CalibrationResult,
     InfeasibleCalibrationError,
     calibrate_intervals,
+    interval_critical_values,
 )
 
 RULES = [("crc", None), ("rcps", "hoeffding"), ("rcps", "hoeffding_bentkus"), ("rcps", "wsr")]
@@ -178,3 +179,40 @@ def test_inputs_are_not_mutated():
     calibrate_intervals(*data[:4], valid=data[4], alpha=0.3, rule="crc")
     for a, b in zip(data, copies):
         np.testing.assert_array_equal(a, b)
+
+
+def _exact_reference_lam(f, lo, up, y, *, alpha):
+    c = interval_critical_values(f, lo, up, y, exact=True)
+    cands = np.unique(np.r_[c[np.isfinite(c)].ravel(), 0.0])
+    return lam_hat_decreasing(cands, lambda lam: interval_tile_losses(f, lo, up, y, lam),
+                              rule="crc", alpha=alpha)
+
+
+def test_exact_when_a_plain_quotient_is_far_from_its_boundary():
+    """float64 truth a few ulps from the prediction: the plain quotient of pixel A (1.001) is
+    above pixel B's (1.0007) but A's exact boundary (1.0005) is below it. A window around the
+    plain answer alone would return 1.0007; the exact answer is 1.0005."""
+    ulp = np.spacing(1000.0)
+    f = np.full((19, 1, 1), 1000.0)
+    lo, up, y = f - 1.0, f + 1.0, f - 0.5
+    lo[0], y[0] = 1000.0 - 1000 * ulp, 1000.0 - 1001 * ulp
+    y[1] = 1000.0 - 1.0007
+    res = calibrate_intervals(f, lo, up, y, alpha=0.1, rule="crc")
+    assert res.lam == _exact_reference_lam(f, lo, up, y, alpha=0.1) == pytest.approx(1.0005)
+
+
+def test_exact_for_float32_truth_ulps_from_the_prediction_across_binades():
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        shape = (25, 4, 4)
+        f = (1024 - rng.integers(1, 4, shape) * 2.0 ** -14).astype(np.float32)
+        y = np.where(rng.random(shape) < 0.5, np.float32(1024) + np.float32(2.0 ** -13),
+                     np.nextafter(f, np.float32(0))).astype(np.float32)
+        d = np.abs(y.astype(np.float64) - f)
+        w = d * (1 + 1e-7 * rng.standard_normal(shape))  # quotients within 1e-7 of 1
+        lo = (f - w).astype(np.float32)
+        up = (f + w).astype(np.float32)
+        res = calibrate_intervals(f, lo, up, y, alpha=0.3, rule="crc")
+        ref = _exact_reference_lam(*(np.asarray(a, np.float64) for a in (f, lo, up, y)),
+                                   alpha=0.3)
+        assert res.lam == ref, (seed, res.lam, ref)

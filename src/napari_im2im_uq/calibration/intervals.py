@@ -21,7 +21,19 @@ from ._validation import (
 __all__ = ["calibrate_intervals", "interval_critical_values"]
 
 _RULES = ("rcps", "crc")
-_WINDOW = 1e-9  # relative half-width of the exact window around the first answer
+#: Relative half-width of the exact window around the first answer. For inputs that float32
+#: holds exactly, a plain quotient ``|y - f| / width`` lies within about 1e-8 (relative) of its
+#: exact float64 boundary: ``y - f`` is at least half an ulp of float32 while
+#: ``f - lam (f - lower)`` rounds at an ulp of float64 (2^-29 of it, twice across a binade,
+#: twice again on a plateau). 1e-6 leaves a margin of about 100.
+_WINDOW = 1e-6
+
+
+def _float32_exact(dtype) -> bool:
+    """Whether every value of ``dtype`` is a float32 (so the window above is safe)."""
+    dtype = np.dtype(dtype)
+    return (dtype.kind == "f" and dtype.itemsize <= 4) or dtype.kind == "b" or (
+        dtype.kind in "iu" and dtype.itemsize <= 2)
 _BOUNDS = ("hoeffding", "hoeffding_bentkus", "wsr")
 _CHUNK = 1 << 15  # pixels per step of the plain critical values (cache-sized)
 
@@ -391,10 +403,13 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
         return _fraction.rcps(loss, alpha, delta, bound=bound, seed=seed)
 
     # Mean-risk controllers only need exact critical values near lam_hat: solve on the plain
-    # quotients, make the values within 1e-9 of that answer exact, and solve again. The second
+    # quotients, make the values within 1e-6 of that answer exact, and solve again. The second
     # answer is exact when it falls inside the window (values outside it cannot change sides of
-    # any lam in it); otherwise, and always for WSR, every value is made exact.
-    if rule == "rcps" and bound == "wsr":
+    # any lam in it); otherwise, always for WSR, and for inputs that are not all float32-exact
+    # (float64 truth can sit so close to the prediction that the plain quotient is off by far
+    # more than any window), every value is made exact.
+    narrow = all(_float32_exact(a.dtype) for a in (prediction, lower, upper, truth))
+    if (rule == "rcps" and bound == "wsr") or not narrow:
         loss = make_loss(True)
         lam, order = solve(loss)
     else:
