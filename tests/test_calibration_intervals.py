@@ -197,8 +197,21 @@ def test_exact_when_a_plain_quotient_is_far_from_its_boundary():
     lo, up, y = f - 1.0, f + 1.0, f - 0.5
     lo[0], y[0] = 1000.0 - 1000 * ulp, 1000.0 - 1001 * ulp
     y[1] = 1000.0 - 1.0007
-    res = calibrate_intervals(f, lo, up, y, alpha=0.1, rule="crc")
-    assert res.lam == _exact_reference_lam(f, lo, up, y, alpha=0.1) == pytest.approx(1.0005)
+    exact = _exact_reference_lam(f, lo, up, y, alpha=0.1)
+    assert exact == pytest.approx(1.0005)
+    assert calibrate_intervals(f, lo, up, y, alpha=0.1, rule="crc").lam == exact
+    da = pytest.importorskip("dask.array")
+    lazy = [da.from_array(a, chunks=(5, 1, 1)) for a in (f, lo, up, y)]
+    assert calibrate_intervals(*lazy, alpha=0.1, rule="crc").lam == exact
+    # also when the near pixel is one of many ordinary ones around the answer
+    rng = np.random.default_rng(0)
+    f2 = np.concatenate([f, 1000.0 + rng.random((30, 1, 1))])
+    w2 = np.concatenate([f - lo, np.full((30, 1, 1), 1.0)])
+    y2 = np.concatenate([y, f2[19:] - 1.0004 - 3e-4 * rng.random((30, 1, 1))])
+    lo2, up2 = f2 - w2, f2 + 1.0
+    lo2[:19] = lo
+    assert calibrate_intervals(f2, lo2, up2, y2, alpha=0.1, rule="crc").lam == (
+        _exact_reference_lam(f2, lo2, up2, y2, alpha=0.1))
 
 
 def test_exact_for_float32_truth_ulps_from_the_prediction_across_binades():

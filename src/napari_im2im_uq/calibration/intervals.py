@@ -21,19 +21,23 @@ from ._validation import (
 __all__ = ["calibrate_intervals", "interval_critical_values"]
 
 _RULES = ("rcps", "crc")
-#: Relative half-width of the exact window around the first answer. For inputs that float32
-#: holds exactly, a plain quotient ``|y - f| / width`` lies within about 1e-8 (relative) of its
-#: exact float64 boundary: ``y - f`` is at least half an ulp of float32 while
-#: ``f - lam (f - lower)`` rounds at an ulp of float64 (2^-29 of it, twice across a binade,
-#: twice again on a plateau). 1e-6 leaves a margin of about 100.
+#: Relative half-width of the exact window around the first answer. A plain quotient
+#: ``q = |y - f| / width`` lies within about 4 eps (|f| + |y|) / |y - f| (relative) of its exact
+#: float64 boundary c: ``f - lam (f - lower)`` rounds at an ulp of float64, twice as far on a
+#: plateau. Pixels with ``|y - f| >= NEAR (|f| + |y|)`` are thus within about 1e-7 of c, and a
+#: window of 1e-6 cannot miss them; the rare "near" pixels closer than that (float64 truth a
+#: few ulps from the prediction; never float32-exact inputs) are made exact from the start.
 _WINDOW = 1e-6
+NEAR = 1e-8
 
 
 def _float32_exact(dtype) -> bool:
-    """Whether every value of ``dtype`` is a float32 (so the window above is safe)."""
+    """Whether every value of ``dtype`` is a float32: then no pixel is "near" (see NEAR)."""
     dtype = np.dtype(dtype)
     return (dtype.kind == "f" and dtype.itemsize <= 4) or dtype.kind == "b" or (
         dtype.kind in "iu" and dtype.itemsize <= 2)
+
+
 _BOUNDS = ("hoeffding", "hoeffding_bentkus", "wsr")
 _CHUNK = 1 << 15  # pixels per step of the plain critical values (cache-sized)
 
@@ -136,20 +140,22 @@ def interval_critical_values(prediction, lower, upper, truth, *, exact=True):
 
         if exact is not False:
             done = ~np.isfinite(crit) | (crit == 0)
-            if exact is not True:
-                done |= (crit < exact[0]) | (crit > exact[1])
+            if exact is not True:  # outside the window, unless near (see NEAR)
+                near = np.abs(d) < NEAR * (np.abs(f) + np.abs(y))
+                done |= ((crit < exact[0]) | (crit > exact[1])) & ~near
             crit = _smallest_covering(crit, covered_at, done)
     return crit.reshape(shape)
 
 
-def _plain_block(f, lo, up, y, v):
+def _plain_block(f, lo, up, y, v, near_exact=False):
     """Plain critical values of one block, (m, d) float64, row chunk by row chunk.
 
     The same values as ``interval_critical_values(..., exact=False)`` (``|y - f| / width`` is
     ``max((y - f) / (up - f), (f - y) / (f - lo))``, each quotient computed alike; 0 where both
     are NaN), with invalid pixels at -inf. Returns None, without raising, when a quick check
     finds non-finite inputs or a bound on the wrong side of the prediction at a counted pixel:
-    the caller then takes the checked path, which names the argument.
+    the caller then takes the checked path, which names the argument. With ``near_exact``,
+    the values of "near" pixels (``|y - f| < NEAR (|f| + |y|)``) are exact instead of plain.
     """
     m = f.shape[0]
     f, lo, up, y = (np.reshape(a, (m, -1)) for a in (f, lo, up, y))
@@ -179,11 +185,18 @@ def _plain_block(f, lo, up, y, v):
                 total = lw_.sum() + uw_.sum() + dp_.sum()
                 if not (np.isfinite(total) and lw_.min() >= 0 and uw_.min() >= 0):
                     return None
+                near = None
+                if near_exact:
+                    near = np.abs(dp_) < NEAR * (np.abs(f_) + np.abs(y_))
+                    near &= dp_ != 0
                 np.divide(dp_, uw_, out=dp_)
                 np.divide(dn_, lw_, out=dn_)
                 c = crit[i, a:b]
                 np.fmax(dp_, dn_, out=c)
                 np.fmax(c, 0.0, out=c)  # 0 / 0 on both sides: the truth equals the prediction
+                if near is not None and near.any():
+                    j = np.flatnonzero(near)
+                    c[j] = interval_critical_values(*(x[i, a + j] for x in (f, lo, up, y)))
                 if v is not None:
                     c[out] = -np.inf
     return crit
@@ -191,13 +204,14 @@ def _plain_block(f, lo, up, y, v):
 
 def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exact):
     arrays = {"f": prediction, "lo": lower, "up": upper, "y": truth, "valid": valid}
+    near_exact = not all(_float32_exact(a.dtype) for a in (prediction, lower, upper, truth))
 
     def blocks():
         for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
             m = b["f"].shape[0]
             v = check_valid_block(b["valid"], b["f"].shape, start)
             if exact is False:
-                crit = _plain_block(b["f"], b["lo"], b["up"], b["y"], v)
+                crit = _plain_block(b["f"], b["lo"], b["up"], b["y"], v, near_exact)
                 if crit is not None:
                     if v is None:
                         weight = np.full((m, 1), 1.0 / crit.shape[1])
@@ -403,13 +417,11 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
         return _fraction.rcps(loss, alpha, delta, bound=bound, seed=seed)
 
     # Mean-risk controllers only need exact critical values near lam_hat: solve on the plain
-    # quotients, make the values within 1e-6 of that answer exact, and solve again. The second
-    # answer is exact when it falls inside the window (values outside it cannot change sides of
-    # any lam in it); otherwise, always for WSR, and for inputs that are not all float32-exact
-    # (float64 truth can sit so close to the prediction that the plain quotient is off by far
-    # more than any window), every value is made exact.
-    narrow = all(_float32_exact(a.dtype) for a in (prediction, lower, upper, truth))
-    if (rule == "rcps" and bound == "wsr") or not narrow:
+    # quotients (exact for "near" pixels, see NEAR), make the values within 1e-6 of that answer
+    # exact, and solve again. The second answer is exact when it falls inside the window (values
+    # outside it cannot change sides of any lam in it); otherwise, and always for WSR, every
+    # value is made exact.
+    if rule == "rcps" and bound == "wsr":
         loss = make_loss(True)
         lam, order = solve(loss)
     else:
