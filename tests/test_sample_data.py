@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from _display import needs_display
 from napari_im2im_uq import _sample_data as sd
 
 PLUGIN = "napari-im2im-uq"
@@ -88,6 +89,7 @@ def test_sample_cells_phase_is_real_scikit_image_data():
     assert kwargs["metadata"]["im2im_uq"]["pixel_size_um"] == pytest.approx(0.107)
 
 
+@needs_display
 def test_open_sample_tem_in_viewer(make_napari_viewer):
     import napari
 
@@ -110,6 +112,7 @@ def test_open_sample_tem_in_viewer(make_napari_viewer):
     assert viewer.dims.ndim == 3
 
 
+@needs_display
 def test_open_sample_qpi_in_viewer(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "synthetic_qpi")

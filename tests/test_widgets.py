@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
-if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                             or os.environ.get("WAYLAND_DISPLAY")):
-    pytest.skip("no display: run the Qt tests under xvfb-run (as .ci/run does)",
-                allow_module_level=True)
+from _display import HAS_DISPLAY, REASON  # noqa: E402
+
+if not HAS_DISPLAY:
+    pytest.skip(REASON, allow_module_level=True)
 
 from napari_im2im_uq import api  # noqa: E402
 from napari_im2im_uq._sample_data import sample_tem  # noqa: E402
