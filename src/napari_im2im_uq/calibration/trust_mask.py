@@ -315,6 +315,28 @@ def _resolve_bound(loss_bound, data_range, fidelity):
     return hi - lo
 
 
+def _chunk_error(s, pc, yc, out, buf, lo, hi, limit):
+    """Write ``|yc - pc|`` into ``out`` and return its largest value; None if a check fails.
+
+    The checks: sigma finite, data inside [lo, hi], no error above ``limit``. D >= 0 after
+    abs; with the data inside data_range, D <= high - low = B already (rounding is monotone),
+    so only NaN (absent there too) or D > B can fail the last check.
+    """
+    if not np.isfinite(s.sum()):
+        return None
+    if lo is not None and not (pc.min() >= lo and pc.max() <= hi and yc.min() >= lo
+                               and yc.max() <= hi):
+        return None
+    np.copyto(out, yc)
+    np.copyto(buf, pc)
+    np.subtract(out, buf, out=out)
+    np.abs(out, out=out)
+    chunk_max = out.max()
+    if not chunk_max <= limit:
+        return None
+    return float(chunk_max)
+
+
 def _pointwise_block(sigma, pred, truth, bound, data_range, tile_max):
     """(s, D) of one block without a valid mask, row chunk by row chunk; None if a check fails.
 
@@ -336,24 +358,11 @@ def _pointwise_block(sigma, pred, truth, bound, data_range, tile_max):
         top = 0.0
         for a in range(0, d, _CHUNK):
             b = min(a + _CHUNK, d)
-            if not np.isfinite(s[i, a:b].sum()):
+            chunk_max = _chunk_error(s[i, a:b], p[i, a:b], y[i, a:b], D[i, a:b], buf[: b - a],
+                                     lo, hi, limit)
+            if chunk_max is None:
                 return None
-            pc, yc = p[i, a:b], y[i, a:b]
-            if lo is not None and not (pc.min() >= lo and pc.max() <= hi and yc.min() >= lo
-                                       and yc.max() <= hi):
-                return None
-            out = D[i, a:b]
-            pb = buf[: b - a]
-            np.copyto(out, yc)
-            np.copyto(pb, pc)
-            np.subtract(out, pb, out=out)
-            np.abs(out, out=out)
-            # D >= 0 after abs; with the data inside data_range, D <= high - low = B already
-            # (rounding is monotone), so only NaN (absent there too) or D > B can fail
-            chunk_max = out.max()
-            if not chunk_max <= limit:
-                return None
-            top = max(top, float(chunk_max))
+            top = max(top, chunk_max)
         tile_max[i] = top
     return s, D
 
@@ -393,22 +402,12 @@ def _scan_pointwise(sigma, pred, truth, n, bound, data_range, block_tiles, store
             top = 0.0
             for a in range(0, d, _CHUNK):
                 e = min(a + _CHUNK, d)
-                if not np.isfinite(s[i, a:e].sum()):
-                    return None
-                pc, yc = p[i, a:e], y[i, a:e]
-                if lo is not None and not (pc.min() >= lo and pc.max() <= hi
-                                           and yc.min() >= lo and yc.max() <= hi):
-                    return None
                 out = D[i, a:e] if store else work[: e - a]
-                pb = buf[: e - a]
-                np.copyto(out, yc)
-                np.copyto(pb, pc)
-                np.subtract(out, pb, out=out)
-                np.abs(out, out=out)
-                chunk_max = out.max()
-                if not chunk_max <= limit:  # D >= 0 after abs; see _pointwise_block
+                chunk_max = _chunk_error(s[i, a:e], p[i, a:e], y[i, a:e], out, buf[: e - a],
+                                         lo, hi, limit)
+                if chunk_max is None:
                     return None
-                top = max(top, float(chunk_max))
+                top = max(top, chunk_max)
                 if count <= _TOP_LIMIT:
                     idx = np.flatnonzero(out >= q[i] if q[i] > 0 else out > 0)
                     count += idx.size
