@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--alpha", type=float, default=0.1, help="risk level for intervals and sets")
     p.add_argument("--delta", type=float, default=0.1, help="RCPS error level")
-    p.add_argument("--tile", type=int, default=32, help="calibration tile side (pixels)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="calibration tile side in pixels (default 64 in napari, 32 with --report)")
     p.add_argument("--images", type=int, default=2, help="synthetic 512 x 512 images to cut")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data and split")
     p.add_argument("--json", metavar="PATH", help="--report: also write the records as JSON")
@@ -91,7 +92,7 @@ def run_napari(args) -> int:
     t0 = time.perf_counter()
     viewer = napari.Viewer(title="napari-im2im-uq demo", show=True)
     cals = build(viewer, alpha=args.alpha, delta=args.delta, trust_alpha=args.trust_alpha,
-                 tile=args.tile if args.tile != 32 else 64,
+                 tile=args.tile or 64,
                  progress=lambda m: print(m, file=sys.stderr))
     widgets = {}
     for i, (cls, name) in enumerate(((ModelWidget, "Model"), (PredictWidget, "Predict"),
@@ -135,13 +136,14 @@ def run_report(args) -> int:
     from .data import tem_calibration_tiles
 
     t0 = time.perf_counter()
-    data = tem_calibration_tiles(n_images=args.images, size=512, tile=args.tile, seed=args.seed)
+    tile = args.tile or 32
+    data = tem_calibration_tiles(n_images=args.images, size=512, tile=tile, seed=args.seed)
     n = data["truth"].shape[0]
     perm = np.random.default_rng(args.seed).permutation(n)
     cal, test = perm[: n // 2], perm[n // 2 :]
     c = {k: v[cal] for k, v in data.items()}
     t = {k: v[test] for k, v in data.items()}
-    print(f"Generated {n} TEM tiles of {args.tile} x {args.tile} (synthetic tissue, 4x nearest "
+    print(f"Generated {n} TEM tiles of {tile} x {tile} (synthetic tissue, 4x nearest "
           f"down-sampling, cubic up-sampling as the predictor); {cal.size} calibrate, "
           f"{test.size} test.\n")
     runs = [

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ._jobs import run_to_end
 from .calibration import (
     CalibrationResult,
     InfeasibleCalibrationError,
@@ -667,12 +668,7 @@ def diagnose(result: CalibrationResult, tiles: Mapping[str, Any], **kw) -> dict:
     >>> report["summary"][2][0]
     'held-out risk'
     """
-    gen = diagnose_tiles(result, tiles, **kw)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(diagnose_tiles(result, tiles, **kw))
 
 
 # --------------------------------------------------------------------------------------------

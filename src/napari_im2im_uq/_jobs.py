@@ -1,20 +1,33 @@
-"""Long jobs are generators that yield ``(done, total)`` and return their result."""
+"""Long jobs are generators that yield progress events and return their result."""
 
 from __future__ import annotations
 
 
-def run_to_end(gen, progress=None):
+def run_to_end(job, *, callback=None):
     """Run a job generator to the end and return its result (``StopIteration.value``).
 
-    ``progress`` is called with each yielded ``(done, total)``; the generator is closed in
-    every case (an exception or KeyboardInterrupt in ``progress`` cancels the job).
+    ``callback`` is called with each yielded event. The generator is closed in every case, so
+    an exception (or KeyboardInterrupt) in ``callback`` cancels the job.
+
+    Examples
+    --------
+    >>> def job():
+    ...     yield {"step": 1}
+    ...     return "done"
+    >>> run_to_end(job())
+    'done'
     """
     try:
         while True:
-            step = next(gen)
-            if progress is not None:
-                progress(*step)
+            event = next(job)
+            if callback is not None:
+                callback(event)
     except StopIteration as stop:
         return stop.value
     finally:
-        gen.close()
+        job.close()
+
+
+def steps_callback(progress):
+    """Adapt ``progress(done, total)`` to a callback of ``(done, total)`` events (None stays)."""
+    return None if progress is None else (lambda step: progress(*step))

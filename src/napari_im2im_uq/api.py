@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ._jobs import run_to_end
+from ._jobs import steps_callback as _steps
 from ._warnings import Im2ImUQWarning
 
 __all__ = [
@@ -261,7 +262,7 @@ def model_card(model) -> dict:
 _MODEL_CACHE: dict = {}
 
 
-def _load_model(model, device: str = "cpu"):
+def _load_model(model):
     """Return a loaded model: an Im2ImModel as is, a name or folder loaded once per process."""
     if hasattr(model, "spec") and hasattr(model, "network"):
         return model
@@ -349,13 +350,13 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
 
     if output not in ("auto", "memory", "lazy", "zarr"):
         raise ValueError(f"output must be 'auto', 'memory', 'lazy' or 'zarr'; got {output!r}")
-    if (output == "zarr") != (store is not None) and not (output == "auto" and store):
+    if output == "auto" and store is not None:
+        output = "zarr"
+    if (output == "zarr") != (store is not None):
         raise ValueError(
             f"store must be given exactly when output is 'zarr'; got output={output!r}, "
             f"store={store!r}"
         )
-    if output == "auto" and store is not None:
-        output = "zarr"
     loaded = _load_model(model)
     data = _data(image, "image")
     in_name = _name(image, "image")
@@ -502,7 +503,7 @@ def predict(model, image, *, progress=None, **kwargs) -> list:
     >>> [(kw["name"], data.shape, kw["scale"]) for data, kw, _ in layers][0]
     ('prediction (tem-sr4x-quantile)', (160, 160), (0.25, 0.25))
     """
-    return run_to_end(predict_job(model, image, **kwargs), progress)
+    return run_to_end(predict_job(model, image, **kwargs), callback=_steps(progress))
 
 
 def model_outputs(layers, prediction) -> dict:
@@ -751,25 +752,45 @@ def _cut(arr, origins, th, tw, key):
     return np.stack(tiles)
 
 
-def _sigma_of(outputs: dict, sigma):
+#: How a trust-mask score is written in a record (and read back).
+_SIGMA_LABEL = {"mask": "1 - mask"}
+_SCORES = ("std", "residual", "width", "mask")
+
+
+def _sigma_name(outputs, sigma) -> str:
+    """Resolve the trust-mask score: "given" (an array), or one of :data:`_SCORES`."""
     if sigma is not None and not isinstance(sigma, str):
-        return _data(sigma, "sigma"), "given"
+        return "given"
     choice = sigma or next(
-        (k for k in ("std", "residual", "width", "mask") if k in outputs or
-         (k == "width" and {"lower", "upper"} <= set(outputs))), None)
-    if choice == "width":
-        if not {"lower", "upper"} <= set(outputs):
-            raise ValueError("sigma='width' needs the outputs 'lower' and 'upper'")
-        lo, up = _data(outputs["lower"], "lower"), _data(outputs["upper"], "upper")
-        return up - lo, "width"
-    if choice == "mask":
-        return 1.0 - _data(outputs["mask"], "mask"), "1 - mask"
-    if choice in outputs:
-        return _data(outputs[choice], choice), choice
+        (k for k in _SCORES if k in outputs or (k == "width" and {"lower", "upper"} <= set(outputs))),
+        None)
+    if choice == "width" and not {"lower", "upper"} <= set(outputs):
+        raise ValueError("sigma='width' needs the outputs 'lower' and 'upper'")
+    if choice == "width" or (choice in _SCORES and choice in outputs):
+        return choice
     raise ValueError(
         "sigma must name an output of the model ('std', 'residual', 'width' or 'mask') or be an "
         f"array; got {sigma!r} with outputs {sorted(outputs)}"
     )
+
+
+def _sigma_of(arrays: dict, sigma, cut=lambda a, key: a):
+    """Return the trust-mask score (``cut`` picks the tiles of each array read; default all)."""
+    name = _sigma_name(arrays, sigma)
+    if name == "given":
+        return cut(_data(sigma, "sigma"), "sigma")
+    if name == "width":
+        return cut(arrays["upper"], "upper") - cut(arrays["lower"], "lower")
+    if name == "mask":
+        return 1.0 - cut(arrays["mask"], "mask")
+    return cut(arrays[name], name)
+
+
+def _record_sigma(record):
+    """Return the score a record was calibrated with, as ``sigma=`` takes it (None: default)."""
+    label = record.get("sigma")
+    name = {v: k for k, v in _SIGMA_LABEL.items()}.get(label, label)
+    return name if name in _SCORES else None
 
 
 @dataclass(frozen=True)
@@ -856,8 +877,8 @@ def _collect(outputs, truth, method, tile_shape, regions, sigma):
             tiles["lower"] = _cut(arrays["lower"], origins, th, tw, "lower")
             tiles["upper"] = _cut(arrays["upper"], origins, th, tw, "upper")
         elif method == "trust_mask":
-            sig, _ = _sigma_of(arrays, sigma)
-            tiles["sigma"] = _cut(sig, origins, th, tw, "sigma")
+            tiles["sigma"] = _sigma_of(arrays, sigma,
+                                       cut=lambda a, key: _cut(a, origins, th, tw, key))
         else:
             tiles["mask_scores"] = _cut(arrays["mask"], origins, th, tw, "mask")
     return tiles, origins, (scale, translate, ndim_img)
@@ -967,7 +988,7 @@ def _result_layers(result, record, outputs, *, sigma=None, show_bounds=False):
                             {"name": f"calibrated {key} ({model})", "colormap": "gray",
                              "visible": False, "metadata": meta, **geom}, "image"))
     elif result.method == "trust_mask":
-        sig, _ = _sigma_of(arrays, sigma or result.params.get("sigma_source"))
+        sig = _sigma_of(arrays, sigma if sigma is not None else _record_sigma(record))
         untrusted = (~np.asarray(result.trust_mask(sig), dtype=bool)).astype(np.uint8)
         out.append((untrusted, {"name": f"untrusted ({model})", **untrusted_style(),
                                 "metadata": meta, **geom}, "image"))
@@ -1022,8 +1043,9 @@ def calibrate_job(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, r
     yield 2, 3
     extra = {}
     if method == "trust_mask":
-        extra["sigma"] = _sigma_of({k: _data(v, k) for k, v in outputs.items()}, sigma)[1]
-    truth_data = np.asarray(tiles.get("truth", tiles.get("labels")))
+        name = _sigma_name(outputs, sigma)
+        extra["sigma"] = _SIGMA_LABEL.get(name, name)
+    truth_data = tiles["truth"] if "truth" in tiles else tiles["labels"] + 1  # labels as given
     extra["truth_range"] = [float(truth_data.min()), float(truth_data.max())]
     record = _record(result, outputs, truth, origins, geometry, _check_tile_shape(tile_shape),
                      extra)
@@ -1089,7 +1111,7 @@ def calibrate(outputs, truth, *, progress=None, **kwargs) -> Calibration:
     >>> cal.result.n, [kw["name"] for _, kw, _ in cal.layers]
     (64, ['interval width (model)'])
     """
-    return run_to_end(calibrate_job(outputs, truth, **kwargs), progress)
+    return run_to_end(calibrate_job(outputs, truth, **kwargs), callback=_steps(progress))
 
 
 def apply_record(record, outputs, *, show_bounds=False) -> list:
@@ -1121,13 +1143,12 @@ def apply_record(record, outputs, *, show_bounds=False) -> list:
                 Im2ImUQWarning, stacklevel=2,
             )
             break
-    sigma = record.get("sigma") if record.get("sigma") in ("std", "residual", "width") else None
-    if record.get("sigma") == "1 - mask":
-        sigma = "mask"
-    return _result_layers(result, record, outputs, sigma=sigma, show_bounds=show_bounds)
+    return _result_layers(result, record, outputs, show_bounds=show_bounds)
 
 
-def self_check(outputs, truth, *, seed=0, **kwargs) -> dict:
+def self_check(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, rule=None,
+               bound="hoeffding_bentkus", beta=0.9, tile_shape=(64, 64), regions=None, sigma=None,
+               distance="l1", data_range=None, seed=0) -> dict:
     """Calibrate on a random half of the labeled tiles and measure the risk on the other half.
 
     A warning (:class:`~napari_im2im_uq.Im2ImUQWarning`) is issued when the held-out risk is
@@ -1138,10 +1159,10 @@ def self_check(outputs, truth, *, seed=0, **kwargs) -> dict:
     ----------
     outputs, truth
         As for :func:`calibrate`.
+    method, alpha, delta, rule, bound, beta, tile_shape, regions, sigma, distance, data_range
+        As for :func:`calibrate`.
     seed : int
-        Seed of the split.
-    **kwargs
-        The options of :func:`calibrate` (method, alpha, delta, rule, tile_shape, regions, ...).
+        Seed of the split (and of the WSR order).
 
     Returns
     -------
@@ -1152,15 +1173,6 @@ def self_check(outputs, truth, *, seed=0, **kwargs) -> dict:
     """
     from .calibration.evaluation import held_out_losses
 
-    method = kwargs.pop("method", "intervals")
-    opts = {k: kwargs.pop(k) for k in ("alpha", "delta", "rule", "bound", "beta", "distance")
-            if k in kwargs}
-    sigma = kwargs.pop("sigma", None)
-    data_range = kwargs.pop("data_range", None)
-    tile_shape = kwargs.pop("tile_shape", (64, 64))
-    regions = kwargs.pop("regions", None)
-    if kwargs:
-        raise ValueError(f"self_check got unknown option(s) {sorted(kwargs)}")
     tiles, _, _ = _collect(outputs, truth, method, tile_shape, regions, sigma)
     n = len(next(iter(tiles.values())))
     if n < 4:
@@ -1172,15 +1184,10 @@ def self_check(outputs, truth, *, seed=0, **kwargs) -> dict:
     cal_idx, test_idx = perm[: n // 2], perm[n // 2:]
     cal_tiles = {k: v[cal_idx] for k, v in tiles.items()}
     test_tiles = {k: v[test_idx] for k, v in tiles.items()}
-    result = _run_calibration(method, cal_tiles, alpha=opts.get("alpha", 0.1),
-                              delta=opts.get("delta", 0.1), rule=opts.get("rule"),
-                              bound=opts.get("bound", "hoeffding_bentkus"),
-                              beta=opts.get("beta", 0.9), distance=opts.get("distance", "l1"),
+    result = _run_calibration(method, cal_tiles, alpha=alpha, delta=delta, rule=rule,
+                              bound=bound, beta=beta, distance=distance,
                               data_range=_data_range(outputs, data_range), seed=seed)
-    if method == "segmentation":
-        losses = held_out_losses(result, scores=test_tiles["scores"], labels=test_tiles["labels"])
-    else:
-        losses = held_out_losses(result, **test_tiles)
+    losses = held_out_losses(result, **test_tiles)
     risk = float(np.mean(losses))
     level = _level(result)
     se = float(np.std(losses, ddof=1) / math.sqrt(len(losses))) if len(losses) > 1 else float("nan")
@@ -1308,10 +1315,8 @@ def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_spl
     rec = _as_record(record)
     result = CalibrationResult.from_dict(rec["calibration"])
     tile_shape = _check_tile_shape(tile_shape or rec.get("tile_shape", result.tile_shape[-2:]))
-    sigma = rec.get("sigma") if rec.get("sigma") in ("std", "residual", "width") else None
-    if rec.get("sigma") == "1 - mask":
-        sigma = "mask"
-    tiles, origins, geometry = _collect(outputs, truth, result.method, tile_shape, regions, sigma)
+    tiles, origins, geometry = _collect(outputs, truth, result.method, tile_shape, regions,
+                                        _record_sigma(rec))
     seen = _overlap_mask(_world_tiles(origins, *tile_shape, *geometry), rec.get("tiles_world", []))
     left_out = 0
     if leave_out_calibration and seen.any():
@@ -1381,4 +1386,5 @@ def diagnose(record, outputs, truth, *, progress=None, **kwargs) -> dict:
     dict
         The report of ``napari_im2im_uq._diagnostics.diagnose_tiles`` plus "tiles".
     """
-    return run_to_end(diagnose_job(record, outputs, truth, **kwargs), progress)
+    return run_to_end(diagnose_job(record, outputs, truth, **kwargs),
+                      callback=_steps(progress))

@@ -32,11 +32,10 @@ class Session:
 
     def set(self, *, model=None, device=None):
         """Change the model and/or the device and tell the other widgets."""
-        if model is not None:
-            self.model = model
-        if device is not None:
-            self.device = device
-        self.changed.emit()
+        new = (self.model if model is None else model, self.device if device is None else device)
+        if new != (self.model, self.device):
+            self.model, self.device = new
+            self.changed.emit()
 
 
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -49,14 +48,12 @@ def session(viewer) -> Session:
     return _SESSIONS[viewer]
 
 
-def meta(layer) -> dict:
-    """Return the plugin's metadata of a layer (empty for other layers)."""
-    return dict(layer.metadata.get(api.META_KEY, {})) if layer is not None else {}
+#: The plugin's metadata of a layer (empty for other layers and for None).
+meta = api._meta
 
 
-def kind(layer) -> str:
-    """Return the napari type of a layer: "image", "labels", "shapes", ..."""
-    return type(layer).__name__.lower()
+#: The napari type of a layer: "image", "labels", "shapes", ...
+kind = api._layer_kind
 
 
 def text(rich: bool = False) -> Label:

@@ -25,6 +25,7 @@ class PredictWidget(Panel):
         viewer = napari_viewer
         super().__init__(viewer, labels=True)
         self.session = session(viewer)
+        self._spec_of = self._spec_cache = None
         self.model_label = Label(label="model")
         self.image = layer_picker(viewer, "image", _is_image,
                                   tooltip="raw input; for QPI the top image, or both as channels")
@@ -62,9 +63,12 @@ class PredictWidget(Panel):
         return [self.run_button]
 
     def _spec(self):
+        """Return the session model's spec, read from disk only when the model changes."""
         from ..models import read_spec
 
-        return read_spec(self.session.model)
+        if self._spec_of != self.session.model:
+            self._spec_cache, self._spec_of = read_spec(self.session.model), self.session.model
+        return self._spec_cache
 
     def problems(self):
         spec = self._spec()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Generator
 
 import numpy as np
 
+from .._jobs import run_to_end
 from . import metrics
 from ._result import CalibrationResult
 
@@ -180,11 +181,6 @@ def risk_over_splits(calibrate, evaluate, n_tiles, *, n_cal, n_splits=100, seed=
     >>> out["risk"].shape  # doctest: +SKIP
     (5,)
     """
-    gen = iter_risk_over_splits(calibrate, evaluate, n_tiles, n_cal=n_cal, n_splits=n_splits,
-                                seed=seed)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_risk_over_splits(calibrate, evaluate, n_tiles, n_cal=n_cal,
+                                            n_splits=n_splits, seed=seed))
 

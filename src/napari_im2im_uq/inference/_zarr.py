@@ -598,6 +598,7 @@ def write_zarr(model, image, store, *, progress=None, **kwargs):
     >>> names
     ['lower', 'prediction', 'std', 'upper']
     """
-    from .._jobs import run_to_end
+    from .._jobs import run_to_end, steps_callback
 
-    return run_to_end(predict_to_zarr(model, image, store, **kwargs), progress)
+    return run_to_end(predict_to_zarr(model, image, store, **kwargs),
+                      callback=steps_callback(progress))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._jobs import run_to_end
 from ..models import Im2ImModel, build_network
 from ._checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from ._losses import heuristic_loss
@@ -311,38 +312,6 @@ def train(
     if heuristic == "softmax":  # the bins span the normalised targets [0, 1]
         full_spec.setdefault("output_range", [0.0, 1.0])
     return Im2ImModel(network, full_spec)
-
-
-def run_to_end(job: Generator, *, callback: Callable[[Any], None] | None = None):
-    """Run a progress generator to the end and return its result (``StopIteration.value``).
-
-    Parameters
-    ----------
-    job : generator
-        E.g. ``train(...)``.
-    callback : callable, optional
-        Called with each yielded event.
-
-    Returns
-    -------
-    object
-        What the generator returned.
-
-    Examples
-    --------
-    >>> def job():
-    ...     yield {"step": 1}
-    ...     return "done"
-    >>> run_to_end(job())
-    'done'
-    """
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(event)
 
 
 def fit(network: torch.nn.Module, sampler: PatchSampler, **kwargs) -> Im2ImModel:
