@@ -1,14 +1,132 @@
-"""Argument checks shared by the calibration functions.
+"""One home for the argument checks of arrays, tiles and scalars, shared by every layer.
 
+A leaf module: it imports numpy and the standard library only, never the rest of the package, so
+``calibration``, ``data``, ``models``, ``inference``, ``training`` and ``workflows`` can all use it.
 Every check raises ``ValueError`` with a message that names the argument, says what was expected
 and what was received, so a user can fix the call without reading the source.
+
+Scalars
+    :func:`check_int` (an integer in a range), :func:`check_level` (a level in (0, 1)),
+    :func:`check_positive` (a positive finite number), :func:`check_choice` (one of a few values).
+Tiles
+    :func:`check_tile_shape` (rows, columns of a tile), :func:`as_tiles` (a stack of tiles of shape
+    (n, ...), numpy or dask), :func:`check_same_shape`.
+Blocks of tiles
+    :func:`tile_blocks` (numpy blocks along the leading axis, dask computed one group at a time),
+    :func:`check_finite` and :func:`check_valid_block` (checks of one loaded block),
+    :func:`is_dask` (without importing dask).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
+
+__all__ = [
+    "as_tiles",
+    "check_choice",
+    "check_finite",
+    "check_int",
+    "check_level",
+    "check_positive",
+    "check_same_shape",
+    "check_tile_shape",
+    "check_valid_block",
+    "is_dask",
+    "tile_blocks",
+]
+
+
+def check_int(value, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """Return ``value`` as an ``int`` in ``[minimum, maximum]``, or raise.
+
+    Python and numpy integers are accepted, and so are floats with an integral value (``4.0``);
+    booleans, strings and non-integral floats (``2.5``) are refused.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The argument's name, for the message.
+    minimum : int, default 1
+        Smallest value allowed.
+    maximum : int, optional
+        Largest value allowed; no upper limit by default.
+
+    Returns
+    -------
+    int
+        ``value`` as a Python ``int``.
+
+    Raises
+    ------
+    ValueError
+        ``"n_splits must be an integer >= 1; got 'x'"`` (or ``in [1, 63]`` with a maximum).
+
+    Examples
+    --------
+    >>> check_int(4.0, "n_splits")
+    4
+    >>> check_int(0, "seed", minimum=0)
+    0
+    """
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer()
+    )
+    number = int(value) if integral and not isinstance(value, bool) else None
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        shown = number if isinstance(value, numbers.Integral) and number is not None else value
+        raise ValueError(f"{name} must be an integer {span}; got {shown!r}")
+    return number
+
+
+def check_tile_shape(tile_shape, name: str = "tile_shape") -> tuple[int, int]:
+    """Return ``tile_shape`` as ``(rows, columns)``, two positive Python ints, or raise.
+
+    Accepts a tuple, list or array of two integers (numpy integers and integral floats such as
+    ``64.0`` included). Refuses a string (``"64"`` is not read as ``(6, 4)``), booleans, and
+    floats that are not integral (``(16.7, 16)`` is not truncated).
+
+    Parameters
+    ----------
+    tile_shape : sequence of two int
+        Rows and columns of a tile.
+    name : str, default "tile_shape"
+        The argument's name, for the message.
+
+    Returns
+    -------
+    tuple of int
+        ``(rows, columns)``.
+
+    Raises
+    ------
+    ValueError
+        ``"tile_shape must be two positive integers (rows, columns); got '64'"``.
+
+    Examples
+    --------
+    >>> check_tile_shape([64, 32.0])
+    (64, 32)
+    """
+    message = f"{name} must be two positive integers (rows, columns); got {tile_shape!r}"
+    if isinstance(tile_shape, str | bytes) or not hasattr(tile_shape, "__len__"):
+        raise ValueError(message)
+    try:
+        values = list(tile_shape)
+    except TypeError:
+        raise ValueError(message) from None
+    if len(values) != 2:
+        raise ValueError(message)
+    try:
+        rows, columns = (check_int(v, name) for v in values)
+    except ValueError:
+        raise ValueError(message) from None
+    return rows, columns
 
 
 def check_level(value, name: str, *, allow_one: bool = False) -> float:

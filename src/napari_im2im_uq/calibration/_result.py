@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import is_dask
+from .._validation import is_dask
 
 FORMAT_VERSION = 1
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from ._validation import check_level
+from .._validation import check_level
 
 __all__ = [
     "hoeffding_pvalue",

@@ -18,7 +18,7 @@ import numpy as np
 from . import _fraction
 from ._common import fraction_curve, tile_phrase
 from ._result import CalibrationResult
-from ._validation import (
+from .._validation import (
     as_tiles,
     check_choice,
     check_level,

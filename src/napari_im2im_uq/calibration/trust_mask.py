@@ -23,7 +23,7 @@ import numpy as np
 from ._common import tile_phrase
 from ._errors import crc_threshold
 from ._result import CalibrationResult
-from ._validation import (
+from .._validation import (
     as_tiles,
     check_choice,
     check_finite,
