@@ -1,4 +1,4 @@
-"""The immutable record of one calibration, and the methods that apply it."""
+"""The immutable record of one calibration; it applies itself through the kernels of ``_apply``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import is_dask
+from . import _apply
 
 FORMAT_VERSION = 1
 
@@ -205,9 +205,7 @@ class CalibrationResult:
         lower_cal, upper_cal : arrays of the same shape (lazy for dask input)
         """
         self._require("intervals", "intervals")
-        from .intervals import _calibrated_bounds
-
-        return _calibrated_bounds(prediction, lower, upper, self.lam)
+        return _apply.calibrated_bounds(prediction, lower, upper, self.lam)
 
     def interval_width(self, prediction, lower, upper):
         """Width ``upper_cal - lower_cal`` of the calibrated intervals."""
@@ -217,8 +215,7 @@ class CalibrationResult:
     def trust_mask(self, sigma):
         """Boolean mask of trusted pixels, ``sigma <= t`` (the comparison of the calibration)."""
         self._require("trust_mask", "trust_mask")
-        sigma = sigma if is_dask(sigma) else np.asarray(sigma)
-        return sigma <= self.lam
+        return _apply.trusted(sigma, self.lam)
 
     def leakage_bound(self, n_leaked: int) -> float:
         """Risk bound if ``n_leaked`` calibration tiles were seen in training (002, Prop. 3.2).
@@ -234,9 +231,7 @@ class CalibrationResult:
     def mask(self, mask_scores):
         """Calibrated continuous mask ``min(1, lam / (eps + 1 - m))`` (Kutiel et al.)."""
         self._require("mask", "mask")
-        from .mask import _calibrated_mask
-
-        return _calibrated_mask(mask_scores, self.lam, eps=self.params["eps"])
+        return _apply.calibrated_mask(mask_scores, self.lam, eps=self.params["eps"])
 
     def prediction_sets(self, scores):
         """Boolean sets of shape (..., K, ...): ``{k : 1 - p_k <= lam}`` plus the top-1 class.
@@ -245,9 +240,7 @@ class CalibrationResult:
         1 for a batch of tiles, axis 0 for a single image of shape (K, rows, columns)).
         """
         self._require("segmentation", "prediction_sets")
-        from .segmentation import _prediction_sets
-
-        return _prediction_sets(scores, self.lam, scores_are=self.params["scores_are"])
+        return _apply.prediction_sets(scores, self.lam, scores_are=self.params["scores_are"])
 
     def varisco(self, scores, *, normalize: str = "classes"):
         """Varisco heat map: number of classes in each pixel's set, divided by K.
@@ -256,11 +249,8 @@ class CalibrationResult:
         (helpful with many classes, as in Mossina et al.), with ``"none"`` it is the raw count.
         """
         self._require("segmentation", "varisco")
-        from .segmentation import _varisco
-
-        return _varisco(
-            scores, self.lam, scores_are=self.params["scores_are"], normalize=normalize
-        )
+        return _apply.varisco(scores, self.lam, scores_are=self.params["scores_are"],
+                              normalize=normalize)
 
 
 def _decode_params(params):

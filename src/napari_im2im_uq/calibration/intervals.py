@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _fraction
-from ._common import fraction_curve, tile_phrase
-from ._result import CalibrationResult
 from .._validation import (
     as_tiles,
     check_choice,
@@ -17,6 +14,9 @@ from .._validation import (
     is_dask,
     tile_blocks,
 )
+from . import _fraction
+from ._common import fraction_curve, tile_phrase
+from ._result import CalibrationResult
 
 __all__ = ["calibrate_intervals", "interval_critical_values"]
 
@@ -40,18 +40,6 @@ def _float32_exact(dtype) -> bool:
 
 _BOUNDS = ("hoeffding", "hoeffding_bentkus", "wsr")
 _CHUNK = 1 << 15  # pixels per step of the plain critical values (cache-sized)
-
-
-def _calibrated_bounds(prediction, lower, upper, lam):
-    """``f - lam (f - lower)`` and ``f + lam (upper - f)`` in float64 (numpy or dask)."""
-    if any(is_dask(a) for a in (prediction, lower, upper)):
-        import dask.array as da
-
-        f, lo, up = (da.asarray(a).astype(np.float64) for a in (prediction, lower, upper))
-    else:
-        f, lo, up = (np.asarray(a, dtype=np.float64) for a in (prediction, lower, upper))
-    lam = float(lam)
-    return f - lam * (f - lo), f + lam * (up - f)
 
 
 def _smallest_covering(c, covered_at, done):

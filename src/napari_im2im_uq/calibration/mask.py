@@ -23,9 +23,6 @@ import math
 
 import numpy as np
 
-from ._common import tile_phrase
-from ._errors import InfeasibleCalibrationError, crc_threshold
-from ._result import CalibrationResult
 from .._validation import (
     as_tiles,
     check_choice,
@@ -37,6 +34,10 @@ from .._validation import (
     is_dask,
     tile_blocks,
 )
+from ._apply import calibrated_mask as _calibrated_mask
+from ._common import tile_phrase
+from ._errors import InfeasibleCalibrationError, crc_threshold
+from ._result import CalibrationResult
 
 __all__ = ["calibrate_mask", "masked_distortion_curve"]
 
@@ -45,15 +46,6 @@ _RULES = ("conformal", "crc", "paper")
 _ROUND = 9  # decimals kept when turning (n + 1)(1 - beta) into an integer rank
 _SSIM_GRID = 48
 _SSIM_BISECT = 50
-
-
-def _calibrated_mask(mask_scores, lam, *, eps):
-    """``min(1, lam / (eps + 1 - m))`` (numpy or dask), float64."""
-    m = mask_scores if is_dask(mask_scores) else np.asarray(mask_scores)
-    denom = eps + 1.0 - m.astype(np.float64)
-    if lam == np.inf:
-        return denom * 0.0 + 1.0
-    return np.minimum(1.0, float(lam) / denom)
 
 
 def _distortion(mask, prediction, truth, distance, data_range, valid=None):

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _fraction
-from ._common import fraction_curve, tile_phrase
-from ._result import CalibrationResult
 from .._validation import (
     as_tiles,
     check_choice,
@@ -26,74 +23,16 @@ from .._validation import (
     is_dask,
     tile_blocks,
 )
+from . import _fraction
+from ._apply import SEGMENTATION_SCORES, segmentation_scores
+from ._common import fraction_curve, tile_phrase
+from ._result import CalibrationResult
 
 __all__ = ["calibrate_segmentation", "segmentation_scores"]
 
 _LOSSES = ("binary", "coverage_ratio", "miscoverage", "weighted_miscoverage")
-_SCORES = ("probabilities", "logits")
+_SCORES = SEGMENTATION_SCORES
 _RULES = ("crc", "rcps")
-_PROB_TOL = 1e-3
-
-
-def segmentation_scores(scores, *, scores_are, axis=1):
-    """Nonconformity ``1 - p`` (float64) from probabilities or logits along ``axis``.
-
-    Probabilities must lie in [0, 1] and sum to 1 (within 1e-3) along the class axis; anything
-    else is refused rather than silently normalised.
-
-    Examples
-    --------
-    >>> segmentation_scores(np.array([[0.2, 0.8]]), scores_are="probabilities").tolist()
-    [[0.8, 0.19999999999999996]]
-    """
-    check_choice(scores_are, "scores_are", _SCORES)
-    s = np.asarray(scores, dtype=np.float64)
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores must be finite; got NaN or infinite values")
-    if scores_are == "logits":
-        s = s - s.max(axis=axis, keepdims=True)
-        np.exp(s, out=s)
-        s /= s.sum(axis=axis, keepdims=True)
-    else:
-        if s.size and (s.min() < 0 or s.max() > 1):
-            raise ValueError(
-                f"scores must lie in [0, 1] when scores_are='probabilities'; got values from "
-                f"{s.min():g} to {s.max():g} (pass scores_are='logits' for raw network outputs)"
-            )
-        total = s.sum(axis=axis)
-        if total.size and np.abs(total - 1.0).max() > _PROB_TOL:
-            raise ValueError(
-                "scores must sum to 1 over the class axis when scores_are='probabilities'; got "
-                f"sums from {total.min():g} to {total.max():g} (pass scores_are='logits' for raw "
-                "network outputs)"
-            )
-    return 1.0 - s
-
-
-def _class_axis(scores):
-    # a batch of tiles (n, K, ...) or one image (K, rows, columns)
-    return 1 if np.ndim(scores) >= 4 else 0
-
-
-def _prediction_sets(scores, lam, *, scores_are):
-    axis = _class_axis(scores)
-    s = segmentation_scores(scores, scores_are=scores_are, axis=axis)
-    sets = s <= lam
-    top = np.argmin(s, axis=axis)
-    np.put_along_axis(sets, np.expand_dims(top, axis), True, axis=axis)
-    return sets
-
-
-def _varisco(scores, lam, *, scores_are, normalize):
-    check_choice(normalize, "normalize", ("classes", "max", "none"))
-    axis = _class_axis(scores)
-    counts = _prediction_sets(scores, lam, scores_are=scores_are).sum(axis=axis)
-    if normalize == "none":
-        return counts
-    k = np.shape(scores)[axis]
-    if normalize == "classes":
-        return counts / k
-    return counts / max(int(counts.max()), 1)
 
 
 def _critical_values(s, labels, valid):
