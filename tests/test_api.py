@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_im2im_uq import Im2ImUQWarning, api
+from napari_im2im_uq.workflows import predict as predict_workflow
 
 
 def _brute_tiles(shape, tile, boxes):
@@ -184,7 +185,7 @@ def test_predict_outputs_lazy_and_zarr(tmp_path, monkeypatch):
 
     image = np.random.default_rng(0).random((2, 40, 48)).astype(np.float32)
     mem = api.predict("tem-sr4x-quantile", image, device="cpu")
-    monkeypatch.setattr(api, "MEMORY_LIMIT", 1)
+    monkeypatch.setattr(predict_workflow, "MEMORY_LIMIT", 1)
     lazy = api.predict("tem-sr4x-quantile", image, device="cpu")
     assert all(isinstance(d, da.Array) for d, _, _ in lazy)
     assert lazy[0][1]["metadata"]["im2im_uq"]["storage"] == "lazy"

@@ -15,7 +15,7 @@ from napari.utils.notifications import show_error, show_info
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
-from .. import api
+from .. import api, layers
 
 NONE = "(none)"
 WHOLE = "(whole image: everything is ground truth)"
@@ -49,11 +49,11 @@ def session(viewer) -> Session:
 
 
 #: The plugin's metadata of a layer (empty for other layers and for None).
-meta = api._meta
+meta = layers.meta
 
 
 #: The napari type of a layer: "image", "labels", "shapes", ...
-kind = api._layer_kind
+kind = layers.kind
 
 
 def text(rich: bool = False) -> Label:

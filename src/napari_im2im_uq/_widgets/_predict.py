@@ -7,7 +7,6 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox
 
 from .. import api
-from ..inference._tiles import tile_side_from_spec
 from ._common import NONE, JobRunner, Panel, kind, layer_picker, meta, prefer, session, text
 
 OUTPUTS = {"auto (in memory up to 1 GiB, else lazy)": "auto", "in memory": "memory",
@@ -62,23 +61,21 @@ class PredictWidget(Panel):
     def run_buttons(self):
         return [self.run_button]
 
-    def _spec(self):
-        """Return the session model's spec, read from disk only when the model changes."""
-        from ..models import read_spec
-
+    def _io(self):
+        """Return what the session model takes, read from disk only when the model changes."""
         if self._spec_of != self.session.model:
-            self._spec_cache, self._spec_of = read_spec(self.session.model), self.session.model
+            self._spec_cache, self._spec_of = api.model_io(self.session.model), self.session.model
         return self._spec_cache
 
     def problems(self):
-        spec = self._spec()
-        self.model_label.value = f"{spec.get('name', self.session.model)} on {self.session.device}"
-        cpu, gpu = (tile_side_from_spec(spec, d) for d in ("cpu", "cuda"))
+        io = self._io()
+        self.model_label.value = f"{io['name']} on {self.session.device}"
+        cpu, gpu = io["tile_side"]["cpu"], io["tile_side"]["cuda"]
         self.defaults.value = (
             f"0 = the model's defaults: tiles of {cpu} x {cpu} input pixels and batch 1 on a "
             f"CPU, {gpu} x {gpu} and batch 4 on a GPU" if cpu else "0 = the model's defaults")
-        channels = [c for c in spec.get("input_channels", []) if c != "phase_tikhonov_r1r2"]
-        is_mask = spec.get("heuristic") == "mask"
+        channels = io["given_channels"]
+        is_mask = io["needs_prediction"]
         self.second.visible = len(channels) > 1
         self.prediction.visible = is_mask
         self.store.visible = self.output.value == "zarr store"

@@ -1,0 +1,248 @@
+"""The prediction job: a model over a layer or an array, outputs as layer-data tuples."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from .. import layers
+from .._jobs import run_to_end, steps_callback
+
+__all__ = ["MEMORY_LIMIT", "predict", "predict_job"]
+
+#: In-memory prediction up to this many output bytes (all outputs, float32); lazy above.
+MEMORY_LIMIT = 1 << 30
+
+
+_MODEL_CACHE: dict = {}
+
+
+def _load_model(model):
+    """Return a loaded model: an Im2ImModel as is, a name or folder loaded once per process."""
+    if hasattr(model, "spec") and hasattr(model, "network"):
+        return model
+    from ..models import load_model, read_spec
+
+    spec = read_spec(model)
+    key = (spec["path"], spec.get("sha256"))
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = load_model(spec["path"])
+    return _MODEL_CACHE[key]
+
+
+def _model_info(model) -> dict:
+    return {
+        "name": model.name,
+        "sha256": model.sha256,
+        "heuristic": model.heuristic,
+        "scale_factor": int(model.scale_factor),
+        "output_range": model.spec.get("output_range"),
+    }
+
+
+def _infer_axes(shape, n_channels: int, axes) -> str:
+    if axes is not None:
+        return str(axes).upper()
+    nd = len(shape)
+    if n_channels > 1:
+        if nd == 3 and shape[0] == n_channels:
+            return "CYX"
+        if nd == 4 and shape[1] == n_channels:
+            return "ZCYX"
+        raise ValueError(
+            f"image must have {n_channels} channels (the model's inputs) on its first axis "
+            f"(channels, rows, columns) or second (planes, channels, rows, columns); got "
+            f"shape {tuple(shape)}. Give axes= or pass the second image as second_image="
+        )
+    if nd == 2:
+        return "YX"
+    if nd == 3:
+        return "ZYX"
+    raise ValueError(
+        "image must be 2-D (rows, columns) or 3-D (planes, rows, columns) for a one-channel "
+        f"model; got shape {tuple(shape)}. Give axes= for other layouts"
+    )
+
+
+def _qpi_inputs(model, data, axes: str):
+    """Append the derived Tikhonov phase channel the QPI model takes (computed per plane)."""
+    from ..training._recipes import qpi_tikhonov_channel
+
+    arr = np.asarray(data, dtype=np.float32)
+    c = axes.index("C")
+    arr = np.moveaxis(arr, c, -3)  # (..., C, Y, X)
+    flat = arr.reshape((-1,) + arr.shape[-3:])
+    extra = np.stack([qpi_tikhonov_channel(p[0], p[1]) for p in flat]).astype(np.float32)
+    out = np.concatenate([flat, extra[:, None]], axis=1).reshape(
+        arr.shape[:-3] + (arr.shape[-3] + 1,) + arr.shape[-2:])
+    return np.moveaxis(out, -3, c)
+
+
+def predict_job(model, image, *, second_image=None, prediction=None, axes=None, tile_shape=None,
+                batch_size=None, device="auto", precision="auto", output="auto", store=None,
+                overwrite=False):
+    """Predict every output of a model over an image, as a generator (see :func:`predict`).
+
+    Yields ``(done_blocks, total_blocks)``; returns the list of layer-data tuples.
+    """
+    from ..inference import predict as _predict
+    from ..inference import predict_to_zarr
+
+    if output not in ("auto", "memory", "lazy", "zarr"):
+        raise ValueError(f"output must be 'auto', 'memory', 'lazy' or 'zarr'; got {output!r}")
+    if output == "auto" and store is not None:
+        output = "zarr"
+    if (output == "zarr") != (store is not None):
+        raise ValueError(
+            f"store must be given exactly when output is 'zarr'; got output={output!r}, "
+            f"store={store!r}"
+        )
+    loaded = _load_model(model)
+    data = layers.data_of(image, "image")
+    in_name = layers.name_of(image, "image")
+    n_in = len(loaded.in_channels)
+    derived = "phase_tikhonov_r1r2" in loaded.in_channels
+    given_channels = n_in - 1 if derived else n_in
+    if second_image is not None:
+        second = layers.data_of(second_image, "second_image")
+        if tuple(second.shape) != tuple(data.shape):
+            raise ValueError(
+                f"second_image must have the shape of image {tuple(data.shape)}; got "
+                f"{tuple(second.shape)}"
+            )
+        import dask.array as da
+
+        stack_axis = data.ndim - 2  # before rows: (C, Y, X) or (Z, C, Y, X)
+        data = da.stack([da.asarray(data), da.asarray(second)], axis=stack_axis)
+    axes = _infer_axes(data.shape, given_channels, axes)
+    if derived:
+        data = _qpi_inputs(loaded, data, axes)
+    pred_data = None if prediction is None else layers.data_of(prediction, "prediction")
+    spatial = [i for i, a in enumerate(axes) if a in "ZYX"]
+    in_scale, in_translate = layers.geometry(image, len(axes))
+    in_scale, in_translate = in_scale[spatial], in_translate[spatial]
+    s = int(loaded.scale_factor)
+    out_scale = in_scale.copy()
+    out_scale[-2:] /= s
+    outs = _predict(loaded, data, axes=axes, tile_shape=tile_shape, batch_size=batch_size,
+                    device=device, precision=precision, prediction=pred_data)
+    nbytes = sum(int(np.prod(o.shape)) * 4 for o in outs.values())
+    if output == "auto":
+        output = "memory" if nbytes <= MEMORY_LIMIT else "lazy"
+    if output == "zarr":
+        gen = predict_to_zarr(loaded, data, store, axes=axes, tile_shape=tile_shape,
+                              batch_size=batch_size, device=device, precision=precision,
+                              prediction=pred_data, overwrite=overwrite)
+        arrays = yield from gen
+        import dask.array as da
+
+        outs = {k: da.from_zarr(v) for k, v in arrays.items()}
+    elif output == "memory":
+        outs = yield from _compute_blocks(outs)
+    else:
+        yield 1, 1
+    run = uuid.uuid4().hex
+    info = _model_info(loaded)
+    names = {k: f"{k} ({loaded.name})" for k in outs}
+    tuples = []
+    lo_hi = loaded.spec.get("output_range")
+    for key, arr in outs.items():
+        kwargs = layers.output_style(key)
+        scale, translate = out_scale, in_translate
+        if key == "probabilities":
+            scale, translate = np.r_[1.0, scale], np.r_[0.0, translate]
+        kwargs.update(
+            name=names[key],
+            scale=tuple(float(v) for v in scale),
+            translate=tuple(float(v) for v in translate),
+            metadata={layers.META_KEY: {
+                "role": "output", "output": key, "model": info, "input_layer": in_name,
+                "run": run, "outputs": names, "axes": axes, "storage": output,
+                "store": None if store is None else str(store),
+                "prediction_layer": None if prediction is None else layers.name_of(prediction, None),
+            }},
+        )
+        if key in ("prediction", "lower", "upper") and lo_hi:
+            kwargs["contrast_limits"] = tuple(float(v) for v in lo_hi)
+        elif key == "probabilities":
+            kwargs["contrast_limits"] = (0.0, 1.0)
+        tuples.append((arr, kwargs, "image"))
+    return tuples
+
+
+def _compute_blocks(outs: dict):
+    """Compute lazy outputs block by block into numpy (one model run per block for all)."""
+    import dask
+
+    keys = list(outs)
+    ref_key = next((k for k in keys if k != "probabilities"), keys[0])
+    ref = outs[ref_key]
+    offset = 1 if ref_key == "probabilities" else 0
+    grid = ref.numblocks[offset:]
+    starts = [np.r_[0, np.cumsum(c)] for c in ref.chunks[offset:]]
+    result = {k: np.empty(v.shape, dtype=v.dtype) for k, v in outs.items()}
+    total = int(np.prod(grid))
+    yield 0, total
+    for i, idx in enumerate(np.ndindex(*grid)):
+        region = tuple(slice(int(st[j]), int(st[j + 1])) for st, j in zip(starts, idx))
+        parts = []
+        for k in keys:
+            b = (0, *idx) if k == "probabilities" else idx
+            parts.append(outs[k].blocks[b])
+        values = dask.compute(*parts, scheduler="threads")
+        for k, v in zip(keys, values):
+            target = (slice(None), *region) if k == "probabilities" else region
+            result[k][target] = v
+        yield i + 1, total
+    return result
+
+
+def predict(model, image, *, progress=None, **kwargs) -> list:
+    """Run a model over an image (a layer or an array) and return its outputs as layer tuples.
+
+    Parameters
+    ----------
+    model : str, path-like or Im2ImModel
+        A zoo name (:func:`list_models`), a bundle folder or a loaded model.
+    image : napari Image layer or array-like
+        Raw input in data units. A two-input model (QPI: top and bottom oblique images) takes
+        a layer with a channel axis first (channels, rows, columns) or ``second_image``; the
+        derived Tikhonov channel of ``qpi-dpc-quantile`` is computed here.
+    progress : callable, optional
+        Called with ``(done_blocks, total_blocks)``.
+    second_image : layer or array-like, optional
+        The second input image, same shape as ``image``.
+    prediction : layer or array-like, optional
+        Mask models only: the image-to-image prediction the mask is for.
+    axes : str, optional
+        Axes of ``image`` (default: "YX", "ZYX", "CYX" or "ZCYX" from its shape and the
+        model's channel count).
+    tile_shape, batch_size, device, precision
+        As for :func:`napari_im2im_uq.inference.predict` (defaults from the model and device).
+    output : {"auto", "memory", "lazy", "zarr"}
+        "memory" computes the outputs into numpy arrays (with progress), "lazy" returns dask
+        arrays that compute what napari shows, "zarr" writes to ``store`` (resumable) and
+        returns lazy views of it. "auto": memory up to 1 GiB of outputs, else lazy.
+    store : path-like, optional
+        The zarr store for ``output="zarr"``.
+    overwrite : bool
+        Replace an existing store (never a folder that is not a zarr store).
+
+    Returns
+    -------
+    list of tuple
+        One ``(array, kwargs, "image")`` per model output, named "<output> (<model>)", with
+        ``scale`` dividing the input's pixel size by the model's scale factor (so outputs
+        overlay the input and the ground truth) and ``metadata["im2im_uq"]`` naming the
+        model, its sha256, the input layer and the sibling outputs of the same run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layers = predict("tem-sr4x-quantile", np.zeros((40, 40), np.float32), device="cpu")
+    >>> [(kw["name"], data.shape, kw["scale"]) for data, kw, _ in layers][0]
+    ('prediction (tem-sr4x-quantile)', (160, 160), (0.25, 0.25))
+    """
+    return run_to_end(predict_job(model, image, **kwargs), callback=steps_callback(progress))
+
