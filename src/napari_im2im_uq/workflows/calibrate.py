@@ -16,10 +16,11 @@ import numpy as np
 
 from .. import layers
 from .._jobs import run_to_end, steps_callback
+from .._validation import check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
 from .records import as_record, make_record
-from .tiles import calibration_tiles, check_tile_shape, cut, no_tiles_error, spatial
+from .tiles import calibration_tiles, cut, no_tiles_error, spatial
 
 __all__ = ["Calibration", "apply_record", "calibrate", "calibrate_job", "self_check"]
 

@@ -7,10 +7,11 @@ measurement is held out by construction) and hands them to the tile-level report
 from __future__ import annotations
 
 from .._jobs import run_to_end, steps_callback
+from .._validation import check_tile_shape
 from ..calibration import methods
 from .calibrate import collect
 from .records import as_record
-from .tiles import check_tile_shape, overlap_mask, world_tiles
+from .tiles import overlap_mask, world_tiles
 
 __all__ = ["diagnose", "diagnose_job"]
 

@@ -12,21 +12,10 @@ import math
 import numpy as np
 
 from .. import layers
+from .._validation import check_int, check_tile_shape
 
 __all__ = ["calibration_tiles", "cut", "spatial", "no_tiles_error", "overlap_mask", "plan_tiles",
            "world_tiles"]
-
-
-def check_tile_shape(tile_shape) -> tuple[int, int]:
-    try:
-        th, tw = (int(v) for v in tile_shape)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"tile_shape must be two positive integers (rows, columns); got {tile_shape!r}"
-        ) from None
-    if th < 1 or tw < 1:
-        raise ValueError(f"tile_shape must be two positive integers; got {tile_shape!r}")
-    return th, tw
 
 
 def _rectangles(regions, ndim: int, scale, translate) -> list[tuple]:
@@ -165,8 +154,7 @@ def plan_tiles(image, *, tile_shape=(64, 64), n_tiles=20, seed=0, name=None):
     shape = tuple(data.shape[-3:]) if data.ndim >= 3 else tuple(data.shape)
     ndim = len(shape)
     grid = calibration_tiles(shape, (th, tw))
-    if isinstance(n_tiles, bool) or not isinstance(n_tiles, int | np.integer) or n_tiles < 1:
-        raise ValueError(f"n_tiles must be a positive integer; got {n_tiles!r}")
+    n_tiles = check_int(n_tiles, "n_tiles")
     if n_tiles > len(grid):
         raise ValueError(
             f"n_tiles must be at most the {len(grid)} whole tiles of {th} x {tw} in an image of "
