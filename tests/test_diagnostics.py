@@ -10,11 +10,11 @@ from matplotlib.patches import Rectangle
 
 from napari_im2im_uq._diagnostics import (
     check_tiles,
-    diagnose,
     diagnose_tiles,
     plot_diagnostics,
     recalibrate_like,
 )
+from napari_im2im_uq._diagnostics import diagnostics_report as diagnose
 from napari_im2im_uq.calibration import (
     CalibrationResult,
     InfeasibleCalibrationError,

@@ -1,8 +1,8 @@
 """Held-out evaluation of a calibration: per-tile test losses and repeated random splits.
 
-The test losses are computed through the result's own appliers (``intervals``, ``trust_mask``,
-``mask``, ``prediction_sets``), not through the calibration's internal representation, so a
-mismatch between calibrating and applying would show up here.
+The test losses are computed by the method's registry entry through the result's own appliers
+(``intervals``, ``trust_mask``, ``mask``, ``prediction_sets``), not through the calibration's
+internal representation, so a mismatch between calibrating and applying would show up here.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from collections.abc import Callable, Generator
 import numpy as np
 
 from .._jobs import run_to_end
-from . import metrics
+from . import methods
 from ._result import CalibrationResult
 
 __all__ = ["held_out_losses", "iter_risk_over_splits", "risk_over_splits"]
-
-_METHODS = ("intervals", "trust_mask", "mask", "segmentation")
 
 
 def held_out_losses(result: CalibrationResult, **data) -> np.ndarray:
@@ -48,66 +46,9 @@ def held_out_losses(result: CalibrationResult, **data) -> np.ndarray:
     True
     """
     method = result.method
-    if method == "intervals":
-        lo, hi = result.intervals(data["prediction"], data["lower"], data["upper"])
-        return metrics.interval_miscoverage(lo, hi, data["truth"], valid=data.get("valid"))
-    if method == "trust_mask":
-        from .trust_mask import fidelity_error_map
-
-        params = result.params
-        if params["fidelity"] == "given":
-            err = np.asarray(data["fidelity_error"], dtype=np.float64)
-        else:
-            err = fidelity_error_map(data["prediction"], data["truth"],
-                                     fidelity=params["fidelity"],
-                                     blur_sigma=params.get("blur_sigma"))
-        trusted = np.asarray(result.trust_mask(data["sigma"]))
-        valid = data.get("valid")
-        if valid is not None:
-            trusted = trusted & np.asarray(valid)
-            err = np.where(valid, err, 0.0)
-        return metrics.fidelity_error(trusted, err)
-    if method == "mask":
-        m = result.mask(data["mask_scores"])
-        d = metrics.masked_distortion(m, data["prediction"], data["truth"],
-                                      distance=result.params["distance"],
-                                      data_range=result.params.get("data_range"),
-                                      valid=data.get("valid"))
-        return d if result.rule == "crc" else (d > result.alpha).astype(np.float64)
-    if method == "segmentation":
-        return _segmentation_losses(result, data["scores"], data["labels"])
-    raise ValueError(f"result.method must be one of {_METHODS}; got {method!r}")
-
-
-def _segmentation_losses(result, scores, labels):
-    sets = np.asarray(result.prediction_sets(scores))
-    labels = np.asarray(labels).astype(np.int64)
-    ignore = result.params.get("ignore_label")
-    valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
-    safe = np.where(valid, labels, 0)
-    covered = np.take_along_axis(sets, safe[:, None], axis=1)[:, 0]
-    n = labels.shape[0]
-    cov = np.where(valid, covered, False).reshape(n, -1).sum(axis=1)
-    count = valid.reshape(n, -1).sum(axis=1)
-    loss = result.loss
-    if loss == "miscoverage":
-        return 1.0 - cov / count
-    if loss == "binary":
-        return (cov < count).astype(np.float64)
-    if loss == "coverage_ratio":
-        return (cov / count < result.params["tau"]).astype(np.float64)
-    k = result.params["n_classes"]
-    w = np.asarray(result.params["class_weights"], dtype=np.float64)
-    out = np.empty(n)
-    for i in range(n):
-        yi, vi, ci = safe[i][valid[i]], valid[i], covered[i][valid[i]]
-        del vi
-        per_class = np.bincount(yi, minlength=k)
-        hit = np.bincount(yi, weights=ci.astype(float), minlength=k)
-        present = per_class > 0
-        frac = np.where(present, hit / np.maximum(per_class, 1), 0.0)
-        out[i] = 1.0 - (w[present] * frac[present]).sum() / w[present].sum()
-    return out
+    if method not in methods.names():
+        raise ValueError(f"result.method must be one of {methods.names()}; got {method!r}")
+    return methods.get(method).held_out_losses(result, data)
 
 
 def iter_risk_over_splits(

@@ -16,6 +16,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from .._validation import check_int, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from . import _worker
 from ._axes import CANONICAL_AXES, check_axes, output_axes
@@ -71,12 +72,14 @@ class Plan:
         return result
 
 
-def _positive_int(name: str, value, *, allow_none=True):
-    if value is None and allow_none:
+def _optional_int(value, name: str, *, minimum: int, words: str):
+    """``None``, or ``value`` as an int >= ``minimum`` (:func:`check_int`), said as ``words``."""
+    if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
-    return int(value)
+    try:
+        return check_int(value, name, minimum=minimum)
+    except ValueError:
+        raise ValueError(f"{name} must be {words} or None; got {value!r}") from None
 
 
 def _resolve_model(model):
@@ -134,16 +137,7 @@ def _default_tile(model, rows: int, cols: int, tile_shape, device: str):
         side = default_tile_side(model, device)
         tile = (side, side)
     else:
-        if (
-            not isinstance(tile_shape, tuple | list)
-            or len(tile_shape) != 2
-            or any(isinstance(t, bool) or not isinstance(t, int | np.integer) for t in tile_shape)
-            or any(t < 1 for t in tile_shape)
-        ):
-            raise ValueError(
-                f"tile_shape must be two positive integers (rows, columns); got {tile_shape!r}"
-            )
-        tile = tuple(int(t) for t in tile_shape)
+        tile = check_tile_shape(tile_shape)
     # Multiples of the divisor (rounded up), and no larger than the image (rounded up).
     up = lambda v: -(-v // div) * div  # noqa: E731
     return (min(up(tile[0]), up(rows)), min(up(tile[1]), up(cols)))
@@ -233,11 +227,9 @@ def make_plan(
     arr = _as_dask(image, "image")
     n_in = len(model.in_channels)
     axes = check_axes(axes, shape=arr.shape, n_channels=n_in)
+    halo = _optional_int(halo, "halo", minimum=0, words="a non-negative integer")
     if halo is None:
-        halo = model.halo
-    elif isinstance(halo, bool) or not isinstance(halo, int | np.integer) or halo < 0:
-        raise ValueError(f"halo must be a non-negative integer or None; got {halo!r}")
-    halo = int(halo)
+        halo = int(model.halo)
     if halo > model.halo:  # keep the pooling grid where the untiled run has it
         halo = model.halo + -(-(halo - model.halo) // model.divisor) * model.divisor
     if halo < model.halo:
@@ -254,7 +246,7 @@ def make_plan(
             Im2ImUQWarning,
             stacklevel=3,
         )
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = _optional_int(batch_size, "batch_size", minimum=1, words="a positive integer")
     x = _canonical(arr, axes)
     planes, _, rows, cols = x.shape
     # Resolve here when the work runs here (the usual case): a clear error now, not in a task.

@@ -154,6 +154,10 @@ class Method:
         """Return the tile key whose shape is (n, rows, columns)."""
         return self.required_keys(result)[0]
 
+    def merge_valid(self, result, tiles: dict) -> dict:
+        """Return checked held-out tiles with ``valid`` folded in where the method needs it."""
+        return tiles
+
     def counts_tiles(self, result) -> bool:
         """Whether the held-out loss is the fraction of tiles above alpha (not a mean loss)."""
         return False
