@@ -7,15 +7,10 @@ import math
 import torch
 from torch import nn
 
+from .._validation import check_int
 from ._errors import NORMS, UPSAMPLINGS
 
 __all__ = ["ARCHITECTURES", "UNet2d", "receptive_field_radius", "unet_receptive_extent"]
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return value
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -68,8 +63,8 @@ def unet_receptive_extent(*, depth: int, upsampling: str = "transpose", scale_fa
     >>> unet_receptive_extent(depth=1)
     (9, 9)
     """
-    _check_int("depth", depth, 1)
-    _check_int("scale_factor", scale_factor, 1)
+    depth = check_int(depth, "depth")
+    scale_factor = check_int(scale_factor, "scale_factor")
     if upsampling not in UPSAMPLINGS:
         raise ValueError(f"upsampling must be one of {UPSAMPLINGS}; got {upsampling!r}")
     # Feature pixel q at jump J (input pixels per feature pixel) lies over input pixel q*J and
@@ -149,11 +144,11 @@ class UNet2d(nn.Module):
         scale_factor: int = 1,
     ):
         super().__init__()
-        _check_int("in_channels", in_channels, 1)
-        _check_int("out_channels", out_channels, 1)
-        _check_int("depth", depth, 1)
-        _check_int("base_channels", base_channels, 1)
-        _check_int("scale_factor", scale_factor, 1)
+        in_channels = check_int(in_channels, "in_channels")
+        out_channels = check_int(out_channels, "out_channels")
+        depth = check_int(depth, "depth")
+        base_channels = check_int(base_channels, "base_channels")
+        scale_factor = check_int(scale_factor, "scale_factor")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
         if upsampling not in UPSAMPLINGS:

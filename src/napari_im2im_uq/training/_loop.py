@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .._jobs import run_to_end
+from .._validation import check_int
 from ..models import Im2ImModel, build_network
 from ._checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from ._losses import heuristic_loss
@@ -51,16 +52,10 @@ def init_network(heuristic: str, *, seed: int = 0, **kwargs) -> torch.nn.Module:
     >>> all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     True
     """
-    _check_int("seed", seed, 0)
+    seed = check_int(seed, "seed", minimum=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_network(heuristic, **kwargs)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
@@ -214,9 +209,9 @@ def train(
     >>> [event["step"] for event in job]
     [1, 2, 3]
     """
-    steps = _check_int("steps", steps, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
+    steps = check_int(steps, "steps")
+    batch_size = check_int(batch_size, "batch_size")
+    seed = check_int(seed, "seed", minimum=0)
     _check_positive("lr", lr)
     _check_positive("weight_decay", weight_decay, allow_zero=True)
     if grad_clip is not None:
@@ -227,7 +222,7 @@ def train(
     if not isinstance(sampler, PatchSampler):
         raise ValueError(f"sampler must be a PatchSampler; got {type(sampler).__name__}")
     if checkpoint_every is not None:
-        checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
     loss_options = dict(loss_options or {})
     config = {
         "heuristic": heuristic,
