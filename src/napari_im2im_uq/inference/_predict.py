@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import operator
 import os
 import warnings
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -37,8 +35,10 @@ class Plan:
 
     model: object
     ref: _worker.ModelRef
-    axes: str
-    x: da.Array  # canonical (Z, C, Y, X) input, chunked by block
+    axes: str  # of the model's input (C added when derived channels were)
+    given_axes: str  # of the image the caller gave
+    source: da.Array  # canonical (Z, C, Y, X) given channels, as given
+    x: da.Array  # canonical (Z, C, Y, X) input with derived channels, chunked by block
     stacked: da.Array  # (Z, channels, Y * s, X * s) outputs
     layout: list  # [(name, channels)]
     halo: int
@@ -83,16 +83,13 @@ def _optional_int(value, name: str, *, minimum: int, words: str):
 
 
 def _resolve_model(model):
-    """Return ``(model, path)``: a loaded model, and its bundle folder when it came from one."""
-    from ..models import Im2ImModel, load_model
+    """Return a loaded model: an Im2ImModel as is, a name or folder from the model cache."""
+    from ..models import Im2ImModel, load_cached
 
     if isinstance(model, Im2ImModel):
-        return model, None
+        return model
     if isinstance(model, str | os.PathLike):
-        loaded = load_model(model)
-        path = Path(model)
-        # A folder travels as its absolute path; a zoo name as the name.
-        return loaded, str(path.resolve()) if path.is_dir() else str(model)
+        return load_cached(model)
     raise ValueError(
         "model must be an Im2ImModel, the name of a model in the zoo or a bundle folder; got "
         f"{type(model).__name__}"
@@ -221,12 +218,17 @@ def make_plan(
     check_here=True,
 ) -> Plan:
     """Validate the arguments of :func:`predict` and build its graph."""
+    from ..models import add_derived_channels, given_channels
+
     device = check_device(device)
     precision = check_precision(precision)
-    model, path = _resolve_model(model)
+    model = _resolve_model(model)
     arr = _as_dask(image, "image")
     n_in = len(model.in_channels)
-    axes = check_axes(axes, shape=arr.shape, n_channels=n_in)
+    spec = model.spec
+    given_axes = check_axes(axes, shape=arr.shape, n_channels=len(given_channels(spec)))
+    source = _canonical(arr, given_axes)  # what the caller gave, for run descriptions
+    full, axes = add_derived_channels(spec, arr, given_axes)
     halo = _optional_int(halo, "halo", minimum=0, words="a non-negative integer")
     if halo is None:
         halo = int(model.halo)
@@ -247,7 +249,7 @@ def make_plan(
             stacklevel=3,
         )
     batch_size = _optional_int(batch_size, "batch_size", minimum=1, words="a positive integer")
-    x = _canonical(arr, axes)
+    x = _canonical(full, axes)
     planes, _, rows, cols = x.shape
     # Resolve here when the work runs here (the usual case): a clear error now, not in a task.
     local_device = None
@@ -269,7 +271,7 @@ def make_plan(
             )
         parr = _as_dask(prediction, "prediction")
         present = "".join(a for a in CANONICAL_AXES if a in axes and a != "C")
-        expected = tuple(arr.shape[axes.index(a)] * (s if a in "YX" else 1) for a in present)
+        expected = tuple(arr.shape[given_axes.index(a)] * (s if a in "YX" else 1) for a in present)
         if tuple(parr.shape) != expected:
             raise ValueError(
                 f"prediction must have shape {expected} (axes {present!r} on the output "
@@ -282,16 +284,12 @@ def make_plan(
             f"prediction is only accepted by mask models; this model's heuristic is {model.heuristic!r}"
         )
 
-    # The model: registered in this process's cache (a copy on the device), shipped by
-    # bundle path or by its bytes to other processes.
-    ref = _worker.make_ref(model, path)
+    # The model: the one cache's, shipped by bundle path (or, built in memory, by its bytes)
+    # to other processes; here the same object runs when it is on the device already, a copy
+    # moved there otherwise (the caller's object is never moved or changed).
+    ref = _worker.make_ref(model)
     if local_device is not None:
-        if path is None:  # the caller's object: never moved or changed, a copy runs
-            here = type(model)(copy.deepcopy(model.network), model.spec, sha256=model.sha256)
-        else:
-            here = model
-        here.to(local_device, dtype)
-        _worker.register(ref, here, device=device, precision=precision, loaded=path is not None)
+        _worker.register(ref, model, device=device, precision=precision)
 
     layout = _worker.output_channels(model)
     n_channels = sum(n for _, n in layout)
@@ -349,6 +347,8 @@ def make_plan(
         model=model,
         ref=ref,
         axes=axes,
+        given_axes=given_axes,
+        source=source,
         x=x,
         stacked=stacked,
         layout=layout,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._warnings import Im2ImUQWarning
+from ..models import _cache
 from ._device import resolve
 
 __all__ = [
@@ -37,20 +39,20 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger("napari_im2im_uq.inference")
-_MAX_MODELS = 4
-_CACHE: collections.OrderedDict = collections.OrderedDict()
-_CACHE_LOCK = threading.RLock()
 _DEVICE_LOCKS: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
 _LIMITS: dict[tuple, dict] = {}
-_STATS = {"loads": 0, "threads_set": False}
+_THREADS = {"set": False}
 
 
 @dataclass(frozen=True, eq=False)
 class ModelRef:
-    """How a worker process gets a model: a bundle folder, or the bundle's bytes.
+    """How a worker process gets a model: a bundle (zoo name or folder), or the bundle's bytes.
 
-    ``token`` keys the per-process cache (it differs for different weights, specifications
-    or model classes); ``model_id`` identifies the model in a zarr run description.
+    ``token`` is the model's identity in the process's model cache
+    (:mod:`napari_im2im_uq.models._cache`): for a bundle, its folder and weights SHA-256, the
+    same key :func:`~napari_im2im_uq.models.load_cached` uses, so the process that planned the
+    prediction runs the very model it loaded; ``model_id`` identifies the model in a zarr run
+    description.
     """
 
     token: str
@@ -64,21 +66,26 @@ def _spec_id(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def make_ref(model, path: str | None = None) -> ModelRef:
-    """Describe ``model`` for the workers (by ``path`` when it was loaded from a bundle)."""
+def make_ref(model) -> ModelRef:
+    """Describe ``model`` for the workers.
+
+    A model loaded by :func:`~napari_im2im_uq.models.load_cached` travels by its bundle (the
+    zoo name, or the folder's absolute path), with no copy of its weights; a model built in
+    memory (or changed since it was loaded) has no bundle and is saved to bytes once here.
+    """
+    held = _cache.bundle_source(model)
+    if held is not None:
+        identity, source = held
+        return ModelRef(token=identity, model_id=_spec_id(model.spec), path=source)
     from ..models import save_model
 
     cls = f"{type(model).__module__}.{type(model).__qualname__}"
-    if path is not None:
-        model_id = _spec_id(model.spec)
-        token = hashlib.sha256(f"{cls}|{model_id}|{path}".encode()).hexdigest()
-        return ModelRef(token=token, model_id=model_id, path=str(path))
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_model(model, Path(tmp) / "bundle")
         spec_json = (folder / "model.json").read_text(encoding="utf-8")
         weights = (folder / "weights.safetensors").read_bytes()
     model_id = _spec_id(json.loads(spec_json))
-    token = hashlib.sha256(f"{cls}|{model_id}".encode()).hexdigest()
+    token = "memory|" + hashlib.sha256(f"{cls}|{model_id}".encode()).hexdigest()
     return ModelRef(token=token, model_id=model_id, spec_json=spec_json, weights=weights)
 
 
@@ -118,54 +125,48 @@ def _key(ref: ModelRef, device: str, precision: str):
     return (ref.token, dev, str(dtype)), dev, dtype
 
 
-def register(ref: ModelRef, model, *, device: str, precision: str, loaded: bool) -> None:
-    """Put a model the caller already holds into this process's cache.
+def register(ref: ModelRef, model, *, device: str, precision: str) -> None:
+    """Make ``model`` (the caller's, on the CPU) the one that runs ``ref`` in this process.
 
-    ``model`` must already be on the device and dtype that ``device``/``precision`` resolve to.
-    ``loaded`` counts it as a load (it was read from a bundle for this prediction).
+    The cached model is never moved: when ``device``/``precision`` resolve to another device
+    or dtype, a copy is moved there. Either way nothing is read from disk again.
     """
-    key, _, _ = _key(ref, device, precision)
-    with _CACHE_LOCK:
-        if key not in _CACHE and loaded:
-            _STATS["loads"] += 1
-        _CACHE[key] = model
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > _MAX_MODELS:
-            _CACHE.popitem(last=False)
+    key, dev, dtype = _key(ref, device, precision)
+
+    def place():
+        if str(model.device) == dev and model.dtype == dtype and _cache.bundle_source(model):
+            return model  # the cached bundle model itself: already where it runs
+        return type(model)(copy.deepcopy(model.network), model.spec, sha256=model.sha256).to(
+            dev, dtype
+        )
+
+    _cache.get_or_load(key, place, count=False)
 
 
 def get_model(ref: ModelRef, *, device: str, precision: str):
     """Return the model for ``ref`` on this process's ``device``, loading it at most once."""
     key, dev, dtype = _key(ref, device, precision)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-        if not _STATS["threads_set"] and _in_distributed_worker():
+
+    def load():
+        if not _THREADS["set"] and _in_distributed_worker():
             import torch
 
             torch.set_num_threads(1)  # one tile at a time per worker thread: no oversubscription
-            _STATS["threads_set"] = True
-        model = _load(ref).to(dev, dtype)
-        _STATS["loads"] += 1
-        _CACHE[key] = model
-        while len(_CACHE) > _MAX_MODELS:
-            _CACHE.popitem(last=False)
-        return model
+            _THREADS["set"] = True
+        return _load(ref).to(dev, dtype)
+
+    return _cache.get_or_load(key, load)
 
 
 def cache_info() -> dict:
     """Return the models loaded by this process so far and held now (tests, benchmarks)."""
-    with _CACHE_LOCK:
-        return {"loads": _STATS["loads"], "models": len(_CACHE)}
+    return _cache.cache_info()
 
 
 def clear_cache() -> None:
     """Forget every cached model, learned out-of-memory limit and the load count."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
-        _LIMITS.clear()
-        _STATS["loads"] = 0
+    _cache.clear_cache()
+    _LIMITS.clear()
 
 
 def output_channels(model) -> list[tuple[str, int]]:

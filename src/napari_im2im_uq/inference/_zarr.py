@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ._axes import output_axes
+from ._executor import check_scheduler, run_graph
 from ._predict import make_plan
 
-__all__ = ["predict_to_zarr", "write_zarr"]
+__all__ = ["plan_to_zarr", "predict_to_zarr", "write_zarr"]
 
 FORMAT = 1
 ATTRS_KEY = "napari_im2im_uq"
 DONE = "_done"
-#: Blocks handed to the local scheduler at once.
-WAVE = 512
 _OPEN: dict = {}
 _OPEN_LOCK = threading.Lock()
 
@@ -82,7 +79,7 @@ def _sample_sha256(plan) -> str:
     """SHA-256 of a few small windows of the input (first, middle, last plane)."""
     import dask
 
-    x = plan.x
+    x = plan.source
     planes, _, rows, cols = x.shape
     size = 16
     windows = []
@@ -111,8 +108,8 @@ def _describe(plan) -> dict:
         },
         "input": {
             "shape": list(plan.image_shape),
-            "dtype": str(plan.x.dtype),
-            "axes": plan.axes,
+            "dtype": str(plan.source.dtype),
+            "axes": plan.given_axes,
             "sample_sha256": _sample_sha256(plan),
         },
         "halo": plan.halo,
@@ -286,105 +283,6 @@ def _store_graph(plan, pending, path: str, run_id: str):
     return graph, keys
 
 
-# -- running -------------------------------------------------------------------------------
-
-
-class _Cancelled(Exception):
-    pass
-
-
-def _run_local(graph, keys, done: int, total: int):
-    from dask.threaded import get
-
-    wanted = set(keys)
-    events: queue.Queue = queue.Queue()
-    cancel = threading.Event()
-
-    def pretask(key, dsk, state):
-        if cancel.is_set():
-            raise _Cancelled
-
-    def posttask(key, result, dsk, state, worker_id):
-        if key in wanted:
-            events.put(("block", None))
-
-    workers = max(2, os.cpu_count() or 2)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="im2im-zarr")
-
-    def target():
-        try:
-            # Waves of blocks: the scheduler's state stays small however large the volume.
-            for start in range(0, len(keys), WAVE):
-                wave = keys[start : start + WAVE]
-                get(
-                    dict(graph.cull(set(wave))),
-                    wave,
-                    pool=pool,
-                    num_workers=workers,
-                    callbacks=[(None, None, pretask, posttask, None)],
-                )
-            events.put(("end", None))
-        except _Cancelled:
-            events.put(("end", None))
-        except BaseException as err:  # noqa: BLE001 - handed to the generator's caller
-            events.put(("error", err))
-
-    thread = threading.Thread(target=target, name="im2im-zarr-scheduler", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = events.get()
-            if kind == "block":
-                done += 1
-                yield done, total
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        cancel.set()
-        thread.join()
-        pool.shutdown(wait=True)
-
-
-def _run_distributed(graph, keys, done: int, total: int, scheduler):
-    from distributed import Client, as_completed
-
-    own = not isinstance(scheduler, Client)
-    client = Client(scheduler, set_as_default=False) if own else scheduler
-    pending = set()
-    try:
-        futures = client.get(graph.cull(set(keys)), keys, sync=False)
-        pending = set(futures)
-        completed = as_completed(futures, loop=client.loop)
-        del futures
-        for future in completed:
-            future.result()  # raises the task's error
-            pending.discard(future)
-            future.release()  # a lost worker must not make a stored block run again
-            done += 1
-            yield done, total
-    finally:
-        if pending:
-            client.cancel(list(pending))
-        if own:
-            client.close()
-
-
-def _check_scheduler(scheduler):
-    if scheduler is None or isinstance(scheduler, str):
-        return
-    try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - distributed is optional
-        Client = ()  # noqa: N806
-    if not isinstance(scheduler, Client):
-        raise ValueError(
-            "scheduler must be None (threads in this process), a dask scheduler address or a "
-            f"dask.distributed.Client; got {type(scheduler).__name__}"
-        )
-
-
 def _pixel_size(pixel_size, has_z: bool) -> list[float]:
     n = 3 if has_z else 2
     if pixel_size is None:
@@ -496,11 +394,10 @@ def predict_to_zarr(
         raise ValueError(f"store must be a folder path for the zarr store; got {store!r}")
     if not isinstance(overwrite, bool):
         raise ValueError(f"overwrite must be True or False; got {overwrite!r}")
-    _check_scheduler(scheduler)
+    check_scheduler(scheduler)
     path = Path(store).expanduser().resolve()
     state, stored = _store_state(path, overwrite)
-    resume = state == "ours" and not overwrite
-    if resume:
+    if state == "ours" and not overwrite:
         run = stored.get("run", {})
         if tile_shape is None and "tile_shape" in run:
             tile_shape = tuple(run["tile_shape"])
@@ -518,6 +415,61 @@ def predict_to_zarr(
         prediction=prediction,
         check_here=scheduler is None,
     )
+    return _start(plan, path, stored if state == "ours" and not overwrite else None,
+                  scheduler=scheduler, pixel_size=pixel_size, unit=unit)
+
+
+def plan_to_zarr(plan, store: str | os.PathLike, *, scheduler=None, overwrite: bool = False,
+                 pixel_size=None, unit: str | None = None):
+    """Write a :class:`~napari_im2im_uq.inference.Plan` into an OME-Zarr store; resumable.
+
+    :func:`predict_to_zarr` for a prediction already planned (by :func:`make_plan`), so the
+    graph is built once when the caller also needs the plan (e.g. to size the outputs). An
+    existing store is resumed only if its run description equals this plan's (a plan fixes
+    its tile shape and batch size; :func:`predict_to_zarr` takes a resumed store's).
+
+    Parameters
+    ----------
+    plan : Plan
+    store, scheduler, overwrite, pixel_size, unit
+        As for :func:`predict_to_zarr`.
+
+    Returns
+    -------
+    generator
+        Yields ``(int, int)``; returns ``dict`` of output name to read-only ``zarr.Array``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from napari_im2im_uq.models import Im2ImModel, build_network
+    >>> from napari_im2im_uq.inference import make_plan, plan_to_zarr
+    >>> from napari_im2im_uq._jobs import run_to_end
+    >>> model = Im2ImModel(build_network("quantile", depth=2, base_channels=4),
+    ...                    {"heuristic": "quantile"})
+    >>> plan = make_plan(model, np.zeros((40, 40), dtype=np.float32), axes="YX",
+    ...                  tile_shape=(16, 16), device="cpu")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     arrays = run_to_end(plan_to_zarr(plan, f"{tmp}/out.zarr"))
+    ...     shape = arrays["lower"].shape
+    >>> shape
+    (40, 40)
+    """
+    if not isinstance(store, str | os.PathLike):
+        raise ValueError(f"store must be a folder path for the zarr store; got {store!r}")
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be True or False; got {overwrite!r}")
+    check_scheduler(scheduler)
+    path = Path(store).expanduser().resolve()
+    state, stored = _store_state(path, overwrite)
+    return _start(plan, path, stored if state == "ours" and not overwrite else None,
+                  scheduler=scheduler, pixel_size=pixel_size, unit=unit)
+
+
+def _start(plan, path: Path, stored, *, scheduler, pixel_size, unit):
+    """Create the store (or check a resume, ``stored`` being its attributes) and start."""
+    resume = stored is not None
     pixel_size = _pixel_size(pixel_size, plan.has_z)
     description = _describe(plan)
     if resume:
@@ -552,10 +504,7 @@ def _generate(plan, pending, path, run_id, done, total, scheduler):
     yield done, total
     if pending:
         graph, keys = _store_graph(plan, pending, path, run_id)
-        if scheduler is None:
-            yield from _run_local(graph, keys, done, total)
-        else:
-            yield from _run_distributed(graph, keys, done, total, scheduler)
+        yield from run_graph(graph, keys, scheduler=scheduler, done=done, total=total)
     root = zarr.open_group(store=path, mode="r+")
     if int(np.count_nonzero(np.asarray(root[DONE][...]) == 0)):
         # Cancelled via the inner generator's return: not complete.

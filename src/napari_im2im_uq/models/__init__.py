@@ -13,7 +13,9 @@ Heads (``heuristic``) and their outputs, in data units:
 - "mask": ``mask`` in [0, 1] (Kutiel et al.'s mask network)
 
 A bundle is a folder with ``weights.safetensors`` and ``model.json``; :func:`load_model` reads
-it with ``json`` and ``safetensors`` only and never unpickles.
+it with ``json`` and ``safetensors`` only and never unpickles. A bundle may declare derived
+input channels (computed from the given ones, :func:`add_derived_channels`); loaded models are
+held in one cache per process (:func:`load_cached`).
 """
 
 from __future__ import annotations
@@ -27,17 +29,22 @@ __all__ = [
     "FORMAT_VERSION",
     "HEURISTICS",
     "NORMS",
+    "TRANSFORMS",
     "STD_FLOOR",
     "UPSAMPLINGS",
     "BundleError",
     "Im2ImModel",
     "UNet2d",
+    "add_derived_channels",
     "build_network",
     "decode_head",
+    "given_channels",
     "head_channels",
     "list_models",
+    "load_cached",
     "load_model",
     "output_names",
+    "qpi_tikhonov_channel",
     "read_spec",
     "receptive_field_radius",
     "save_model",
@@ -60,6 +67,11 @@ _LAZY = {
     "read_spec": "._catalog",
     "load_model": "._bundle",
     "save_model": "._bundle",
+    "load_cached": "._cache",
+    "TRANSFORMS": "._derived",
+    "add_derived_channels": "._derived",
+    "given_channels": "._derived",
+    "qpi_tikhonov_channel": "._derived",
 }
 
 

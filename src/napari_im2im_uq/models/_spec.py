@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+from ._derived import check_derived
 from ._errors import FORMAT_VERSION, HEURISTICS, SUPPORTED_FORMAT_VERSIONS, BundleError
 
 __all__ = [
@@ -167,6 +168,7 @@ def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
         )
     if "card" in spec and not isinstance(spec["card"], dict):
         raise BundleError(f"card must be a JSON object; got {spec['card']!r}")
+    check_derived(spec)
 
 
 def _broadcast(a: list[float], b: list[float]) -> tuple[list[float], list[float]]:

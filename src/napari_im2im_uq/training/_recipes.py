@@ -8,7 +8,6 @@ simple baseline and writes the model card (``model.json`` ``card`` and ``README.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -21,28 +20,31 @@ import numpy as np
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "list_recipes", "measure_card", "run_recipe"]
 
-_EM_LICENCE = "CC BY-NC-SA 3.0 (inherited from the training data em_drosophila_vnc)"
-_EM_CITATION = (
-    "Gerhard, Funke, Martel, Cardona, Fetter (2013), Segmented anisotropic ssTEM dataset of "
-    "neural tissue, figshare, doi:10.6084/m9.figshare.856713"
+from ._card import _SUBSET_TOLERANCE, _rounded, model_card_markdown
+from ._recipes_qpi import (
+    _QPI_CHANNELS,
+    _QPI_CITATION,
+    _QPI_DERIVED,
+    _QPI_HELD_OUT_COLS,
+    _QPI_LICENCE,
+    _QPI_RANGE,
+    _QPI_TRAIN_COLS,
+    _measure_qpi,
+    _qpi,
+    _qpi_baseline_fit,
+    _qpi_normalization,
 )
-_QPI_LICENCE = "MIT (inherited from the training data qpi_dpc_cells)"
-_QPI_CITATION = (
-    "Zhang et al. (2023), Pupil-driven quantitative differential phase contrast imaging, "
-    "arXiv:2306.17088"
+from ._recipes_tem import (
+    _EM_CITATION,
+    _EM_LICENCE,
+    _EM_TRAIN,
+    _em,
+    _fit_threshold,
+    _measure_mask,
+    _measure_seg,
+    _measure_sr,
+    _synthetic,
 )
-_EM_TRAIN = tuple(range(0, 14))
-_EM_HELD_OUT = tuple(range(14, 20))
-#: Held-out crops re-measured by the zoo tests: (slice, first row, first column), 256 x 256.
-_EM_SUBSET = ((14, 512, 256), (19, 128, 640))
-_QPI_TRAIN_COLS = (0, 1000)
-_QPI_HELD_OUT_COLS = (1000, 2000)
-_QPI_SUBSET = ((300, 1200), (1400, 1650))
-_QPI_RANGE = (-1.5, 3.5)
-#: Input channels of the QPI model: the two images and their two-image Tikhonov phase.
-_QPI_CHANNELS = ("r1", "r2", "phase_tikhonov_r1r2")
-_CROP = 256
-_SEG_SIGMA = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Recipe:
     loss_options: dict[str, Any] = field(default_factory=dict)
     base_model: str | None = None
     real_data: bool = True
+
 
 
 _SR_NET = {"depth": 3, "base_channels": 16, "norm": "batch", "scale_factor": 4}
@@ -146,6 +149,7 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 
+
 #: The recipes whose bundles ship in the zoo, in training order.
 ZOO_ORDER = (
     "tem-sr4x-quantile",
@@ -182,57 +186,8 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
+
 # -- data -----------------------------------------------------------------------------------
-def _em(slices, root, what=("raw",)) -> dict[str, np.ndarray]:
-    from ..data import load_em_drosophila
-
-    return load_em_drosophila(stack=1, slices=list(slices), root=root, what=what)
-
-
-def _qpi(root) -> dict[str, np.ndarray]:
-    from ..data import load_qpi_dpc
-
-    return load_qpi_dpc(root=root)
-
-
-def _synthetic(seeds) -> np.ndarray:
-    from ..data import synthetic_em_tissue
-
-    return np.stack([synthetic_em_tissue((128, 128), seed=s)["image"] for s in seeds])
-
-
-def qpi_tikhonov_channel(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
-    """Third input channel of ``qpi-dpc-quantile``: the two-image Tikhonov DPC phase.
-
-    ``napari_im2im_uq.data.dpc_tikhonov(np.stack([r1, r2]), directions=("top", "bottom"))``
-    with its defaults (the ``qpi_dpc_cells`` optics, ``reg=1e-2``), computed over the whole
-    field of view (it is a global, FFT-based inversion) before tiles are cut.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> qpi_tikhonov_channel(np.full((64, 64), 0.5), np.full((64, 64), 0.5)).shape
-    (64, 64)
-    """
-    from ..data import dpc_tikhonov
-
-    return dpc_tikhonov(np.stack([r1, r2]), directions=("top", "bottom"))
-
-
-def _qpi_channels(qpi: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if "phase_tikhonov_r1r2" not in qpi:
-        qpi["phase_tikhonov_r1r2"] = qpi_tikhonov_channel(qpi["r1"], qpi["r2"])
-    return qpi
-
-
-def _qpi_normalization(qpi: dict[str, np.ndarray]) -> dict[str, Any]:
-    c0, c1 = _QPI_TRAIN_COLS
-    qpi = _qpi_channels(qpi)
-    mean = [round(float(qpi[k][:, c0:c1].mean()), 6) for k in _QPI_CHANNELS]
-    std = [round(float(qpi[k][:, c0:c1].std()), 6) for k in _QPI_CHANNELS]
-    return {"kind": "meanstd", "mean": mean, "std": std}
-
-
 def _spec(recipe: Recipe, *, root, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": recipe.name}
     if recipe.task in ("tem-sr", "tem-mask", "tem-seg", "synthetic-sr"):
@@ -249,6 +204,7 @@ def _spec(recipe: Recipe, *, root, extra: dict[str, Any] | None = None) -> dict[
         spec["classes"] = ["rest", "membrane"]
     if recipe.task == "qpi":
         spec["input_channels"] = list(_QPI_CHANNELS)
+        spec["derived_channels"] = _QPI_DERIVED
         spec["output_range"] = list(_QPI_RANGE)
     if recipe.task in ("tem-sr", "tem-seg", "tem-mask"):
         spec["training_data"] = {
@@ -270,7 +226,8 @@ def _spec(recipe: Recipe, *, root, extra: dict[str, Any] | None = None) -> dict[
                 "raw/r2.png (bottom)",
                 "phase_tikhonov_r1r2 = napari_im2im_uq.data.dpc_tikhonov(np.stack([r1, r2]), "
                 "directions=('top', 'bottom')) over the whole field "
-                "(napari_im2im_uq.training._recipes.qpi_tikhonov_channel)",
+                "(napari_im2im_uq.models.qpi_tikhonov_channel; declared in derived_channels "
+                "and computed by inference)",
             ],
             "target": "derived/phase_l2_tikhonov_float32.npy (4-image Tikhonov phase, radians)",
             "train_region": {"rows": [0, 2000], "columns": list(_QPI_TRAIN_COLS)},
@@ -334,127 +291,6 @@ def _sampler(recipe: Recipe, *, root, base_model=None):
         sampler = PatchSampler(inputs, targets, patch_shape=patch, augment=recipe.augment)
         return sampler, {}
     raise AssertionError(recipe.task)  # pragma: no cover
-
-
-# -- baselines and metrics -------------------------------------------------------------------
-def _psnr(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((pred.astype(np.float64) - ref.astype(np.float64)) ** 2))
-    return float(10 * math.log10(data_range**2 / mse)) if mse > 0 else float("inf")
-
-
-def _ssim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(
-        structural_similarity(
-            ref.astype(np.float64), pred.astype(np.float64), data_range=data_range,
-            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-        )
-    )
-
-
-def bicubic_upsample(lr: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    """Cubic-spline up-sampling aligned with nearest down-sampling (``hr[::f, ::f] = lr``).
-
-    Output pixel ``(r, c)`` is the cubic spline through the low-resolution samples, read at
-    ``(r / f, c / f)``: low-resolution pixel ``(i, j)`` sits on high-resolution pixel
-    ``(f i, f j)``, as :func:`napari_im2im_uq.data.degrade_tem` samples it. Beyond the last
-    sample the edge value is held.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> lr = np.arange(16, dtype=float).reshape(4, 4)
-    >>> up = bicubic_upsample(lr, 2, (8, 8))
-    >>> bool(np.allclose(up[::2, ::2], lr))
-    True
-    """
-    from scipy.ndimage import map_coordinates
-
-    rows = np.arange(shape[0]) / factor
-    cols = np.arange(shape[1]) / factor
-    grid = np.meshgrid(rows, cols, indexing="ij")
-    return map_coordinates(lr.astype(np.float64), grid, order=3, mode="nearest").astype(
-        np.float32
-    )
-
-
-def _f1_accuracy(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    pred, truth = pred.astype(bool), truth.astype(bool)
-    tp = float(np.sum(pred & truth))
-    fp = float(np.sum(pred & ~truth))
-    fn = float(np.sum(~pred & truth))
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 1.0
-    return {"pixel_accuracy": float(np.mean(pred == truth)), "f1_membrane": f1}
-
-
-def _smooth(raw: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    return gaussian_filter(raw.astype(np.float64), _SEG_SIGMA)
-
-
-def _fit_threshold(raw: np.ndarray, membranes: np.ndarray) -> float:
-    """Intensity threshold (membranes are dark) of the smoothed raw image maximising F1."""
-    smooth = np.stack([_smooth(r) for r in raw])
-    candidates = np.quantile(smooth, np.linspace(0.02, 0.6, 59))
-    scores = [_f1_accuracy(smooth < t, membranes)["f1_membrane"] for t in candidates]
-    return round(float(candidates[int(np.argmax(scores))]), 6)
-
-
-def _qpi_two_image_tikhonov(qpi: dict[str, np.ndarray]) -> np.ndarray:
-    return _qpi_channels(qpi)["phase_tikhonov_r1r2"]
-
-
-def _qpi_baseline_fit(qpi: dict[str, np.ndarray]) -> dict[str, float]:
-    """Gain and offset of the two-image Tikhonov phase fitted on the training columns."""
-    est = _qpi_two_image_tikhonov(qpi)
-    c0, c1 = _QPI_TRAIN_COLS
-    a = est[:, c0:c1].ravel().astype(np.float64)
-    b = qpi["phase"][:, c0:c1].ravel().astype(np.float64)
-    design = np.stack([a, np.ones_like(a)], axis=1)
-    gain, offset = np.linalg.lstsq(design, b, rcond=None)[0]
-    return {"baseline_gain": round(float(gain), 6), "baseline_offset": round(float(offset), 6)}
-
-
-def _regression_figures(out: dict[str, np.ndarray], ref: np.ndarray, data_range: float):
-    pred = out["prediction"]
-    figures = {
-        "psnr_db": _psnr(pred, ref, data_range),
-        "ssim": _ssim(pred, ref, data_range),
-        "rmse": float(np.sqrt(np.mean((pred.astype(np.float64) - ref) ** 2))),
-    }
-    if "lower" in out:
-        inside = (out["lower"] <= ref) & (ref <= out["upper"])
-        figures["raw_interval_coverage"] = float(np.mean(inside))
-        figures["mean_interval_width"] = float(np.mean(out["upper"] - out["lower"]))
-    return figures
-
-
-def _baseline_figures(pred: np.ndarray, ref: np.ndarray, data_range: float):
-    return {
-        "psnr_db": _psnr(pred, ref, data_range),
-        "ssim": _ssim(pred, ref, data_range),
-        "rmse": float(np.sqrt(np.mean((pred.astype(np.float64) - ref) ** 2))),
-    }
-
-
-def _mean_figures(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
-
-def _rounded(d):
-    if isinstance(d, dict):
-        return {k: _rounded(v) for k, v in d.items()}
-    if isinstance(d, float):
-        return round(d, 5)
-    return d
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
 def _load_base_model(recipe: Recipe, output: Path | None):
@@ -547,126 +383,6 @@ def measure_card(
         base_model = _load_base_model(recipe, None)
     return _measure_mask(model, base_model, recipe, subset=subset, root=root)
 
-
-def _em_eval_images(subset: bool, root, what=("raw",)):
-    """Yield (label, dict of HR arrays) for the held-out slices or the two crops."""
-    if subset:
-        slices = sorted({s for s, _, _ in _EM_SUBSET})
-        data = _em(slices, root, what=what)
-        for s, r0, c0 in _EM_SUBSET:
-            i = slices.index(s)
-            yield (s, r0, c0), {k: v[i, r0 : r0 + _CROP, c0 : c0 + _CROP] for k, v in data.items()}
-    else:
-        data = _em(_EM_HELD_OUT, root, what=what)
-        for i, s in enumerate(_EM_HELD_OUT):
-            yield s, {k: v[i] for k, v in data.items()}
-
-
-def _measure_sr(model, recipe: Recipe, *, subset: bool, root) -> dict[str, Any]:
-    if recipe.task == "synthetic-sr":
-        images = (("seed", {"raw": im}) for im in _synthetic((10, 11)))
-        held_out = "synthetic_em_tissue seeds 10 and 11 (128 x 128)"
-    else:
-        images = _em_eval_images(subset, root)
-        held_out = (
-            "em_drosophila_vnc stack1 crops " + str([list(c) for c in _EM_SUBSET])
-            + " (slice, row, column), 256 x 256"
-            if subset else "em_drosophila_vnc stack1 slices 14-19, 1024 x 1024"
-        )
-    rows_m, rows_b = [], []
-    for _, arrays in images:
-        y = arrays["raw"]
-        x = y[::4, ::4]
-        out = model(x, batch_size=1)
-        rows_m.append(_regression_figures(out, y, 1.0))
-        rows_b.append(_baseline_figures(bicubic_upsample(x, 4, y.shape), y, 1.0))
-    return {
-        "held_out": held_out,
-        "model": _mean_figures(rows_m),
-        "baseline": _mean_figures(rows_b),
-        "baseline_name": "cubic-spline up-sampling aligned with image[::4, ::4]",
-        "averaging": "mean over images",
-    }
-
-
-def _measure_seg(model, threshold: float, *, subset: bool, root) -> dict[str, Any]:
-    preds, base, truth = [], [], []
-    for _, arrays in _em_eval_images(subset, root, what=("raw", "membranes")):
-        prob = model(arrays["raw"][None], batch_size=1)["probabilities"]
-        preds.append(np.argmax(prob, axis=0) == 1)
-        base.append(_smooth(arrays["raw"]) < threshold)
-        truth.append(arrays["membranes"])
-    truth_all = np.stack(truth)
-    return {
-        "held_out": "em_drosophila_vnc stack1 "
-        + ("crops " + str([list(c) for c in _EM_SUBSET]) if subset else "slices 14-19"),
-        "model": _f1_accuracy(np.stack(preds), truth_all),
-        "baseline": _f1_accuracy(np.stack(base), truth_all),
-        "baseline_name": f"threshold {threshold} of the Gaussian-smoothed (sigma "
-        f"{_SEG_SIGMA}) raw image, fitted for F1 on the training slices",
-        "averaging": "pooled over all pixels",
-    }
-
-
-def _measure_qpi(model, params: dict[str, float], *, subset: bool, root) -> dict[str, Any]:
-    qpi = _qpi(root)
-    est = _qpi_two_image_tikhonov(qpi) * params["gain"] + params["offset"]
-    peak = _QPI_RANGE[1] - _QPI_RANGE[0]
-    if subset:
-        regions = [np.s_[r : r + _CROP, c : c + _CROP] for r, c in _QPI_SUBSET]
-    else:
-        regions = [np.s_[:, _QPI_HELD_OUT_COLS[0] : _QPI_HELD_OUT_COLS[1]]]
-    rows_m, rows_b = [], []
-    for region in regions:
-        x = np.stack([qpi[k][region] for k in _QPI_CHANNELS])
-        out = model(x, batch_size=1)
-        out = {k: v[0] for k, v in out.items()}
-        ref = qpi["phase"][region]
-        rows_m.append(_regression_figures(out, ref, peak))
-        rows_b.append(_baseline_figures(est[region], ref, peak))
-    return {
-        "held_out": "qpi_dpc_cells "
-        + (
-            "crops " + str([list(c) for c in _QPI_SUBSET]) + " (row, column), 256 x 256"
-            if subset
-            else "columns 1000-1999, all rows"
-        ),
-        "model": _mean_figures(rows_m),
-        "baseline": _mean_figures(rows_b),
-        "baseline_name": "two-image (r1, r2) Tikhonov DPC phase (napari_im2im_uq.data."
-        "dpc_tikhonov, reg 1e-2, whole field) with gain and offset fitted on the training columns",
-        "averaging": "mean over regions; PSNR with peak 5 rad (the output_range)",
-    }
-
-
-def _measure_mask(model, base_model, recipe: Recipe, *, subset: bool, root) -> dict[str, Any]:
-    mu = float(recipe.loss_options.get("mu", 2.0))
-    masks, errors, widths = [], [], []
-    for _, arrays in _em_eval_images(subset, root):
-        y = arrays["raw"]
-        x = y[::4, ::4]
-        out = base_model(x, batch_size=1)
-        masks.append(model(x, prediction=out["prediction"], batch_size=1)["mask"])
-        errors.append(np.abs(out["prediction"] - y))
-        widths.append(out["upper"] - out["lower"])
-    m, e, w = np.stack(masks), np.stack(errors), np.stack(widths)
-    best_const = float(np.clip(1 - mu * e.mean() / 2, 0, 1))
-
-    def objective(mask):
-        return float(np.mean((mask - 1) ** 2) + mu * np.mean(mask * e))
-
-    return {
-        "held_out": "em_drosophila_vnc stack1 "
-        + ("crops " + str([list(c) for c in _EM_SUBSET]) if subset else "slices 14-19"),
-        "model": {"spearman_error": _spearman(1 - m, e), "mask_loss": objective(m),
-                  "mean_mask": float(m.mean())},
-        "baseline": {"spearman_error": _spearman(w, e),
-                     "mask_loss": objective(np.full_like(m, best_const)),
-                     "mean_mask": best_const},
-        "baseline_name": "Spearman: the base model's interval width (upper - lower); mask loss: "
-        "the best constant mask",
-        "averaging": "pooled over all pixels",
-    }
 
 
 # -- the recipe runner -----------------------------------------------------------------------
@@ -829,87 +545,3 @@ def run_recipe(
     yield {"phase": "saved", "path": str(path)}
     return path
 
-
-#: Absolute tolerance of the re-measured subset figures (same weights, same code: only
-#: floating-point differences between machines and thread counts remain).
-_SUBSET_TOLERANCE = {"psnr_db": 0.02, "default": 0.002}
-
-
-def _table(held: dict[str, Any]) -> list[str]:
-    keys = [k for k in held["model"] if k in held["baseline"]]
-    only = [k for k in held["model"] if k not in held["baseline"]]
-    lines = ["| figure | model | baseline |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {held['model'][k]:.4g} | {held['baseline'][k]:.4g} |" for k in keys]
-    lines += [f"| {k} | {held['model'][k]:.4g} | - |" for k in only]
-    return lines
-
-
-def model_card_markdown(spec: dict[str, Any]) -> str:
-    """Render a bundle's ``model.json`` as its ``README.md`` model card.
-
-    Examples
-    --------
-    >>> text = model_card_markdown({"name": "m", "heuristic": "quantile", "card": {}})
-    >>> text.splitlines()[0]
-    '# m'
-    """
-    card = spec.get("card") or {}
-    training = card.get("training", {})
-    lines = [f"# {spec['name']}", "", card.get("description", ""), ""]
-    lines += [
-        "## Model",
-        "",
-        f"- heuristic: `{spec['heuristic']}`; outputs in data units",
-        f"- inputs: {spec.get('input_channels')}, normalization {spec.get('normalization')}",
-        f"- output_range: {spec.get('output_range')}; scale_factor: {spec.get('scale_factor')}; "
-        f"halo: {spec.get('halo')} input pixels",
-        f"- architecture: `{spec.get('architecture')}` {spec.get('kwargs')}",
-    ]
-    if "quantiles" in spec:
-        lines.append(f"- quantile levels: {spec['quantiles']} (uncalibrated: calibrate before use)")
-    if "classes" in spec:
-        lines.append(f"- classes: {spec['classes']}")
-    if "base_model" in spec:
-        lines.append(f"- base model: {spec['base_model']}")
-    lines += ["", "## Training data", "", "```json",
-              json.dumps(spec.get("training_data"), indent=2), "```", ""]
-    if training:
-        lines += [
-            "## Training",
-            "",
-            f"- command: `{training.get('command')}`",
-            f"- steps: {training.get('steps')}, batch {training.get('batch_size')} patches of "
-            f"{training.get('patch')} input pixels, {training.get('optimizer')}, augmentation "
-            f"`{training.get('augmentation')}`, seed {training.get('seed')}",
-            f"- loss options: {training.get('loss_options')}",
-            f"- wall time: {training.get('wall_time_s')} s of training on "
-            f"{training.get('machine')} (nice'd, shared); torch {training.get('torch')}",
-            "",
-        ]
-    held = card.get("held_out")
-    if held:
-        lines += ["## Quality on held-out data", "", f"Held out: {held['held_out']}.",
-                  f"Baseline: {held['baseline_name']}. Averaging: {held['averaging']}.", ""]
-        lines += _table(held)
-        lines.append("")
-    sub = card.get("subset")
-    if sub:
-        lines += ["### Subset re-measured by `tests/test_zoo.py`", "",
-                  f"{sub['held_out']}; tolerance {sub.get('tolerance')}.", ""]
-        lines += _table(sub)
-        lines.append("")
-    lines += [
-        "## Limitations",
-        "",
-        "- A small U-Net trained for minutes on a 2-core CPU: a demonstration model, not a "
-        "state-of-the-art one.",
-        "- Uncertainty outputs are heuristic until calibrated on held-out data from the same "
-        "population (see napari_im2im_uq.calibration).",
-        "",
-        "## Licence and citation",
-        "",
-        f"- licence: {spec.get('licence')}",
-        f"- cite: {spec.get('citation')}",
-        "",
-    ]
-    return "\n".join(lines)

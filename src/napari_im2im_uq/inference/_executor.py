@@ -1,0 +1,253 @@
+"""The one executor: runs the tasks of a dask graph with progress and cancel.
+
+Two backends run the same graph: threads in this process (``scheduler=None``) or a
+``dask.distributed`` scheduler (an address or a ``Client``). :func:`run_graph` is a generator
+that yields ``(done, total)`` after each task it was asked for finishes; closing it
+(``GeneratorExit``: ``gen.close()``, a napari worker's quit) cancels, letting the tasks in
+flight finish and starting no new one. Memory output (:func:`compute_outputs`) and zarr
+output (:func:`~napari_im2im_uq.inference.predict_to_zarr`) both run here.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["check_scheduler", "compute_outputs", "run_graph"]
+
+#: Tasks handed to the local scheduler at once.
+WAVE = 512
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def check_scheduler(scheduler) -> None:
+    """Refuse a ``scheduler`` that is not None, an address or a ``distributed.Client``."""
+    if scheduler is None or isinstance(scheduler, str):
+        return
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed is optional
+        Client = ()  # noqa: N806
+    if not isinstance(scheduler, Client):
+        raise ValueError(
+            "scheduler must be None (threads in this process), a dask scheduler address or a "
+            f"dask.distributed.Client; got {type(scheduler).__name__}"
+        )
+
+
+def _run_local(graph, keys, done: int, total: int):
+    from dask.threaded import get
+
+    wanted = set(keys)
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+
+    def pretask(key, dsk, state):
+        if cancel.is_set():
+            raise _Cancelled
+
+    def posttask(key, result, dsk, state, worker_id):
+        if key in wanted:
+            events.put(("task", None))
+
+    workers = max(2, os.cpu_count() or 2)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="im2im-exec")
+
+    def target():
+        try:
+            # Waves of tasks: the scheduler's state stays small however large the volume.
+            for start in range(0, len(keys), WAVE):
+                wave = keys[start : start + WAVE]
+                get(
+                    dict(graph.cull(set(wave))),
+                    wave,
+                    pool=pool,
+                    num_workers=workers,
+                    callbacks=[(None, None, pretask, posttask, None)],
+                )
+            events.put(("end", None))
+        except _Cancelled:
+            events.put(("end", None))
+        except BaseException as err:  # noqa: BLE001 - handed to the generator's caller
+            events.put(("error", err))
+
+    thread = threading.Thread(target=target, name="im2im-exec-scheduler", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind == "task":
+                done += 1
+                yield done, total
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        cancel.set()
+        thread.join()
+        pool.shutdown(wait=True)
+
+
+def _run_distributed(graph, keys, done: int, total: int, scheduler, collect):
+    from distributed import Client, as_completed
+
+    own = not isinstance(scheduler, Client)
+    client = Client(scheduler, set_as_default=False) if own else scheduler
+    pending = set()
+    try:
+        futures = client.get(graph.cull(set(keys)), keys, sync=False)
+        pending = set(futures)
+        completed = as_completed(futures, loop=client.loop)
+        del futures
+        for future in completed:
+            value = future.result()  # raises the task's error
+            if collect is not None:
+                collect(future.key, value)
+            del value
+            pending.discard(future)
+            future.release()  # a lost worker must not make a finished task run again
+            done += 1
+            yield done, total
+    finally:
+        if pending:
+            client.cancel(list(pending))
+        if own:
+            client.close()
+
+
+def _sink(value, *, collect, key):
+    collect(key, value)
+
+
+def run_graph(graph, keys, *, scheduler=None, done: int = 0, total: int | None = None,
+              collect=None):
+    """Run ``keys`` of ``graph`` (a ``HighLevelGraph``); a generator of ``(done, total)``.
+
+    Parameters
+    ----------
+    graph : dask.highlevelgraph.HighLevelGraph
+    keys : list
+        The tasks to run (and count); their dependencies run as needed.
+    scheduler : None, str or distributed.Client
+        None: threads in this process. An address or a ``Client``: that cluster.
+    done, total : int
+        Where the count starts (tasks already done elsewhere) and its end (default
+        ``done + len(keys)``).
+    collect : callable, optional
+        ``collect(key, value)`` receives each key's result in this process (locally in the
+        task's thread, right after the task; from a cluster as results arrive), so results
+        are never held until the end.
+
+    Yields
+    ------
+    (int, int)
+        After each task of ``keys`` finishes.
+    """
+    total = done + len(keys) if total is None else total
+    if not keys:
+        return
+    if scheduler is None:
+        if collect is not None:
+            from dask.highlevelgraph import HighLevelGraph
+
+            name = f"im2im-sink-{id(collect):x}"
+            sinks = {
+                (name, i): ((lambda k: lambda v: _sink(v, collect=collect, key=k))(key), key)
+                for i, key in enumerate(keys)
+            }
+            graph = HighLevelGraph.merge(graph, HighLevelGraph.from_collections(name, sinks))
+            keys = list(sinks)
+        yield from _run_local(graph, keys, done, total)
+    else:
+        yield from _run_distributed(graph, keys, done, total, scheduler, collect)
+
+
+def _pack(*parts):
+    return parts
+
+
+def compute_outputs(outputs: dict, *, scheduler=None):
+    """Compute lazy outputs into numpy arrays, block by block; a job generator.
+
+    Yields ``(done_blocks, total_blocks)`` (first ``(0, total)``) and returns a dict of
+    numpy arrays (``StopIteration.value``). The outputs of one block come from one task, so
+    views of one stacked array (the outputs of :func:`predict`) run the model once per block
+    for all of them. Closing the generator cancels: blocks in flight finish, no new one
+    starts. Memory holds the results and the blocks in flight only.
+
+    Parameters
+    ----------
+    outputs : dict of str to dask.array.Array
+        Arrays on one block grid: their last dimensions are chunked alike; leading
+        dimensions that only some have (e.g. the class axis of ``probabilities``) must be
+        one chunk.
+    scheduler : None, str or distributed.Client
+        As for :func:`run_graph`.
+
+    Returns
+    -------
+    generator
+        Yields ``(int, int)``; returns ``dict`` of str to numpy.ndarray.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> from napari_im2im_uq.inference import compute_outputs
+    >>> from napari_im2im_uq._jobs import run_to_end
+    >>> x = da.arange(16, chunks=4).reshape(4, 4).rechunk(2)
+    >>> out = run_to_end(compute_outputs({"a": x, "b": 2 * x}))
+    >>> int(out["b"][3, 3]), type(out["a"]).__name__
+    (30, 'ndarray')
+    """
+    import dask
+    from dask.highlevelgraph import HighLevelGraph
+
+    check_scheduler(scheduler)
+    if not outputs:
+        raise ValueError("outputs must hold at least one array; got an empty dict")
+    names = list(outputs)
+    arrays = [outputs[k] for k in names]
+    grid_ndim = min(a.ndim for a in arrays)
+    ref = min(arrays, key=lambda a: a.ndim)
+    grid = ref.numblocks
+    for k, a in zip(names, arrays, strict=True):
+        lead = a.ndim - grid_ndim
+        if a.chunks[lead:] != ref.chunks or any(n != 1 for n in a.numblocks[:lead]):
+            raise ValueError(
+                f"outputs must share one block grid; {k!r} has chunks {a.chunks}, the grid is "
+                f"{ref.chunks}"
+            )
+    starts = [np.r_[0, np.cumsum(c)] for c in ref.chunks]
+    result = {k: np.empty(a.shape, dtype=a.dtype) for k, a in zip(names, arrays, strict=True)}
+    leads = [a.ndim - grid_ndim for a in arrays]
+    name = f"im2im-blocks-{dask.base.tokenize(*arrays)}"
+    dsk, regions = {}, {}
+    for idx in np.ndindex(*grid):
+        key = (name, *idx)
+        dsk[key] = (_pack, *[(a.name, *(0,) * n, *idx) for a, n in zip(arrays, leads, strict=True)])
+        regions[key] = tuple(slice(int(s[j]), int(s[j + 1])) for s, j in zip(starts, idx,
+                                                                             strict=True))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=list(arrays))
+
+    def collect(key, parts):
+        region = regions[key]
+        for k, n, part in zip(names, leads, parts, strict=True):
+            result[k][(slice(None),) * n + region] = part
+
+    total = len(dsk)
+    return _compute(graph, list(dsk), total, scheduler, collect, result)
+
+
+def _compute(graph, keys, total, scheduler, collect, result):
+    yield 0, total
+    yield from run_graph(graph, keys, scheduler=scheduler, total=total, collect=collect)
+    return result
