@@ -15,20 +15,13 @@ __all__ = ["MEMORY_LIMIT", "predict", "predict_job"]
 MEMORY_LIMIT = 1 << 30
 
 
-_MODEL_CACHE: dict = {}
-
-
 def _load_model(model):
-    """Return a loaded model: an Im2ImModel as is, a name or folder loaded once per process."""
+    """Return a loaded model: an Im2ImModel as is, a name or folder from the one model cache."""
     if hasattr(model, "spec") and hasattr(model, "network"):
         return model
-    from ..models import load_model, read_spec
+    from ..models import load_cached
 
-    spec = read_spec(model)
-    key = (spec["path"], spec.get("sha256"))
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_model(spec["path"])
-    return _MODEL_CACHE[key]
+    return load_cached(model)
 
 
 def _model_info(model) -> dict:
@@ -65,20 +58,6 @@ def _infer_axes(shape, n_channels: int, axes) -> str:
     )
 
 
-def _qpi_inputs(model, data, axes: str):
-    """Append the derived Tikhonov phase channel the QPI model takes (computed per plane)."""
-    from ..training._recipes import qpi_tikhonov_channel
-
-    arr = np.asarray(data, dtype=np.float32)
-    c = axes.index("C")
-    arr = np.moveaxis(arr, c, -3)  # (..., C, Y, X)
-    flat = arr.reshape((-1,) + arr.shape[-3:])
-    extra = np.stack([qpi_tikhonov_channel(p[0], p[1]) for p in flat]).astype(np.float32)
-    out = np.concatenate([flat, extra[:, None]], axis=1).reshape(
-        arr.shape[:-3] + (arr.shape[-3] + 1,) + arr.shape[-2:])
-    return np.moveaxis(out, -3, c)
-
-
 def predict_job(model, image, *, second_image=None, prediction=None, axes=None, tile_shape=None,
                 batch_size=None, device="auto", precision="auto", output="auto", store=None,
                 overwrite=False):
@@ -86,8 +65,8 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
 
     Yields ``(done_blocks, total_blocks)``; returns the list of layer-data tuples.
     """
-    from ..inference import predict as _predict
-    from ..inference import predict_to_zarr
+    from ..inference import compute_outputs, make_plan, predict_to_zarr
+    from ..models import given_channels
 
     if output not in ("auto", "memory", "lazy", "zarr"):
         raise ValueError(f"output must be 'auto', 'memory', 'lazy' or 'zarr'; got {output!r}")
@@ -101,9 +80,7 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
     loaded = _load_model(model)
     data = layers.data_of(image, "image")
     in_name = layers.name_of(image, "image")
-    n_in = len(loaded.in_channels)
-    derived = "phase_tikhonov_r1r2" in loaded.in_channels
-    given_channels = n_in - 1 if derived else n_in
+    n_given = len(given_channels(loaded.spec))  # the bundle derives the others itself
     if second_image is not None:
         second = layers.data_of(second_image, "second_image")
         if tuple(second.shape) != tuple(data.shape):
@@ -115,9 +92,7 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
 
         stack_axis = data.ndim - 2  # before rows: (C, Y, X) or (Z, C, Y, X)
         data = da.stack([da.asarray(data), da.asarray(second)], axis=stack_axis)
-    axes = _infer_axes(data.shape, given_channels, axes)
-    if derived:
-        data = _qpi_inputs(loaded, data, axes)
+    axes = _infer_axes(data.shape, n_given, axes)
     pred_data = None if prediction is None else layers.data_of(prediction, "prediction")
     spatial = [i for i, a in enumerate(axes) if a in "ZYX"]
     in_scale, in_translate = layers.geometry(image, len(axes))
@@ -125,23 +100,22 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
     s = int(loaded.scale_factor)
     out_scale = in_scale.copy()
     out_scale[-2:] /= s
-    outs = _predict(loaded, data, axes=axes, tile_shape=tile_shape, batch_size=batch_size,
-                    device=device, precision=precision, prediction=pred_data)
-    nbytes = sum(int(np.prod(o.shape)) * 4 for o in outs.values())
-    if output == "auto":
-        output = "memory" if nbytes <= MEMORY_LIMIT else "lazy"
-    if output == "zarr":
-        gen = predict_to_zarr(loaded, data, store, axes=axes, tile_shape=tile_shape,
-                              batch_size=batch_size, device=device, precision=precision,
-                              prediction=pred_data, overwrite=overwrite)
-        arrays = yield from gen
+    options = dict(axes=axes, tile_shape=tile_shape, batch_size=batch_size, device=device,
+                   precision=precision, prediction=pred_data)
+    if output == "zarr":  # planned once, there (a resumed store keeps its tiles)
+        arrays = yield from predict_to_zarr(loaded, data, store, overwrite=overwrite, **options)
         import dask.array as da
 
         outs = {k: da.from_zarr(v) for k, v in arrays.items()}
-    elif output == "memory":
-        outs = yield from _compute_blocks(outs)
     else:
-        yield 1, 1
+        outs = make_plan(loaded, data, **options).outputs()
+        nbytes = sum(int(np.prod(o.shape)) * 4 for o in outs.values())
+        if output == "auto":
+            output = "memory" if nbytes <= MEMORY_LIMIT else "lazy"
+        if output == "memory":
+            outs = yield from compute_outputs(outs)
+        else:
+            yield 1, 1
     run = uuid.uuid4().hex
     info = _model_info(loaded)
     names = {k: f"{k} ({loaded.name})" for k in outs}
@@ -171,33 +145,6 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
     return tuples
 
 
-def _compute_blocks(outs: dict):
-    """Compute lazy outputs block by block into numpy (one model run per block for all)."""
-    import dask
-
-    keys = list(outs)
-    ref_key = next((k for k in keys if k != "probabilities"), keys[0])
-    ref = outs[ref_key]
-    offset = 1 if ref_key == "probabilities" else 0
-    grid = ref.numblocks[offset:]
-    starts = [np.r_[0, np.cumsum(c)] for c in ref.chunks[offset:]]
-    result = {k: np.empty(v.shape, dtype=v.dtype) for k, v in outs.items()}
-    total = int(np.prod(grid))
-    yield 0, total
-    for i, idx in enumerate(np.ndindex(*grid)):
-        region = tuple(slice(int(st[j]), int(st[j + 1])) for st, j in zip(starts, idx))
-        parts = []
-        for k in keys:
-            b = (0, *idx) if k == "probabilities" else idx
-            parts.append(outs[k].blocks[b])
-        values = dask.compute(*parts, scheduler="threads")
-        for k, v in zip(keys, values):
-            target = (slice(None), *region) if k == "probabilities" else region
-            result[k][target] = v
-        yield i + 1, total
-    return result
-
-
 def predict(model, image, *, progress=None, **kwargs) -> list:
     """Run a model over an image (a layer or an array) and return its outputs as layer tuples.
 
@@ -208,7 +155,8 @@ def predict(model, image, *, progress=None, **kwargs) -> list:
     image : napari Image layer or array-like
         Raw input in data units. A two-input model (QPI: top and bottom oblique images) takes
         a layer with a channel axis first (channels, rows, columns) or ``second_image``; the
-        derived Tikhonov channel of ``qpi-dpc-quantile`` is computed here.
+        channels a bundle derives (the Tikhonov phase of ``qpi-dpc-quantile``) are computed
+        by inference, lazily.
     progress : callable, optional
         Called with ``(done_blocks, total_blocks)``.
     second_image : layer or array-like, optional
