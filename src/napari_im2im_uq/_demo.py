@@ -151,28 +151,29 @@ def run_report(args) -> int:
          lambda: calibrate_intervals(c["prediction"], c["lower"], c["upper"], c["truth"],
                                      alpha=args.alpha, delta=args.delta),
          lambda r: held_out_losses(r, prediction=t["prediction"], lower=t["lower"],
-                                   upper=t["upper"], truth=t["truth"])),
+                                   upper=t["upper"], truth=t["truth"]), None),
         ("intervals, CRC",
          lambda: calibrate_intervals(c["prediction"], c["lower"], c["upper"], c["truth"],
                                      alpha=args.alpha, rule="crc"),
          lambda r: held_out_losses(r, prediction=t["prediction"], lower=t["lower"],
-                                   upper=t["upper"], truth=t["truth"])),
+                                   upper=t["upper"], truth=t["truth"]), None),
         ("trust mask, CRC (pointwise error)",
          lambda: calibrate_trust_mask(c["sigma"], c["prediction"], c["truth"], alpha=0.25,
                                       data_range=(0, 1)),
          lambda r: held_out_losses(r, sigma=t["sigma"], prediction=t["prediction"],
-                                   truth=t["truth"])),
+                                   truth=t["truth"]),
+         lambda r: f"trusted fraction of the test pixels = {r.trust_mask(t['sigma']).mean():.3f}"),
         ("continuous mask, conformal (L1)",
          lambda: calibrate_mask(c["mask_scores"], c["prediction"], c["truth"], alpha=0.02,
                                 beta=0.9),
          lambda r: held_out_losses(r, mask_scores=t["mask_scores"], prediction=t["prediction"],
-                                   truth=t["truth"])),
+                                   truth=t["truth"]), None),
         ("membrane sets, CRC (miscoverage)",
          lambda: calibrate_segmentation(c["probabilities"], c["labels"], alpha=args.alpha),
-         lambda r: held_out_losses(r, scores=t["probabilities"], labels=t["labels"])),
+         lambda r: held_out_losses(r, scores=t["probabilities"], labels=t["labels"]), None),
     ]
     records = {}
-    for title, calibrate, evaluate in runs:
+    for title, calibrate, evaluate, extra in runs:
         res = calibrate()
         risk = float(np.mean(evaluate(res)))
         level = res.alpha if res.rule != "conformal" else 1 - res.beta
@@ -181,8 +182,8 @@ def run_report(args) -> int:
         print(f"== {title}")
         print(f"   lam_hat = {res.lam:.6g}   calibration risk = {res.empirical_risk:.4g}   "
               f"held-out {what} = {risk:.4g} (target <= {level:g})")
-        if res.method == "trust_mask":
-            print(f"   trusted fraction of the test pixels = {res.trust_mask(t['sigma']).mean():.3f}")
+        if extra is not None:
+            print(f"   {extra(res)}")
         print(f"   {res.guarantee}\n")
         records[title] = {"result": res.to_dict(), "held_out_risk": risk}
     print(f"done in {time.perf_counter() - t0:.1f} s")

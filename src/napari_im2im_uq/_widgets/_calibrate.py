@@ -25,12 +25,6 @@ from ._common import (
 )
 from ._plot import PlotArea, plot_curve, render
 
-METHOD_LABELS = {
-    "intervals": "intervals (per-pixel, RCPS / CRC)",
-    "trust_mask": "trust mask (Adame et al.)",
-    "mask": "continuous mask (Kutiel et al.)",
-    "segmentation": "segmentation sets (varisco)",
-}
 REGION_NOTE = (
     "The labeled tiles stand for the population: if they come from one contiguous region, that "
     "the rest of the image behaves like it is an assumption, not a guarantee. A random tile plan "
@@ -56,9 +50,10 @@ class CalibrateWidget(Panel):
                                  tooltip="calibration tile (output pixels): the unit the "
                                          "guarantee speaks about")
         self.tile_cols = SpinBox(label="tile columns", value=64, min=4, max=4096)
-        self.method = ComboBox(label="method", choices=[(v, k) for k, v in METHOD_LABELS.items()],
-                               value="intervals")
-        self.rule = ComboBox(label="rule", choices=list(api.RULES["intervals"]))
+        first = api.method_names()[0]
+        self.method = ComboBox(label="method", value=first,
+                               choices=[(api.method(m).title, m) for m in api.method_names()])
+        self.rule = ComboBox(label="rule", choices=list(api.method(first).rules))
         self.bound = ComboBox(label="bound", choices=list(api.BOUNDS))
         self.alpha = FloatSpinBox(label="alpha", value=0.1, min=0.0, max=1.0, step=0.001)
         self.delta = FloatSpinBox(label="delta", value=0.1, min=0.0, max=1.0, step=0.001)
@@ -104,12 +99,12 @@ class CalibrateWidget(Panel):
         return [self.calibrate_button, self.check_button]
 
     def _method_changed(self, *_):
-        method = self.method.value
-        self.rule.choices = list(api.RULES[method])
-        self.rule.value = api.RULES[method][0]
-        self.beta.visible = method == "mask"
-        self.sigma.visible = method == "trust_mask"
-        self.bounds_box.visible = method == "intervals"
+        entry = api.method(self.method.value)
+        self.rule.choices = list(entry.rules)
+        self.rule.value = entry.rules[0]
+        self.beta.visible = "beta" in entry.options
+        self.sigma.visible = "sigma" in entry.options
+        self.bounds_box.visible = "show_bounds" in entry.options
         self.refresh()
 
     def outputs(self):
@@ -123,22 +118,23 @@ class CalibrateWidget(Panel):
         self.bound.visible = rule == "rcps"
         self.delta.visible = rule == "rcps"
         method = self.method.value
+        entry = api.method(method)
         if self.prediction.value is None:
             return "choose an output layer of a Predict run"
         outputs = self.outputs()
-        missing = [k for k in api.NEEDS[method] if k not in outputs]
+        missing = [k for k in entry.needs if k not in outputs]
         if missing:
-            return (f"method {method} needs the outputs {list(api.NEEDS[method])}; this run has "
+            return (f"method {method} needs the outputs {list(entry.needs)}; this run has "
                     f"{sorted(outputs)}")
         truth = self.truth.value
         if truth is None:
             return "choose a ground-truth layer"
-        if method == "segmentation" and kind(truth) != "labels":
-            return "segmentation needs a Labels layer as ground truth (0 = not annotated)"
-        if method != "segmentation" and kind(truth) != "image":
+        if entry.truth == "labels" and kind(truth) != "labels":
+            return f"{method} needs a Labels layer as ground truth (0 = not annotated)"
+        if entry.truth == "image" and kind(truth) != "image":
             return f"{method} needs an Image layer as ground truth; got a {kind(truth)} layer"
-        ref = outputs[api.NEEDS[method][0]].data
-        grid = ref.shape[1:] if method == "segmentation" else ref.shape
+        ref = outputs[entry.needs[0]].data
+        grid = ref.shape[1:] if entry.class_axis else ref.shape
         if tuple(truth.data.shape) != tuple(grid):
             return (f"ground truth must be on the outputs' grid {tuple(grid)}; got "
                     f"{tuple(truth.data.shape)}")
@@ -147,7 +143,7 @@ class CalibrateWidget(Panel):
         for w in (self.alpha, self.delta, self.beta):
             if w.visible and not 0.0 < w.value < 1.0:
                 return f"{w.label} must be in (0, 1); got {w.value}"
-        if (method == "trust_mask" and self.sigma.value not in ("auto", "width")
+        if ("sigma" in entry.options and self.sigma.value not in ("auto", "width")
                 and self.sigma.value not in outputs):
             return f"the trust score {self.sigma.value!r} is not an output of this run"
         return None
@@ -163,9 +159,10 @@ class CalibrateWidget(Panel):
         }
         if self.rule.value == "rcps":
             opts.update(delta=float(self.delta.value), bound=self.bound.value)
-        if self.method.value == "mask":
+        entry = api.method(self.method.value)
+        if "beta" in entry.options:
             opts["beta"] = float(self.beta.value)
-        if self.method.value == "trust_mask" and self.sigma.value != "auto":
+        if "sigma" in entry.options and self.sigma.value != "auto":
             opts["sigma"] = self.sigma.value
         return opts
 
@@ -174,7 +171,7 @@ class CalibrateWidget(Panel):
         if self.problems() is not None:
             return None
         outputs, truth, opts = self.outputs(), self.truth.value, self.options()
-        if opts["method"] == "intervals":
+        if "show_bounds" in api.method(opts["method"]).options:
             opts["show_bounds"] = bool(self.bounds_box.value)
         height = self.plot.height
 

@@ -67,13 +67,14 @@ class DiagnosticsWidget(Panel):
         if self.prediction.value is None:
             return "choose an output layer of a Predict run on the held-out data"
         outputs = api.model_outputs(self.viewer.layers, self.prediction.value)
-        missing = [k for k in api.NEEDS[method] if k not in outputs]
+        entry = api.method(method)
+        missing = [k for k in entry.needs if k not in outputs]
         if missing:
-            return f"the record's method {method} needs the outputs {list(api.NEEDS[method])}"
+            return f"the record's method {method} needs the outputs {list(entry.needs)}"
         if self.truth.value is None:
             return "choose the held-out ground truth"
-        ref = outputs[api.NEEDS[method][0]].data
-        grid = ref.shape[1:] if method == "segmentation" else ref.shape
+        ref = outputs[entry.needs[0]].data
+        grid = ref.shape[1:] if entry.class_axis else ref.shape
         if tuple(self.truth.value.data.shape) != tuple(grid):
             return (f"held-out truth must be on the outputs' grid {tuple(grid)}; got "
                     f"{tuple(self.truth.value.data.shape)}")
@@ -91,12 +92,10 @@ class DiagnosticsWidget(Panel):
         height = self.plot.height
 
         def job():
-            from .._diagnostics import plot_diagnostics
-
             report = yield from api.diagnose_job(rec, outputs, truth, regions=regions,
                                                  n_splits=n_splits, seed=seed,
                                                  leave_out_calibration=leave_out)
-            return report, render(lambda fig: plot_diagnostics(report, fig), height=height)
+            return report, render(lambda fig: api.plot_diagnostics(report, fig), height=height)
 
         return self.runner.run(job, self._done, "diagnostics")
 

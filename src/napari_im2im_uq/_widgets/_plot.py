@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from .. import api
+
 WIDTH_IN = 4.6
 DPI = 100
 
@@ -65,7 +67,8 @@ def plot_curve(figure, result) -> object:
     ax = figure.add_subplot(1, 1, 1)
     curve = result.curve or {}
     lam = [float(v) for v in curve.get("lam", [])]
-    level = float(1 - result.beta) if result.rule in ("conformal", "paper") else result.alpha
+    entry = api.method(result.method)
+    level = entry.level(result)
     if lam:
         ax.plot(lam, curve["risk"], color="tab:blue", label="empirical risk")
         if curve.get("bound"):
@@ -75,8 +78,7 @@ def plot_curve(figure, result) -> object:
     ax.axhline(level, color="tab:red", linestyle="--", label=f"target {level:g}")
     if math.isfinite(result.lam):
         ax.axvline(result.lam, color="black", linestyle=":", label=f"lam_hat = {result.lam:.4g}")
-    x_name = "threshold t" if result.method == "trust_mask" else "lam"
-    ax.set_xlabel(x_name)
+    ax.set_xlabel(entry.x_label)
     ax.set_ylabel("risk")
     ax.set_title(f"{result.method}, rule {result.rule}, n = {result.n} tiles", fontsize=9)
     ax.legend(fontsize=7, loc="best")
