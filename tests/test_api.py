@@ -249,3 +249,18 @@ def test_record_tiles_are_pixel_boxes_in_world_coordinates_and_round_trip():
     np.testing.assert_array_equal(back, cal.tiles)  # the Shapes layer marks the same tiles
     report = api.diagnose(cal.record, outputs, truth, n_splits=3, leave_out_calibration=False)
     assert report["tiles_used_to_calibrate"] == len(cal.tiles) == 32
+
+
+def test_trust_mask_score_given_as_a_layer_is_read_as_its_array():
+    from types import SimpleNamespace
+
+    outputs, truth = _outputs(shape=(64, 64))
+    score = (outputs["upper"] - outputs["lower"]).astype(np.float32)
+    layer = SimpleNamespace(data=score, metadata={}, name="my score", scale=(1.0, 1.0),
+                            translate=(0.0, 0.0))
+    by_layer = api.calibrate(outputs, truth, method="trust_mask", alpha=0.3, sigma=layer,
+                             data_range=(-1, 2), tile_shape=(16, 16))
+    by_array = api.calibrate(outputs, truth, method="trust_mask", alpha=0.3, sigma=score,
+                             data_range=(-1, 2), tile_shape=(16, 16))
+    assert by_layer.result.lam == by_array.result.lam
+    np.testing.assert_array_equal(by_layer.layers[0][0], by_array.layers[0][0])

@@ -50,7 +50,7 @@ _OUTPUT_STYLE = {
 
 
 def output_style(output: str) -> dict:
-    """Layer kwargs of a model output ("prediction", "lower", "std", ...) as napari shows it."""
+    """Return the layer kwargs of a model output ("prediction", "lower", "std", ...)."""
     return dict(_OUTPUT_STYLE.get(output, {}))
 
 
@@ -188,7 +188,7 @@ def model_outputs(layers, prediction) -> dict:
 
 
 def untrusted_style() -> dict:
-    """Layer kwargs of the trust-mask overlay: untrusted pixels in magenta, the rest clear."""
+    """Return the layer kwargs of the trust-mask overlay: untrusted pixels magenta, rest clear."""
     return {
         "colormap": {"colors": [[0.0, 0.0, 0.0, 0.0], list(UNTRUSTED_RGBA)],
                      "name": "im2im-uq untrusted"},
@@ -201,17 +201,19 @@ def untrusted_style() -> dict:
 
 
 def product_style(role: str, data, limits=None) -> dict:
-    """Layer kwargs of a calibrated product by its role (see ``calibration.methods.Product``).
+    """Return the layer kwargs of a calibrated product by its role (``methods.Product``).
 
-    Roles: "width" (interval width: heat map over the prediction, contrast up to the 99th
-    percentile), "bound" (a calibrated bound, hidden), "untrusted" (the trust-mask overlay),
-    "mask" (a continuous mask in [0, 1]), "segmentation" (labels), "set_size" (heat map from
-    0 to ``limits``), "varisco" (heat map in [0, 1], hidden).
+    Roles: "width" (interval width: heat map over the prediction, contrast ``limits``, by
+    default up to the 99th percentile), "bound" (a calibrated bound, hidden), "untrusted"
+    (the trust-mask overlay), "mask" (a continuous mask in [0, 1]), "segmentation" (labels),
+    "set_size" (heat map from 0 to ``limits``), "varisco" (heat map in [0, 1], hidden).
     """
     if role == "width":
-        hi = float(np.nanpercentile(np.asarray(data[..., ::4, ::4]), 99)) or 1.0
-        return {"colormap": HEAT_COLORMAP, "contrast_limits": (0.0, hi), "blending": "additive",
-                "opacity": 0.7}
+        if limits is None:
+            hi = float(np.nanpercentile(np.asarray(data[..., ::4, ::4]), 99))
+            limits = (0.0, hi or 1.0)
+        return {"colormap": HEAT_COLORMAP, "contrast_limits": tuple(float(v) for v in limits),
+                "blending": "additive", "opacity": 0.7}
     if role == "bound":
         return {"colormap": "gray", "visible": False}
     if role == "untrusted":

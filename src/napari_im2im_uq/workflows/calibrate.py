@@ -51,6 +51,7 @@ class Collected:
 def collect(outputs, truth, *, method, tile_shape, regions=None, sigma=None) -> Collected:
     """Check the inputs, choose the tiles in ``regions`` and cut what ``method`` reads."""
     entry = methods.get(method)
+    sigma = _score(sigma)
     if not isinstance(outputs, dict):
         raise ValueError(
             "outputs must be a dict of output name to layer or array (api.model_outputs gives "
@@ -102,6 +103,13 @@ def collect(outputs, truth, *, method, tile_shape, regions=None, sigma=None) -> 
     )
 
 
+def _score(sigma):
+    """Return a trust-mask score given as a layer as its array (names and arrays as they are)."""
+    if sigma is None or isinstance(sigma, str):
+        return sigma
+    return layers.data_of(sigma, "sigma")
+
+
 def _data_range(outputs, data_range):
     if data_range is not None:
         return tuple(float(v) for v in data_range)
@@ -127,6 +135,8 @@ def result_layers(entry, result, record, outputs, *, show_bounds=False, **option
             "translate": tuple(float(v) for v in translate)}
     opts = entry.apply_options(record)
     opts.update({k: v for k, v in options.items() if v is not None})
+    if "sigma" in opts:
+        opts["sigma"] = _score(opts["sigma"])
     out = []
     for product in entry.products(result, arrays, show_bounds=show_bounds, **opts):
         kwargs = {"name": f"{product.name} ({model})",
@@ -154,7 +164,7 @@ def calibrate_job(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, r
     result = _calibrate_tiles(col, outputs, alpha=alpha, delta=delta, rule=rule, bound=bound,
                               beta=beta, distance=distance, data_range=data_range, seed=seed)
     yield 2, 3
-    extra = dict(col.method.record_extra(col.arrays, sigma=sigma))
+    extra = dict(col.method.record_extra(col.arrays, sigma=_score(sigma)))
     extra["truth_range"] = col.truth_range
     record = make_record(result, outputs, truth, col.origins, col.geometry, col.tile_shape,
                          extra)
