@@ -8,13 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from napari_im2im_uq._diagnostics import (
-    check_tiles,
-    diagnose_tiles,
-    plot_diagnostics,
-    recalibrate_like,
-)
-from napari_im2im_uq._diagnostics import diagnostics_report as diagnose
+from napari_im2im_uq._diagnostics import plot_diagnostics
 from napari_im2im_uq.calibration import (
     CalibrationResult,
     InfeasibleCalibrationError,
@@ -23,6 +17,12 @@ from napari_im2im_uq.calibration import (
     calibrate_segmentation,
     calibrate_trust_mask,
 )
+from napari_im2im_uq.calibration.diagnostics import (
+    check_tiles,
+    diagnose_tiles,
+    recalibrate_like,
+)
+from napari_im2im_uq.calibration.diagnostics import diagnostics_report as diagnose
 from napari_im2im_uq.calibration.evaluation import held_out_losses
 from napari_im2im_uq.data import tem_calibration_tiles
 

@@ -1,8 +1,9 @@
 """The plots of a diagnostics report, drawn on a ``matplotlib.figure.Figure`` (no Qt, no napari).
 
 The numbers come from :mod:`napari_im2im_uq.calibration.diagnostics` (``diagnose_tiles``, a
-generator, and ``diagnostics_report``; re-exported here with ``check_tiles`` and
-``recalibrate_like``). :func:`plot_diagnostics` draws the risk histogram, then the plot *kinds*
+generator, and ``diagnostics_report``).
+
+:func:`plot_diagnostics` draws the risk histogram, then the plot *kinds*
 the method's registry entry declares (``methods.get(method).plots``); the drawing functions
 below are keyed by plot kind, never by method. matplotlib is imported only when drawing.
 """
@@ -16,22 +17,9 @@ import numpy as np
 
 from ._validation import check_int
 from .calibration import methods
-from .calibration.diagnostics import (
-    check_tiles,
-    diagnose_tiles,
-    diagnostics_report,
-    recalibrate_like,
-)
 from .calibration.methods._report import fmt
 
-__all__ = [
-    "PLOTS",
-    "check_tiles",
-    "diagnose_tiles",
-    "diagnostics_report",
-    "plot_diagnostics",
-    "recalibrate_like",
-]
+__all__ = ["PLOTS", "plot_diagnostics"]
 
 
 def _risk_histogram(ax, report):
@@ -181,6 +169,7 @@ def plot_diagnostics(report: dict, figure, *, ncols: int = 1) -> list:
     --------
     >>> from matplotlib.figure import Figure
     >>> from napari_im2im_uq.calibration import calibrate_intervals
+    >>> from napari_im2im_uq.calibration.diagnostics import diagnostics_report
     >>> rng = np.random.default_rng(0)
     >>> y = rng.normal(size=(60, 4, 4)); f = np.zeros_like(y)
     >>> res = calibrate_intervals(f[:30], f[:30] - 1, f[:30] + 1, y[:30], alpha=0.2, rule="crc")

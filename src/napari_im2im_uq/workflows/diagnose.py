@@ -19,8 +19,8 @@ __all__ = ["diagnose", "diagnose_job"]
 def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_splits=100, seed=0,
                  leave_out_calibration=True):
     """Diagnostics on held-out ground truth, as a generator (see :func:`diagnose`)."""
-    from .. import _diagnostics
     from ..calibration import CalibrationResult
+    from ..calibration.diagnostics import diagnose_tiles
 
     rec = as_record(record)
     result = CalibrationResult.from_dict(rec["calibration"])
@@ -42,7 +42,7 @@ def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_spl
             )
         tiles = {k: v[~seen] for k, v in tiles.items()}
         origins, seen = origins[~seen], seen[~seen]
-    report = yield from _diagnostics.diagnose_tiles(result, tiles, n_splits=n_splits, seed=seed)
+    report = yield from diagnose_tiles(result, tiles, n_splits=n_splits, seed=seed)
     report["tiles"] = origins
     report["calibration_tiles_left_out"] = left_out
     report["tiles_used_to_calibrate"] = used = int(seen.sum())
@@ -81,7 +81,7 @@ def diagnose(record, outputs, truth, *, progress=None, **kwargs) -> dict:
     Returns
     -------
     dict
-        The report of ``napari_im2im_uq._diagnostics.diagnose_tiles`` plus "tiles".
+        The report of ``napari_im2im_uq.calibration.diagnostics.diagnose_tiles`` plus "tiles".
     """
     return run_to_end(diagnose_job(record, outputs, truth, **kwargs),
                       callback=steps_callback(progress))

@@ -103,12 +103,12 @@ def model_io(model) -> dict:
     (['r1', 'r2'], False)
     """
     from ..inference._tiles import tile_side_from_spec
+    from ..models import given_channels
 
     spec = _spec(model)
-    derived = set(spec.get("derived_channels") or {})
     return {
         "name": str(spec.get("name", model)),
-        "given_channels": [c for c in spec.get("input_channels", []) if c not in derived],
+        "given_channels": given_channels(spec),
         "needs_prediction": spec.get("heuristic") == "mask",
         "tile_side": {d: tile_side_from_spec(spec, d) for d in ("cpu", "cuda")},
     }
