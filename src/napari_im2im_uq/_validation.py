@@ -10,10 +10,12 @@ Scalars
     :func:`check_positive` (a positive finite number), :func:`check_choice` (one of a few values).
 Tiles
     :func:`check_tile_shape` (rows, columns of a tile), :func:`as_tiles` (a stack of tiles of shape
-    (n, ...), numpy or dask), :func:`check_same_shape`.
+    (n, ...), numpy or lazy), :func:`as_valid` (a mask of the pixels that count),
+    :func:`check_same_shape`. The calibration core and the metrics use the same ones.
 Blocks of tiles
     :func:`tile_blocks` (numpy blocks along the leading axis, dask computed one group at a time),
-    :func:`check_finite` and :func:`check_valid_block` (checks of one loaded block),
+    :func:`check_finite`, :func:`check_valid_block`, :func:`check_order_block` and
+    :func:`check_unit_block` (checks of one loaded block; messages name the tile),
     :func:`is_dask` (without importing dask).
 """
 
@@ -25,15 +27,21 @@ import numbers
 import numpy as np
 
 __all__ = [
+    "MASK_KINDS",
+    "NUMERIC",
     "as_tiles",
+    "as_valid",
     "check_choice",
     "check_finite",
     "check_int",
     "check_level",
+    "check_order_block",
     "check_positive",
     "check_same_shape",
     "check_tile_shape",
+    "check_unit_block",
     "check_valid_block",
+    "first_bad_tile",
     "is_dask",
     "tile_blocks",
 ]
@@ -163,26 +171,87 @@ def is_dask(array) -> bool:
     return type(array).__module__.split(".")[0] == "dask"
 
 
-def as_tiles(array, name: str, *, ndim_min: int = 2):
-    """Return ``array`` as a numpy or dask array of shape (n, ...) with n >= 1.
+#: Element kinds of numeric tiles, and of masks (boolean or numbers in [0, 1]).
+NUMERIC = "iuf"
+MASK_KINDS = "biuf"
 
-    Dask arrays are returned as they are (and stay lazy); anything else goes through
-    ``np.asarray``. A zero-length leading axis is refused here, with the argument's name.
+
+def _describe_kind(kinds: str) -> str:
+    if kinds == "b":
+        return "a boolean"
+    if kinds == NUMERIC:
+        return "a real-valued (integer or floating-point)"
+    return "a boolean or real-valued"
+
+
+def _array_like(x) -> bool:
+    return all(hasattr(x, attr) for attr in ("shape", "dtype", "ndim", "__getitem__"))
+
+
+def as_tiles(array, name: str, *, kinds: str = MASK_KINDS, ndim_min: int = 2,
+             keep_lazy: bool = False):
+    """Return ``array`` as a stack of tiles, shape (n, ...) with n >= 1 and pixels in each.
+
+    Dask arrays stay lazy; with ``keep_lazy`` so does any array-like that slices (a zarr
+    array, read batch by batch by the metrics); anything else goes through ``np.asarray``.
+    ``kinds`` are the numpy dtype kinds allowed (``NUMERIC``: integers and floats;
+    ``MASK_KINDS``: booleans too).
+
+    Examples
+    --------
+    >>> as_tiles([[1.0, 2.0]], "truth").shape
+    (1, 2)
+    >>> as_tiles([1.0, 2.0], "truth")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: truth must have shape (n, ...): one tile per leading index and at least 1 more...
     """
     if array is None:
         raise ValueError(f"{name} is required; got None")
-    if not is_dask(array):
+    if not (is_dask(array) or (keep_lazy and _array_like(array))):
         array = np.asarray(array)
-    if array.ndim < ndim_min:
+    try:
+        kind = np.dtype(array.dtype).kind
+    except TypeError:
+        kind = "O"
+    if kind not in kinds:
+        raise ValueError(f"{name} must be {_describe_kind(kinds)} array; got dtype {array.dtype}")
+    shape = tuple(int(v) for v in array.shape)
+    if len(shape) < ndim_min:
+        layout = "(n, ...)" if ndim_min == 2 else "(n, K, ...)"
         raise ValueError(
-            f"{name} must have shape (n_tiles, rows, columns, ...) with one calibration tile per "
-            f"leading index (at least {ndim_min} dimensions); got shape {tuple(array.shape)}"
+            f"{name} must have shape {layout}: one tile per leading index and at least "
+            f"{ndim_min - 1} more axis; got shape {shape}"
         )
-    if array.shape[0] == 0:
-        raise ValueError(f"{name} holds no calibration tile: its leading axis has length 0")
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers; got dtype {array.dtype}")
+    if shape[0] == 0:
+        raise ValueError(
+            f"{name} must hold at least one tile; got shape {shape} (no calibration tile along "
+            "its leading axis)"
+        )
+    if 0 in shape[1:]:
+        raise ValueError(f"{name} has tiles without pixels; got shape {shape}")
     return array
+
+
+def as_valid(valid, shape, reference_name: str):
+    """Return a ``valid`` mask (True where a pixel counts) of ``shape``, or None.
+
+    Lazy arrays stay lazy, as in :func:`as_tiles` with ``keep_lazy``.
+    """
+    if valid is None:
+        return None
+    if not _array_like(valid):
+        valid = np.asarray(valid)
+    if np.dtype(valid.dtype).kind != "b":
+        raise ValueError(
+            f"valid must be a boolean array (True where a pixel counts); got dtype {valid.dtype}"
+        )
+    if tuple(valid.shape) != tuple(shape):
+        raise ValueError(
+            f"valid must have the shape of {reference_name}, {tuple(shape)}; got "
+            f"{tuple(valid.shape)}"
+        )
+    return valid
 
 
 def check_same_shape(reference_name: str, reference, **others) -> None:
@@ -197,29 +266,79 @@ def check_same_shape(reference_name: str, reference, **others) -> None:
             )
 
 
-def check_finite(block: np.ndarray, name: str, *, where: np.ndarray | None = None) -> None:
-    """Raise if ``block`` holds NaN or infinity (only where ``where`` is True, if given)."""
-    values = block if where is None else block[where]
-    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-        bad = int(np.count_nonzero(~np.isfinite(values)))
-        raise ValueError(f"{name} must be finite; got {bad} NaN or infinite value(s)")
+def first_bad_tile(bad: np.ndarray, offset: int) -> tuple[int, int]:
+    """Return ``(tile index, count)`` of the first tile with a True in ``bad`` (n, ...)."""
+    per_tile = bad.reshape(bad.shape[0], -1).sum(axis=1)
+    i = int(np.flatnonzero(per_tile)[0])
+    return offset + i, int(per_tile[i])
 
 
-def check_valid_block(valid: np.ndarray | None, shape, offset: int) -> np.ndarray | None:
-    """Check one block of a ``valid`` mask: boolean, and no tile without a valid pixel."""
+def check_finite(block: np.ndarray, name: str, *, where: np.ndarray | None = None,
+                 offset: int = 0) -> None:
+    """Raise if a block of tiles holds NaN or infinity (only where ``where`` is True).
+
+    ``offset`` is the index of the block's first tile, so the message names the tile.
+    """
+    if block.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(block)
+    if where is not None:
+        bad &= where
+    if bad.any():
+        tile, count = first_bad_tile(bad, offset)
+        pixels = "valid pixels" if where is not None else "every pixel"
+        raise ValueError(
+            f"{name} must be finite on {pixels}; tile {tile} has {count} NaN or inf value(s)"
+        )
+
+
+def check_valid_block(valid, offset: int) -> np.ndarray | None:
+    """Check one block of a ``valid`` mask: boolean, and no tile without a valid pixel.
+
+    ``offset`` is the index of the block's first tile. Returns the block as numpy (or None).
+    """
     if valid is None:
         return None
     valid = np.asarray(valid)
     if valid.dtype != bool:
-        raise ValueError(f"valid must be a boolean mask; got dtype {valid.dtype}")
-    per_tile = valid.reshape(valid.shape[0], -1).sum(axis=1)
-    empty = np.flatnonzero(per_tile == 0)
+        raise ValueError(
+            f"valid must be a boolean array (True where a pixel counts); got dtype {valid.dtype}"
+        )
+    empty = np.flatnonzero(~valid.reshape(valid.shape[0], -1).any(axis=1))
     if empty.size:
         raise ValueError(
-            f"valid marks no pixel of calibration tile {int(empty[0]) + offset}; every tile needs at "
-            "least one valid pixel (drop empty tiles or fix the mask)"
+            "valid must keep at least one pixel in every tile, but valid marks no pixel of "
+            f"calibration tile {int(empty[0]) + offset} (drop empty tiles or fix the mask)"
         )
     return valid
+
+
+def check_order_block(lower: np.ndarray, upper: np.ndarray, valid: np.ndarray | None,
+                      offset: int) -> None:
+    """Raise if ``lower > upper`` anywhere (where ``valid``) in a block of tiles."""
+    bad = lower > upper
+    if valid is not None:
+        bad &= valid
+    if bad.any():
+        tile, count = first_bad_tile(bad, offset)
+        raise ValueError(
+            f"lower must not exceed upper; tile {tile} has {count} pixel(s) with lower > upper"
+        )
+
+
+def check_unit_block(block: np.ndarray, name: str, valid: np.ndarray | None,
+                     offset: int) -> None:
+    """Raise if a (non-boolean) block of tiles has values outside [0, 1] (where ``valid``)."""
+    if block.dtype.kind == "b":
+        return
+    bad = (block < 0) | (block > 1)
+    if valid is not None:
+        bad &= valid
+    if bad.any():
+        tile, count = first_bad_tile(bad, offset)
+        raise ValueError(
+            f"{name} must lie in [0, 1]; tile {tile} has {count} value(s) outside [0, 1]"
+        )
 
 
 def tile_blocks(n: int, arrays: dict, *, block_tiles: int | None = None):

@@ -197,7 +197,7 @@ def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exa
     def blocks():
         for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
             m = b["f"].shape[0]
-            v = check_valid_block(b["valid"], b["f"].shape, start)
+            v = check_valid_block(b["valid"], start)
             if exact is False:
                 crit = _plain_block(b["f"], b["lo"], b["up"], b["y"], v, near_exact)
                 if crit is not None:
@@ -209,7 +209,7 @@ def _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles, exa
                     continue
             for name, key in (("prediction", "f"), ("lower", "lo"), ("upper", "up"),
                               ("truth", "y")):
-                check_finite(b[key], name, where=v)
+                check_finite(b[key], name, where=v, offset=start)
             f, lo, up = (np.asarray(b[k], dtype=np.float64) for k in ("f", "lo", "up"))
             inside = np.ones(f.shape, bool) if v is None else v
             if np.any((lo > f) & inside):

@@ -243,9 +243,9 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
     # one pass: validate, and collect either per-tile critical values or the pooled data (crc)
     crit_parts, pooled = [], {"m": [], "f": [], "y": [], "valid": []}
     for start, blk in tile_blocks(n, arrays):
-        v = check_valid_block(blk["valid"], blk["m"].shape, start)
+        v = check_valid_block(blk["valid"], start)
         for name, key in (("mask_scores", "m"), ("prediction", "f"), ("truth", "y")):
-            check_finite(blk[key], name, where=v)
+            check_finite(blk[key], name, where=v, offset=start)
         mm = np.asarray(blk["m"], np.float64)
         if mm.size and (mm.min() < 0 or mm.max() > 1):
             raise ValueError(f"mask_scores must lie in [0, 1]; got values from {mm.min():g} to "

@@ -130,7 +130,7 @@ def calibrate_segmentation(scores, labels, *, alpha, scores_are="probabilities",
                     f"labels must be in [0, {k}) (or ignore_label={ignore_label!r}); got "
                     f"{np.unique(y[bad])[:5].tolist()} in tile {start + int(np.nonzero(bad)[0][0])}"
                 )
-            check_valid_block(valid, y.shape, start)
+            check_valid_block(valid, start)
             s = segmentation_scores(b["s"], scores_are=scores_are, axis=1)
             crit = _critical_values(s, y, valid)
             m = y.shape[0]

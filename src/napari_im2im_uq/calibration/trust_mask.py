@@ -162,16 +162,16 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
     def compute_blocks():
         for start, b in tile_blocks(n, arrays, block_tiles=block_tiles):
             m = b["sigma"].shape[0]
-            v = check_valid_block(b["valid"], b["sigma"].shape, start)
+            v = check_valid_block(b["valid"], start)
             if v is None and fidelity == "pointwise":
                 quick = _pointwise_block(b["sigma"], b["pred"], b["truth"], bound, data_range,
                                          tile_max[start : start + m])
                 if quick is not None:
                     yield start, *quick
                     continue
-            check_finite(b["sigma"], "sigma", where=v)
+            check_finite(b["sigma"], "sigma", where=v, offset=start)
             if fidelity == "given":
-                check_finite(b["D"], "fidelity_error", where=v)
+                check_finite(b["D"], "fidelity_error", where=v, offset=start)
                 D = np.asarray(b["D"], dtype=np.float64)
             else:
                 if data_range is not None:
@@ -180,11 +180,11 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
                 D = fidelity_error_map(b["pred"], b["truth"], fidelity=fidelity,
                                        blur_sigma=blur_sigma)
                 if v is None and not np.isfinite(D.max()):  # NaN or inf in either input
-                    check_finite(b["pred"], "prediction")
-                    check_finite(b["truth"], "truth")
+                    check_finite(b["pred"], "prediction", offset=start)
+                    check_finite(b["truth"], "truth", offset=start)
                 elif v is not None:
-                    check_finite(b["pred"], "prediction", where=v)
-                    check_finite(b["truth"], "truth", where=v)
+                    check_finite(b["pred"], "prediction", where=v, offset=start)
+                    check_finite(b["truth"], "truth", where=v, offset=start)
             D = D.reshape(m, -1)
             s = np.asarray(b["sigma"], dtype=np.float64).reshape(m, -1)
             if v is not None:

@@ -390,13 +390,7 @@ def predict_to_zarr(
     >>> steps[-1], shape
     ((9, 9), (40, 40))
     """
-    if not isinstance(store, str | os.PathLike):
-        raise ValueError(f"store must be a folder path for the zarr store; got {store!r}")
-    if not isinstance(overwrite, bool):
-        raise ValueError(f"overwrite must be True or False; got {overwrite!r}")
-    check_scheduler(scheduler)
-    path = Path(store).expanduser().resolve()
-    state, stored = _store_state(path, overwrite)
+    path, state, stored = _open_store(store, overwrite, scheduler)
     if state == "ours" and not overwrite:
         run = stored.get("run", {})
         if tile_shape is None and "tile_shape" in run:
@@ -456,6 +450,13 @@ def plan_to_zarr(plan, store: str | os.PathLike, *, scheduler=None, overwrite: b
     >>> shape
     (40, 40)
     """
+    path, state, stored = _open_store(store, overwrite, scheduler)
+    return _start(plan, path, stored if state == "ours" and not overwrite else None,
+                  scheduler=scheduler, pixel_size=pixel_size, unit=unit)
+
+
+def _open_store(store, overwrite, scheduler):
+    """Check the store arguments; return ``(path, state, stored description)``."""
     if not isinstance(store, str | os.PathLike):
         raise ValueError(f"store must be a folder path for the zarr store; got {store!r}")
     if not isinstance(overwrite, bool):
@@ -463,8 +464,7 @@ def plan_to_zarr(plan, store: str | os.PathLike, *, scheduler=None, overwrite: b
     check_scheduler(scheduler)
     path = Path(store).expanduser().resolve()
     state, stored = _store_state(path, overwrite)
-    return _start(plan, path, stored if state == "ours" and not overwrite else None,
-                  scheduler=scheduler, pixel_size=pixel_size, unit=unit)
+    return path, state, stored
 
 
 def _start(plan, path: Path, stored, *, scheduler, pixel_size, unit):

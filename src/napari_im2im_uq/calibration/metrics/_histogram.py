@@ -7,10 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._validation import check_int
-from ._common import (
-    _NUMERIC,
-)
+from ..._validation import NUMERIC, check_int
 
 
 def risk_histogram(
@@ -60,7 +57,7 @@ def risk_histogram(
     """
     bins = check_int(bins, "bins")
     arr = np.asarray(risks)
-    if arr.dtype.kind not in _NUMERIC or arr.ndim != 1 or arr.size == 0:
+    if arr.dtype.kind not in NUMERIC or arr.ndim != 1 or arr.size == 0:
         raise ValueError(
             "risks must be a non-empty 1-D array of numbers, one risk per split; got "
             f"shape {arr.shape} and dtype {arr.dtype}"

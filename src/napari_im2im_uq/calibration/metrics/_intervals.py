@@ -10,27 +10,31 @@ from typing import Any
 
 import numpy as np
 
-from ..._validation import check_choice, check_int, check_same_shape
+from ..._validation import (
+    as_valid,
+    check_choice,
+    check_int,
+    check_order_block,
+    check_same_shape,
+)
 from ._common import (
-    _as_tiles,
-    _as_valid,
     _batches,
-    _check_order_block,
     _f64,
     _load,
     _slices,
     _tile_mean,
+    _tiles,
 )
 
 
 def _coverage_inputs(lower: Any, upper: Any, truth: Any | None, valid: Any) -> tuple:
-    lower = _as_tiles(lower, "lower")
-    upper = _as_tiles(upper, "upper")
+    lower = _tiles(lower, "lower")
+    upper = _tiles(upper, "upper")
     check_same_shape("lower", lower, upper=upper)
     if truth is not None:
-        truth = _as_tiles(truth, "truth")
+        truth = _tiles(truth, "truth")
         check_same_shape("lower", lower, truth=truth)
-    valid = _as_valid(valid, tuple(lower.shape), "lower")
+    valid = as_valid(valid, tuple(lower.shape), "lower")
     return lower, upper, truth, valid
 
 
@@ -75,7 +79,7 @@ def interval_miscoverage(lower: Any, upper: Any, truth: Any, *, valid: Any = Non
     named = {"lower": lower, "upper": upper, "truth": truth}
     for sl, b, v in _batches(named, valid, finite=tuple(named)):
         lo, up, y = _f64(b["lower"]), _f64(b["upper"]), _f64(b["truth"])
-        _check_order_block(lo, up, v, sl.start)
+        check_order_block(lo, up, v, sl.start)
         with np.errstate(invalid="ignore"):
             miss = (y < lo) | (y > up)
         out[sl] = _tile_mean(miss, v)
@@ -118,7 +122,7 @@ def interval_size(lower: Any, upper: Any, *, valid: Any = None) -> np.ndarray:
     out = np.empty(int(lower.shape[0]), dtype=np.float64)
     for sl, b, v in _batches({"lower": lower, "upper": upper}, valid, finite=("lower", "upper")):
         lo, up = _f64(b["lower"]), _f64(b["upper"])
-        _check_order_block(lo, up, v, sl.start)
+        check_order_block(lo, up, v, sl.start)
         with np.errstate(invalid="ignore"):
             out[sl] = _tile_mean(up - lo, v)
     return out
@@ -186,7 +190,7 @@ def size_stratified_risk(
     named = {"lower": lower, "upper": upper, "truth": truth}
     for sl, b, v in _batches(named, valid, finite=tuple(named)):
         lo, up, y = _f64(b["lower"]), _f64(b["upper"]), _f64(b["truth"])
-        _check_order_block(lo, up, v, sl.start)
+        check_order_block(lo, up, v, sl.start)
         keep = np.ones(lo.shape, dtype=bool) if v is None else v
         with np.errstate(invalid="ignore"):
             sizes.append((up - lo)[keep])
@@ -273,7 +277,7 @@ def spearman_size_error(
     if max_pixels is not None:
         max_pixels = check_int(max_pixels, "max_pixels", minimum=2)
     lower, upper, truth, valid = _coverage_inputs(lower, upper, truth, valid)
-    prediction = _as_tiles(prediction, "prediction")
+    prediction = _tiles(prediction, "prediction")
     check_same_shape("lower", lower, prediction=prediction)
     n = int(lower.shape[0])
     named = {"lower": lower, "upper": upper, "truth": truth, "prediction": prediction}
@@ -283,7 +287,7 @@ def spearman_size_error(
         mean_error = np.empty(n)
         for sl, b, v in _batches(named, valid, finite=tuple(named)):
             lo, up = _f64(b["lower"]), _f64(b["upper"])
-            _check_order_block(lo, up, v, sl.start)
+            check_order_block(lo, up, v, sl.start)
             with np.errstate(invalid="ignore"):
                 mean_size[sl] = _tile_mean(up - lo, v)
                 mean_error[sl] = _tile_mean(np.abs(_f64(b["truth"]) - _f64(b["prediction"])), v)
@@ -306,7 +310,7 @@ def spearman_size_error(
     offset = 0
     for sl, b, v in _batches(named, valid, finite=tuple(named)):
         lo, up = _f64(b["lower"]), _f64(b["upper"])
-        _check_order_block(lo, up, v, sl.start)
+        check_order_block(lo, up, v, sl.start)
         keep = np.ones(lo.shape, dtype=bool) if v is None else v
         with np.errstate(invalid="ignore"):
             size = (up - lo)[keep]
@@ -361,7 +365,7 @@ def spatial_miscoverage(lower: Any, upper: Any, truth: Any, *, valid: Any = None
     named = {"lower": lower, "upper": upper, "truth": truth}
     for sl, b, v in _batches(named, valid, finite=tuple(named)):
         lo, up, y = _f64(b["lower"]), _f64(b["upper"]), _f64(b["truth"])
-        _check_order_block(lo, up, v, sl.start)
+        check_order_block(lo, up, v, sl.start)
         with np.errstate(invalid="ignore"):
             miss = (y < lo) | (y > up)
         if v is None:

@@ -10,17 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from ..._validation import check_choice, check_same_shape
+from ..._validation import (
+    MASK_KINDS,
+    as_valid,
+    check_choice,
+    check_same_shape,
+    check_unit_block,
+    first_bad_tile,
+)
 from ._common import (
-    _MASK_KINDS,
-    _as_tiles,
-    _as_valid,
     _batches,
-    _check_unit_block,
     _f64,
-    _first_bad_tile,
     _flat,
     _tile_mean,
+    _tiles,
 )
 
 
@@ -60,11 +63,11 @@ def mask_size(mask: Any, *, valid: Any = None) -> np.ndarray:
     >>> mask_size(np.array([[[0.5, 0.0], [1.0, 0.5]]]))
     array([0.5])
     """
-    mask = _as_tiles(mask, "mask", kinds=_MASK_KINDS)
-    valid = _as_valid(valid, tuple(mask.shape), "mask")
+    mask = _tiles(mask, "mask", kinds=MASK_KINDS)
+    valid = as_valid(valid, tuple(mask.shape), "mask")
     out = np.empty(int(mask.shape[0]), dtype=np.float64)
     for sl, b, v in _batches({"mask": mask}, valid, finite=("mask",)):
-        _check_unit_block("mask", b["mask"], v, sl.start)
+        check_unit_block(b["mask"], "mask", v, sl.start)
         out[sl] = _tile_mean(b["mask"], v)
     return out
 
@@ -102,10 +105,10 @@ def fidelity_error(mask: Any, error_map: Any, *, valid: Any = None) -> np.ndarra
     >>> fidelity_error(mask, errors)
     array([0.3, 0. ])
     """
-    mask = _as_tiles(mask, "mask", kinds="b")
-    error_map = _as_tiles(error_map, "error_map")
+    mask = _tiles(mask, "mask", kinds="b")
+    error_map = _tiles(error_map, "error_map")
     check_same_shape("mask", mask, error_map=error_map)
-    valid = _as_valid(valid, tuple(mask.shape), "mask")
+    valid = as_valid(valid, tuple(mask.shape), "mask")
     out = np.empty(int(mask.shape[0]), dtype=np.float64)
     for sl, b, v in _batches({"mask": mask, "error_map": error_map}, valid, finite=("error_map",)):
         err = _f64(b["error_map"])
@@ -113,7 +116,7 @@ def fidelity_error(mask: Any, error_map: Any, *, valid: Any = None) -> np.ndarra
         if v is not None:
             negative &= v
         if negative.any():
-            tile, count = _first_bad_tile(negative, sl.start)
+            tile, count = first_bad_tile(negative, sl.start)
             raise ValueError(
                 f"error_map must be >= 0 (a distance); tile {tile} has {count} negative value(s)"
             )
@@ -207,11 +210,11 @@ def masked_distortion(
     array([0.0425])
     """
     distance = check_choice(distance, "distance", ("l1", "l2", "ssim"))
-    mask = _as_tiles(mask, "mask", kinds=_MASK_KINDS)
-    prediction = _as_tiles(prediction, "prediction")
-    truth = _as_tiles(truth, "truth")
+    mask = _tiles(mask, "mask", kinds=MASK_KINDS)
+    prediction = _tiles(prediction, "prediction")
+    truth = _tiles(truth, "truth")
     check_same_shape("mask", mask, prediction=prediction, truth=truth)
-    valid = _as_valid(valid, tuple(mask.shape), "mask")
+    valid = as_valid(valid, tuple(mask.shape), "mask")
     if distance == "ssim":
         if (
             data_range is None
@@ -232,7 +235,7 @@ def masked_distortion(
     out = np.empty(int(mask.shape[0]), dtype=np.float64)
     named = {"mask": mask, "prediction": prediction, "truth": truth}
     for sl, b, v in _batches(named, valid, finite=tuple(named)):
-        _check_unit_block("mask", b["mask"], v, sl.start)
+        check_unit_block(b["mask"], "mask", v, sl.start)
         m, pred, y = _f64(b["mask"]), _f64(b["prediction"]), _f64(b["truth"])
         if distance == "ssim":
             out[sl] = _ssim_distance(m, pred, y, v, float(data_range))
@@ -333,10 +336,10 @@ def oracle_mask_size(
         or alpha < 0
     ):
         raise ValueError(f"alpha must be a finite number >= 0 (a distortion); got {alpha!r}")
-    prediction = _as_tiles(prediction, "prediction")
-    truth = _as_tiles(truth, "truth")
+    prediction = _tiles(prediction, "prediction")
+    truth = _tiles(truth, "truth")
     check_same_shape("prediction", prediction, truth=truth)
-    valid = _as_valid(valid, tuple(prediction.shape), "prediction")
+    valid = as_valid(valid, tuple(prediction.shape), "prediction")
     solve = _oracle_l1 if distance == "l1" else _oracle_l2
     out = np.empty(int(prediction.shape[0]), dtype=np.float64)
     named = {"prediction": prediction, "truth": truth}

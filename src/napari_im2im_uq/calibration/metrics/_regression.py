@@ -6,24 +6,23 @@ from typing import Any
 
 import numpy as np
 
-from ..._validation import check_same_shape
+from ..._validation import as_valid, check_same_shape
 from ._common import (
-    _as_tiles,
-    _as_valid,
     _batches,
     _f64,
     _flat,
+    _tiles,
 )
 
 
 def _masked_mse(prediction: Any, truth: Any, mask: Any, valid: Any) -> np.ndarray:
-    prediction = _as_tiles(prediction, "prediction")
-    truth = _as_tiles(truth, "truth")
+    prediction = _tiles(prediction, "prediction")
+    truth = _tiles(truth, "truth")
     check_same_shape("prediction", prediction, truth=truth)
     if mask is not None:
-        mask = _as_tiles(mask, "mask", kinds="b")
+        mask = _tiles(mask, "mask", kinds="b")
         check_same_shape("prediction", prediction, mask=mask)
-    valid = _as_valid(valid, tuple(prediction.shape), "prediction")
+    valid = as_valid(valid, tuple(prediction.shape), "prediction")
     out = np.empty(int(prediction.shape[0]), dtype=np.float64)
     named = {"prediction": prediction, "truth": truth, "mask": mask}
     for sl, b, v in _batches(named, valid, finite=("prediction", "truth")):

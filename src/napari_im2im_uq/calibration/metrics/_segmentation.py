@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from ..._validation import as_valid
 from ._common import (
-    _as_tiles,
-    _as_valid,
     _batches,
     _tile_mean,
+    _tiles,
 )
 
 
@@ -46,10 +46,10 @@ def activation_ratio(sets: Any, *, valid: Any = None) -> np.ndarray:
     >>> activation_ratio(sets)
     array([2.])
     """
-    sets = _as_tiles(sets, "sets", kinds="b", min_ndim=3)
+    sets = _tiles(sets, "sets", kinds="b", min_ndim=3)
     pixel_shape = (int(sets.shape[0]), *(int(s) for s in sets.shape[2:]))
     if valid is not None:
-        valid = _as_valid(valid, pixel_shape, "sets without its class axis 1")
+        valid = as_valid(valid, pixel_shape, "sets without its class axis 1")
     out = np.empty(int(sets.shape[0]), dtype=np.float64)
     for sl, b, v in _batches({"sets": sets}, valid):
         per_pixel = b["sets"].sum(axis=1, dtype=np.int64)
