@@ -281,7 +281,10 @@ def check_finite(block: np.ndarray, name: str, *, where: np.ndarray | None = Non
     """
     if block.dtype.kind != "f":
         return
-    bad = ~np.isfinite(block)
+    finite = np.isfinite(block)
+    if where is None and finite.all():  # the common case: one pass, no other array
+        return
+    bad = ~finite
     if where is not None:
         bad &= where
     if bad.any():
