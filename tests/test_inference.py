@@ -500,14 +500,16 @@ def test_existing_stores_are_never_overwritten(tmp_path):
     write_zarr(model, image, store, axes="YX", tile_shape=(8, 8))
     with pytest.raises(ValueError, match=r"different run.*tile_shape: stored \[8, 8\]"):
         predict_to_zarr(model, image, store, axes="YX", tile_shape=(12, 12))
-    with pytest.raises(ValueError, match="different run.*sample_sha256"):
+    with pytest.raises(ValueError, match="image changed since store"):  # every block read it
         predict_to_zarr(model, image + 1, store, axes="YX")
     with pytest.raises(ValueError, match="different run.*model.id"):
         predict_to_zarr(make_model("quantile", seed=3), image, store, axes="YX")
-    # overwrite=True replaces it.
-    _, arrays = run_all(
-        predict_to_zarr(model, image + 1, store, axes="YX", tile_shape=(12, 12), overwrite=True)
-    )
+    # overwrite=True replaces it, saying what it removes.
+    with pytest.warns(Im2ImUQWarning, match="replacing the store.*removing _done"):
+        _, arrays = run_all(
+            predict_to_zarr(model, image + 1, store, axes="YX", tile_shape=(12, 12),
+                            overwrite=True)
+        )
     np.testing.assert_allclose(arrays["prediction"][...], model(image + 1)["prediction"], atol=1e-5)
     # A folder that is not a zarr store is refused, even with overwrite=True.
     folder = tmp_path / "mine"

@@ -155,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
     from .._warnings import Im2ImUQWarning  # noqa: F401 - warnings show on stderr as usual
 
     try:
+        from ._store import check_apart  # before reading: an --overwrite must not touch INPUT
+
+        check_apart(Path(args.output).expanduser().resolve(),
+                    [Path(args.input).expanduser().resolve()], output_name="--output",
+                    input_name="INPUT")
         image, file_axes, pixel_size, unit = read_input(args.input)
         axes = args.axes or file_axes
         if axes is None:

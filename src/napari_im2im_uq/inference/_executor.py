@@ -156,14 +156,16 @@ def run_graph(graph, keys, *, scheduler=None, done: int = 0, total: int | None =
         return
     if scheduler is None:
         if collect is not None:
-            from dask.highlevelgraph import HighLevelGraph
+            from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
             name = f"im2im-sink-{id(collect):x}"
             sinks = {
                 (name, i): ((lambda k: lambda v: _sink(v, collect=collect, key=k))(key), key)
                 for i, key in enumerate(keys)
             }
-            graph = HighLevelGraph.merge(graph, HighLevelGraph.from_collections(name, sinks))
+            # The sinks depend on every layer: culling must keep the layers their keys are in.
+            graph = HighLevelGraph({**graph.layers, name: MaterializedLayer(sinks)},
+                                   {**graph.dependencies, name: set(graph.layers)})
             keys = list(sinks)
         yield from _run_local(graph, keys, done, total)
     else:

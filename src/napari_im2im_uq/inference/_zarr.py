@@ -7,32 +7,54 @@ Layout of a store written by :func:`predict_to_zarr` (zarr format 3, OME-NGFF 0.
         0                     float32 array, one chunk per block, NaN where not yet written
       lower/0, upper/0, ...   one OME image group per model output
       _done                   uint8 array, one element (and one chunk) per block: 1 = written
+      _input_blake2b          uint8 (blocks..., 16): BLAKE2b of the input window each block read
+      _lock/                  while a run writes: who (see ``_store.StoreLock``)
 
-A block's outputs are written first and its ``_done`` element last, so a block counts as done
-only when all its chunks are complete; after a cancel or a crash, running the same call again
-computes only the blocks not marked done.
+A block's outputs and its input's fingerprint are written first and its ``_done`` element
+last, so a block counts as done only when all its chunks are complete; after a cancel or a
+crash, running the same call again checks the fingerprints of the done blocks against the input
+(a change is refused, naming the planes) and computes only the blocks not marked done. The
+root's attribute is written before anything else (``"created": false`` until the arrays exist),
+so a store killed at any moment is recognised as this tool's; see ``_store`` for what an
+overwrite may remove and for the one-writer lock.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import threading
 import uuid
+import warnings
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from .._warnings import Im2ImUQWarning
 from ._axes import output_axes
 from ._executor import check_scheduler, run_graph
 from ._predict import make_plan
+from ._store import (
+    ATTRS_KEY,
+    LOCK,
+    StoreLock,
+    changed_blocks,
+    check_apart,
+    fingerprint_tasks,
+    input_paths,
+    ours_and_foreign,
+    read_root,
+    remove_ours,
+    where,
+    write_root,
+)
 
 __all__ = ["plan_to_zarr", "predict_to_zarr", "write_zarr"]
 
-FORMAT = 1
-ATTRS_KEY = "napari_im2im_uq"
+FORMAT = 2
 DONE = "_done"
+PRINT = "_input_blake2b"
 _OPEN: dict = {}
 _OPEN_LOCK = threading.Lock()
 
@@ -40,61 +62,40 @@ _OPEN_LOCK = threading.Lock()
 # -- the store -----------------------------------------------------------------------------
 
 
-def _store_state(path: Path, overwrite: bool):
-    """Return ``"new"``, ``"ours"`` (a store this module wrote) or raise."""
+def _listing(names) -> str:
+    names = list(names)
+    shown = ", ".join(names[:8])
+    return shown + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def _store_state(path: Path):
+    """Return ``("new", None)`` or ``("ours", attributes)``; raise for anything else."""
     if not path.exists():
         return "new", None
     if not path.is_dir():
         raise FileExistsError(f"store must be a folder for a zarr store; {path} is a file")
-    if not (path / "zarr.json").is_file():
-        if any(path.iterdir()):
-            raise FileExistsError(
-                f"store {path} is a folder that is not a zarr store; it is never replaced. "
-                "Choose another path"
-            )
-        return "new", None
-    import zarr
-
     try:
-        group = zarr.open_group(store=str(path), mode="r")
-        attrs = dict(group.attrs)
-    except Exception as err:  # noqa: BLE001 - any zarr failure: not a store we can resume
-        if overwrite:
-            return "other", None
+        stored = read_root(path)
+    except ValueError as err:
         raise FileExistsError(
-            f"store {path} exists and is not a readable zarr group ({err}); pass "
-            "overwrite=True to replace it"
-        ) from err
-    if ATTRS_KEY not in attrs:
-        if overwrite:
-            return "other", None
+            f"store {path} is not a store predict_to_zarr wrote: {err}. It is never replaced, "
+            "even with overwrite=True; choose another store"
+        ) from None
+    if stored is not None:
+        return "ours", stored
+    _, foreign = ours_and_foreign(path, None)
+    if (path / "zarr.json").is_file():
         raise FileExistsError(
-            f"store {path} is a zarr store not written by predict_to_zarr; pass overwrite=True "
-            "to replace it"
+            f"store {path} is a zarr store not written by predict_to_zarr (it holds "
+            f"{_listing(foreign)}); it is never replaced, even with overwrite=True. Choose "
+            "another store"
         )
-    return "ours", attrs[ATTRS_KEY]
-
-
-def _sample_sha256(plan) -> str:
-    """SHA-256 of a few small windows of the input (first, middle, last plane)."""
-    import dask
-
-    x = plan.source
-    planes, _, rows, cols = x.shape
-    size = 16
-    windows = []
-    for z in sorted({0, planes // 2, planes - 1}):
-        for r0, c0 in (
-            (0, 0),
-            ((rows - size) // 2, (cols - size) // 2),
-            (rows - size, cols - size),
-        ):
-            r0, c0 = max(r0, 0), max(c0, 0)
-            windows.append(x[z, :, r0 : r0 + size, c0 : c0 + size])
-    digest = hashlib.sha256()
-    for part in dask.compute(*windows, scheduler="threads"):
-        digest.update(np.ascontiguousarray(part).tobytes())
-    return digest.hexdigest()
+    if foreign:
+        raise FileExistsError(
+            f"store {path} is a folder that is not a zarr store (it holds {_listing(foreign)}); "
+            "it is never replaced, even with overwrite=True. Choose another path"
+        )
+    return "new", None  # empty, or what a run killed before writing anything left (lock)
 
 
 def _describe(plan) -> dict:
@@ -110,7 +111,6 @@ def _describe(plan) -> dict:
             "shape": list(plan.image_shape),
             "dtype": str(plan.source.dtype),
             "axes": plan.given_axes,
-            "sample_sha256": _sample_sha256(plan),
         },
         "halo": plan.halo,
         "tile_shape": list(plan.tile_shape),
@@ -187,15 +187,32 @@ def _grid(plan) -> tuple[int, int, int]:
     return tuple(len(c) for c in (plan.x.chunks[0], plan.x.chunks[2], plan.x.chunks[3]))
 
 
-def _create(path: Path, plan, description: dict, pixel_size, unit) -> str:
+def _create(path: Path, plan, description: dict, pixel_size, unit, stored) -> str:
+    """Create the store (replacing our entries of ``stored``'s run, if any); return the run id.
+
+    The root's attribute comes first, atomically, so however far this gets the store is
+    recognised as ours; ``"created"`` becomes true once every array exists.
+    """
     import zarr
 
     run_id = uuid.uuid4().hex
-    root = zarr.open_group(store=str(path), mode="w", zarr_format=3)
     outputs = {}
     for name, channels in plan.layout:
+        axes = _geometry(plan, name, channels, pixel_size)[0]
+        outputs[name] = {"path": f"{name}/0", "axes": axes, "channels": channels}
+    header = {"format": FORMAT, "run_id": run_id, "created": False, "run": description,
+              "outputs": outputs, "complete": False}
+    ours, _ = ours_and_foreign(path, stored)
+    if stored is not None:
+        old = stored.get("outputs", {})
+        header["removing"] = sorted(set(old if isinstance(old, dict | list) else ())
+                                    | set(stored.get("removing", ())))
+    write_root(path, header)
+    remove_ours(path, ours)
+    root = zarr.open_group(store=str(path), mode="r+")
+    for name, channels in plan.layout:
         axes, shape, chunks, scale, shift = _geometry(plan, name, channels, pixel_size)
-        group = root.create_group(name)
+        group = root.create_group(name, attributes={"ome": _ome(name, axes, scale, shift, unit)})
         group.create_array(
             "0",
             shape=shape,
@@ -204,16 +221,13 @@ def _create(path: Path, plan, description: dict, pixel_size, unit) -> str:
             fill_value=float("nan"),
             dimension_names=[a.lower() for a in axes],
         )
-        group.attrs["ome"] = _ome(name, axes, scale, shift, unit)
-        outputs[name] = {"path": f"{name}/0", "axes": axes, "channels": channels}
-    root.create_array(DONE, shape=_grid(plan), chunks=(1, 1, 1), dtype="uint8", fill_value=0)
-    root.attrs[ATTRS_KEY] = {
-        "format": FORMAT,
-        "run_id": run_id,
-        "run": description,
-        "outputs": outputs,
-        "complete": False,
-    }
+    grid = _grid(plan)
+    root.create_array(DONE, shape=grid, chunks=(1, 1, 1), dtype="uint8", fill_value=0)
+    root.create_array(PRINT, shape=(*grid, 16), chunks=(1, 1, 1, 16), dtype="uint8",
+                      fill_value=0)
+    header.pop("removing", None)
+    header["created"] = True
+    root.attrs[ATTRS_KEY] = header  # zarr writes its metadata atomically
     return run_id
 
 
@@ -226,14 +240,15 @@ def _open_arrays(path: str, run_id: str, names) -> dict:
             root = zarr.open_group(store=path, mode="r+")
             arrays = {name: root[f"{name}/0"] for name in names}
             arrays[DONE] = root[DONE]
+            arrays[PRINT] = root[PRINT]
             if len(_OPEN) > 8:
                 _OPEN.clear()
             _OPEN[key] = arrays
         return _OPEN[key]
 
 
-def _store_block(block, *, path, run_id, layout, has_z, index, origin):
-    """Write one block's outputs, then mark it done. Runs inside a dask task."""
+def _store_block(block, digest, *, path, run_id, layout, has_z, index, origin):
+    """Write one block's outputs and input fingerprint, then mark it done. A dask task."""
     arrays = _open_arrays(path, run_id, [name for name, _ in layout])
     z0, r0, c0 = origin
     z1, r1, c1 = z0 + block.shape[0], r0 + block.shape[2], c0 + block.shape[3]
@@ -250,6 +265,7 @@ def _store_block(block, *, path, run_id, layout, has_z, index, origin):
             arrays[name][z0:z1, r0:r1, c0:c1] = part[:, 0]
         else:
             arrays[name][r0:r1, c0:c1] = part[0, 0]
+    arrays[PRINT][index] = digest
     arrays[DONE][index] = 1
     return index
 
@@ -257,8 +273,8 @@ def _store_block(block, *, path, run_id, layout, has_z, index, origin):
 def _store_graph(plan, pending, path: str, run_id: str):
     """Build the graph that computes and stores each pending block.
 
-    Returns ``(graph, keys)``: one key per pending block, whose task writes the block and
-    then marks it done.
+    Returns ``(graph, keys)``: one key per pending block, whose task writes the block and its
+    input's fingerprint, then marks it done.
     """
     from dask.highlevelgraph import HighLevelGraph
 
@@ -266,6 +282,7 @@ def _store_graph(plan, pending, path: str, run_id: str):
     bounds = [np.cumsum((0, *c)) for c in stacked.chunks]
     name = f"im2im-store-{run_id}"
     dsk = {}
+    src = fingerprint_tasks(plan, pending, dsk, f"im2im-print-{run_id}")
     for iz, iy, ix in pending:
         origin = (int(bounds[0][iz]), int(bounds[2][iy]), int(bounds[3][ix]))
         func = partial(
@@ -277,9 +294,10 @@ def _store_graph(plan, pending, path: str, run_id: str):
             index=(iz, iy, ix),
             origin=origin,
         )
-        dsk[(name, iz, iy, ix)] = (func, (stacked.name, iz, 0, iy, ix))
-    keys = list(dsk)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[stacked])
+        dsk[(name, iz, iy, ix)] = (func, (stacked.name, iz, 0, iy, ix),
+                                   (f"im2im-print-{run_id}", iz, iy, ix))
+    keys = [k for k in dsk if k[0] == name]
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[stacked, src])
     return graph, keys
 
 
@@ -348,8 +366,13 @@ def predict_to_zarr(
         same graph on a dask cluster (workers must see ``store`` and the model bundle folder;
         a model given as an object is shipped once). A lost worker's blocks are recomputed.
     overwrite : bool
-        Replace an existing zarr store instead of resuming it. A folder that is not a zarr
-        store is never replaced.
+        Replace an existing store written by this function instead of resuming it (an
+        :class:`~napari_im2im_uq.Im2ImUQWarning` says what is removed). Nothing else is ever
+        replaced: a folder or zarr store this function did not write, or one of its stores
+        that also holds other files, is refused whatever ``overwrite`` says. One run writes a
+        store at a time (a ``_lock`` folder names it); a lock left by a process that is gone
+        is reported and taken over. The store must be apart from the files the image is read
+        from.
     pixel_size : sequence of float, optional
         Physical size of an input pixel along (Z, Y, X) or (Y, X) (default 1).
     unit : str, optional
@@ -363,10 +386,12 @@ def predict_to_zarr(
     Raises
     ------
     FileExistsError
-        The store exists, is not resumable and ``overwrite`` is False; or it is a folder
-        that is not a zarr store.
+        The store is not one this function wrote (or also holds other files), or another
+        run is writing it.
     ValueError
-        Invalid arguments, or a resume whose run description differs from the stored one.
+        Invalid arguments, a store that is, contains or lies inside the image's files, or a
+        resume whose run description differs from the stored one or whose image changed
+        where blocks were already written (the changed planes are named).
 
     Examples
     --------
@@ -390,8 +415,8 @@ def predict_to_zarr(
     >>> steps[-1], shape
     ((9, 9), (40, 40))
     """
-    path, state, stored = _open_store(store, overwrite, scheduler)
-    if state == "ours" and not overwrite:
+    path, state, stored = _open_store(store, overwrite, scheduler, input_paths(image))
+    if state == "ours" and not overwrite and stored.get("created", True):
         run = stored.get("run", {})
         if tile_shape is None and "tile_shape" in run:
             tile_shape = tuple(run["tile_shape"])
@@ -409,8 +434,8 @@ def predict_to_zarr(
         prediction=prediction,
         check_here=scheduler is None,
     )
-    return _start(plan, path, stored if state == "ours" and not overwrite else None,
-                  scheduler=scheduler, pixel_size=pixel_size, unit=unit)
+    return _start(plan, path, overwrite=overwrite, scheduler=scheduler, pixel_size=pixel_size,
+                  unit=unit)
 
 
 def plan_to_zarr(plan, store: str | os.PathLike, *, scheduler=None, overwrite: bool = False,
@@ -450,12 +475,12 @@ def plan_to_zarr(plan, store: str | os.PathLike, *, scheduler=None, overwrite: b
     >>> shape
     (40, 40)
     """
-    path, state, stored = _open_store(store, overwrite, scheduler)
-    return _start(plan, path, stored if state == "ours" and not overwrite else None,
-                  scheduler=scheduler, pixel_size=pixel_size, unit=unit)
+    path, _, _ = _open_store(store, overwrite, scheduler, input_paths(plan.source))
+    return _start(plan, path, overwrite=overwrite, scheduler=scheduler, pixel_size=pixel_size,
+                  unit=unit)
 
 
-def _open_store(store, overwrite, scheduler):
+def _open_store(store, overwrite, scheduler, inputs):
     """Check the store arguments; return ``(path, state, stored description)``."""
     if not isinstance(store, str | os.PathLike):
         raise ValueError(f"store must be a folder path for the zarr store; got {store!r}")
@@ -463,56 +488,118 @@ def _open_store(store, overwrite, scheduler):
         raise ValueError(f"overwrite must be True or False; got {overwrite!r}")
     check_scheduler(scheduler)
     path = Path(store).expanduser().resolve()
-    state, stored = _store_state(path, overwrite)
+    check_apart(path, inputs)
+    state, stored = _store_state(path)
     return path, state, stored
 
 
-def _start(plan, path: Path, stored, *, scheduler, pixel_size, unit):
-    """Create the store (or check a resume, ``stored`` being its attributes) and start."""
-    resume = stored is not None
+def _start(plan, path: Path, *, overwrite, scheduler, pixel_size, unit):
+    """Take the store's lock, create the store or check a resume, and return the job."""
     pixel_size = _pixel_size(pixel_size, plan.has_z)
     description = _describe(plan)
-    if resume:
-        diffs = _differences(stored.get("run", {}), description)
-        if stored.get("format") != FORMAT:
-            diffs.insert(0, f"format: stored {stored.get('format')!r}, now {FORMAT}")
-        if diffs:
-            raise ValueError(
-                f"store {path} holds a different run, so it cannot be resumed: "
-                + "; ".join(diffs)
-                + ". Pass overwrite=True to replace it, or choose another store"
-            )
-        run_id = stored["run_id"]
-        import zarr
-
-        root = zarr.open_group(store=str(path), mode="r+")
-        for name, channels in plan.layout:  # the pixel size may be given now
-            axes_out, _, _, scale, shift = _geometry(plan, name, channels, pixel_size)
-            root[name].attrs["ome"] = _ome(name, axes_out, scale, shift, unit)
-        marks = np.asarray(root[DONE][...])
-    else:
-        run_id = _create(path, plan, description, pixel_size, unit)
-        marks = np.zeros(_grid(plan), dtype=np.uint8)
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = StoreLock(path).acquire()
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+    try:
+        state, stored = _store_state(path)  # again, now that no one else may write
+        if state == "ours" and stored.get("created", True) and not overwrite:
+            run_id, marks = _resume(plan, path, stored, description, pixel_size, unit,
+                                    scheduler)
+        else:
+            if state == "ours":
+                _say_replaced(path, stored, overwrite)
+            run_id = _create(path, plan, description, pixel_size, unit, stored)
+            marks = np.zeros(_grid(plan), dtype=np.uint8)
+    except BaseException:
+        lock.release()
+        raise
     pending = [tuple(int(i) for i in idx) for idx in np.argwhere(marks == 0)]
     total = int(marks.size)
-    return _generate(plan, pending, str(path), run_id, total - len(pending), total, scheduler)
+    job = _generate(plan, pending, str(path), run_id, total - len(pending), total, scheduler,
+                    lock)
+    lock.release_with(job)  # also when the job is dropped without running
+    return job
 
 
-def _generate(plan, pending, path, run_id, done, total, scheduler):
+def _say_replaced(path: Path, stored: dict, overwrite: bool) -> None:
+    """Refuse to replace a store holding files of the user's; say what a replacement removes."""
+    ours, foreign = ours_and_foreign(path, stored)
+    if foreign:
+        raise FileExistsError(
+            f"store {path} was written by predict_to_zarr but also holds files it did not "
+            f"write: {_listing(foreign)}. It is never replaced while it holds them, even with "
+            "overwrite=True; move them out or choose another store"
+        )
+    if not stored.get("created", True):
+        return  # a creation cut short: no block was written, nothing to say
+    removed = [n for n in ours if n not in (LOCK, "zarr.json")]
+    warnings.warn(
+        f"overwrite=True: replacing the store {path} (model "
+        f"{stored.get('run', {}).get('model', {}).get('name')!r}, complete: "
+        f"{stored.get('complete')}); removing {_listing(removed) or 'its metadata'}",
+        Im2ImUQWarning,
+        stacklevel=4,
+    )
+
+
+def _resume(plan, path: Path, stored, description, pixel_size, unit, scheduler):
+    """Check that the store holds this run and that the input of its done blocks is unchanged."""
     import zarr
 
-    yield done, total
-    if pending:
-        graph, keys = _store_graph(plan, pending, path, run_id)
-        yield from run_graph(graph, keys, scheduler=scheduler, done=done, total=total)
-    root = zarr.open_group(store=path, mode="r+")
-    if int(np.count_nonzero(np.asarray(root[DONE][...]) == 0)):
-        # Cancelled via the inner generator's return: not complete.
-        raise RuntimeError(f"the prediction into {path} stopped before every block was written")
-    attrs = dict(root.attrs[ATTRS_KEY])
-    attrs["complete"] = True
-    root.attrs[ATTRS_KEY] = attrs
-    return {name: zarr.open_array(store=path, path=f"{name}/0", mode="r") for name, _ in plan.layout}
+    diffs = _differences(stored.get("run", {}), description)
+    if stored.get("format") != FORMAT:
+        diffs.insert(0, f"format: stored {stored.get('format')!r}, now {FORMAT}")
+    if diffs:
+        raise ValueError(
+            f"store {path} holds a different run, so it cannot be resumed: "
+            + "; ".join(diffs)
+            + ". Pass overwrite=True to replace it, or choose another store"
+        )
+    root = zarr.open_group(store=str(path), mode="r+")
+    marks = np.asarray(root[DONE][...])
+    done = [tuple(int(i) for i in idx) for idx in np.argwhere(marks != 0)]
+    if done:
+        changed = changed_blocks(plan, done, np.asarray(root[PRINT][...]), scheduler)
+        if changed:
+            raise ValueError(
+                f"image changed since store {path} was written: {where(plan, changed)} "
+                f"({len(changed)} of the {len(done)} blocks written) differ from the input "
+                "those blocks were predicted from, so resuming would mix two inputs. Give the "
+                "original image, or pass overwrite=True to replace the store"
+            )
+    for name, channels in plan.layout:  # the pixel size may be given now
+        axes_out, _, _, scale, shift = _geometry(plan, name, channels, pixel_size)
+        root[name].attrs["ome"] = _ome(name, axes_out, scale, shift, unit)
+    return stored["run_id"], marks
+
+
+def _generate(plan, pending, path, run_id, done, total, scheduler, lock):
+    import zarr
+
+    try:
+        yield done, total
+        if pending:
+            graph, keys = _store_graph(plan, pending, path, run_id)
+            yield from run_graph(graph, keys, scheduler=scheduler, done=done, total=total)
+        root = zarr.open_group(store=path, mode="r+")
+        if int(np.count_nonzero(np.asarray(root[DONE][...]) == 0)):
+            # Cancelled via the inner generator's return: not complete.
+            raise RuntimeError(
+                f"the prediction into {path} stopped before every block was written"
+            )
+        attrs = dict(root.attrs[ATTRS_KEY])
+        attrs["complete"] = True
+        root.attrs[ATTRS_KEY] = attrs
+        return {name: zarr.open_array(store=path, path=f"{name}/0", mode="r")
+                for name, _ in plan.layout}
+    finally:
+        lock.release()
 
 
 def write_zarr(model, image, store, *, progress=None, **kwargs):

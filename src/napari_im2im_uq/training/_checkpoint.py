@@ -12,12 +12,16 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-__all__ = ["CHECKPOINT_JSON", "has_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_JSON", "check_bundle_output", "check_checkpoint_folder", "has_checkpoint",
+           "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_JSON = "checkpoint.json"
 _WEIGHTS = "weights.safetensors"
 _OPTIMIZER = "optimizer.safetensors"
 _FORMAT = 1
+_WRITER = "napari_im2im_uq checkpoint"
+#: The files ``train --output`` writes into a bundle folder.
+BUNDLE_FILES = ("model.json", "weights.safetensors", "README.md")
 
 
 def has_checkpoint(folder: str | os.PathLike) -> bool:
@@ -32,9 +36,83 @@ def has_checkpoint(folder: str | os.PathLike) -> bool:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from .._files import write_atomic  # a unique temporary name: never a file of the user's
+
+    write_atomic(path, data)
+
+
+def _safetensors_metadata(path: Path):
+    """Return the ``__metadata__`` of a safetensors file's header, or None."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= 1 << 20:
+                return None
+            header = json.loads(f.read(size))
+        meta = header.get("__metadata__") if isinstance(header, dict) else None
+        return meta if isinstance(meta, dict) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def check_checkpoint_folder(folder: str | os.PathLike) -> None:
+    """Refuse a checkpoint folder whose tensor files this module did not write.
+
+    A folder without ``checkpoint.json`` may hold ``weights.safetensors`` or
+    ``optimizer.safetensors`` only if their headers carry this module's mark (a save cut
+    short); anything else is the user's and is never replaced.
+
+    Examples
+    --------
+    >>> check_checkpoint_folder("/nonexistent-folder")
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or has_checkpoint(folder):
+        return
+    theirs = [n for n in (_WEIGHTS, _OPTIMIZER) if (folder / n).exists()
+              and not {"writer", "step"} & set(_safetensors_metadata(folder / n) or {})]
+    if theirs:
+        raise FileExistsError(
+            f"checkpoint folder {folder} holds {', '.join(theirs)} that training did not write "
+            f"(no {CHECKPOINT_JSON}); they are never replaced. Choose another checkpoint folder"
+        )
+
+
+def check_bundle_output(output: str | os.PathLike, *, overwrite: bool) -> None:
+    """Refuse an output folder for a trained bundle that would replace files of the user's.
+
+    A folder holding a bundle (``model.json`` of one) is replaced only with ``overwrite``, and
+    then only its ``model.json``, ``weights.safetensors`` and ``README.md``. A folder holding
+    any of those files but no bundle is never written into.
+
+    Examples
+    --------
+    >>> check_bundle_output("/nonexistent-folder", overwrite=False)
+    """
+    output = Path(output)
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise FileExistsError(f"output must be a folder for the bundle; {output} is a file")
+    present = [n for n in BUNDLE_FILES if (output / n).exists()]
+    if not present:
+        return
+    try:
+        spec = json.loads((output / "model.json").read_text(encoding="utf-8"))
+        bundle = isinstance(spec, dict) and "architecture" in spec and "sha256" in spec
+    except (OSError, ValueError, UnicodeDecodeError):
+        bundle = False
+    if not bundle:
+        raise FileExistsError(
+            f"output {output} holds {', '.join(present)} but no model bundle (a model.json "
+            "written by this tool); they are never replaced, even with overwrite=True "
+            "(--overwrite). Choose another output folder"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"output {output} already holds a bundle; pass overwrite=True (--overwrite) to "
+            f"replace its {', '.join(BUNDLE_FILES)}"
+        )
 
 
 def _jsonable(value):
@@ -91,6 +169,7 @@ def save_checkpoint(
     0
     """
     folder = Path(folder)
+    check_checkpoint_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in network.state_dict().items()}
     opt_state = optimizer.state_dict()
@@ -103,7 +182,7 @@ def save_checkpoint(
             else:
                 scalars.setdefault(str(index), {})[name] = _jsonable(value)
     groups = [_jsonable(group) for group in opt_state["param_groups"]]
-    meta = {"step": str(step)}
+    meta = {"step": str(step), "writer": _WRITER}
     weights_bytes = _st_save(weights, metadata=meta)
     opt_bytes = _st_save(tensors, metadata=meta)
     record = {

@@ -85,7 +85,16 @@ def _run(args) -> int:
         return 2
     import torch
 
+    from ._checkpoint import check_bundle_output, check_checkpoint_folder
     from ._loop import run_to_end
+
+    try:  # before any training: nothing of the user's at --output is replaced
+        check_bundle_output(args.output, overwrite=args.overwrite)
+        check_checkpoint_folder(args.checkpoint_dir or f"{args.output.rstrip('/')}.checkpoint")
+    except FileExistsError as err:
+        said = str(err).replace("overwrite=True (--overwrite)", "--overwrite")
+        print(f"train: {said.replace('output ', '--output ', 1)}", file=sys.stderr)
+        return 1
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

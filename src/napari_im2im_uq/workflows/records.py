@@ -103,9 +103,9 @@ def save_record(source, path) -> str:
             ours = False
         if not ours:
             raise FileExistsError(f"{path} exists and is not a calibration record: not overwritten")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=1, allow_nan=False), encoding="utf-8")
-    tmp.replace(path)
+    from .._files import write_atomic  # a unique temporary name: never a file of the user's
+
+    write_atomic(path, json.dumps(rec, indent=1, allow_nan=False))
     return str(path)
 
 
