@@ -47,6 +47,7 @@ __all__ = [
     "META_KEY",
     "UNTRUSTED_RGBA",
     "Calibration",
+    "RecordError",
     "apply_record",
     "calibrate",
     "calibrate_job",
@@ -83,6 +84,7 @@ if TYPE_CHECKING:  # the names resolved by __getattr__, for linters and type che
     from .workflows.models import list_models, model_card, model_io
     from .workflows.predict import predict, predict_job
     from .workflows.records import (
+        RecordError,
         load_record,
         record_layer,
         save_record,
@@ -101,6 +103,7 @@ _HOMES = {
     "predict": "predict", "predict_job": "predict",
     "load_record": "records", "record_layer": "records", "save_record": "records",
     "RECORD_FORMAT": "records", "RECORD_VERSION": "records", "MEMORY_LIMIT": "predict",
+    "RecordError": "records", "MAX_RECORD_BYTES": "records",
     "calibration_tiles": "tiles", "plan_tiles": "tiles",
 }
 

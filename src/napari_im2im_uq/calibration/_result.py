@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import _apply
-
-FORMAT_VERSION = 1
+from ._schema import FORMAT_VERSION, check_result
 
 _APPLIERS = {
     "intervals": "intervals",
@@ -40,15 +39,6 @@ def _encode(value):
         return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
-    return value
-
-
-_FLOAT_FIELDS = ("lam", "alpha", "delta", "beta", "loss_bound", "empirical_risk")
-
-
-def _decode_float(value):
-    if isinstance(value, str):
-        return float(value)
     return value
 
 
@@ -136,31 +126,28 @@ class CalibrationResult:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CalibrationResult:
-        """Rebuild a result from :meth:`to_dict` output (e.g. read back from JSON)."""
-        if not isinstance(data, dict):
-            raise ValueError(f"data must be a dict from CalibrationResult.to_dict; got {type(data)}")
-        data = dict(data)
-        version = data.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"data has format_version {version!r}; this version of napari-im2im-uq reads "
-                f"{FORMAT_VERSION}"
-            )
-        names = set(cls.__dataclass_fields__)
-        missing = sorted(names - set(data) - {"curve", "params", "delta", "beta", "bound"})
-        if missing:
-            raise ValueError(f"data is missing the field(s) {', '.join(missing)}")
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"data has unknown field(s) {', '.join(unknown)}")
-        for key in _FLOAT_FIELDS:
-            if key in data:
-                data[key] = _decode_float(data[key])
-        data["tile_shape"] = tuple(data["tile_shape"])
-        data["curve"] = {k: [_decode_float(v) for v in vals] for k, vals in data["curve"].items()}
-        data["params"] = _decode_params(data.get("params", {}))
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], *, where: str = "data") -> CalibrationResult:
+        """Rebuild a result from :meth:`to_dict` output (e.g. read back from JSON), checked.
+
+        Every field is checked against the schema of its method
+        (:func:`napari_im2im_uq.calibration._schema.check_result`): a hand-edited ``lam`` that
+        is NaN, negative or 1e308, an ``alpha`` of 5, an ``n`` of "many", a missing key or an
+        unknown method is refused with a message that names the field (``where`` names
+        ``data`` in it), never applied.
+
+        Raises
+        ------
+        ValueError
+            (``RecordError``) naming the field, what it must be and what it is.
+
+        Examples
+        --------
+        >>> CalibrationResult.from_dict(dict(result.to_dict(), lam="nan"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        RecordError: data.lam must be a number in [0, 1e+12] (finite) for the 'intervals' ...
+        """
+        return cls(**check_result(data, where=where))
 
     def to_json(self, **kwargs) -> str:
         """Return :meth:`to_dict` as a JSON string."""
@@ -252,14 +239,3 @@ class CalibrationResult:
         return _apply.varisco(scores, self.lam, scores_are=self.params["scores_are"],
                               normalize=normalize)
 
-
-def _decode_params(params):
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, str) and value in ("inf", "-inf", "nan"):
-            out[key] = float(value)
-        elif isinstance(value, list):
-            out[key] = [_decode_float(v) for v in value]
-        else:
-            out[key] = value
-    return out

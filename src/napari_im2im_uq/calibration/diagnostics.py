@@ -18,6 +18,7 @@ Numpy only; the plots of a report are drawn by ``napari_im2im_uq._diagnostics``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -31,7 +32,14 @@ from ._result import CalibrationResult
 from .evaluation import held_out_losses, iter_risk_over_splits
 from .methods._report import floats, fmt
 
-__all__ = ["check_tiles", "diagnose_tiles", "diagnostics_report", "recalibrate_like"]
+__all__ = ["SPLITS_NOTE", "check_tiles", "diagnose_tiles", "diagnostics_report",
+           "held_out_verdict", "recalibrate_like"]
+
+#: What the risk over random splits is (it re-calibrates: it does not test the record).
+SPLITS_NOTE = ("re-calibrated on random halves of the held-out tiles: the spread of the "
+               "guarantee, not a test of this record")
+#: Standard errors within which a held-out risk above the target is called noise.
+WITHIN_ERRORS = 2.0
 
 
 def _entry(result: CalibrationResult) -> methods.Method:
@@ -177,19 +185,74 @@ def _take(arrays: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarra
     return {k: v[idx] for k, v in arrays.items()}
 
 
+def held_out_verdict(losses, level: float, *, what: str, counts_tiles: bool = False) -> dict:
+    """Return the held-out risk of a calibration against its target, with its Monte-Carlo error.
+
+    Parameters
+    ----------
+    losses : array_like
+        The per-tile held-out losses (for a conformal rule: 1 where a tile is above alpha).
+    level : float
+        The target.
+    what : str
+        What the loss measures, in words.
+    counts_tiles : bool
+        Whether the mean is a fraction of tiles (conformal rules).
+
+    Returns
+    -------
+    dict
+        ``mean``, ``standard_error`` (of the mean over the tiles, NaN for one tile),
+        ``meets_target`` (mean <= level), ``within_error`` (mean <= level + 2 standard
+        errors: an excess this small is not evidence against the guarantee), ``z`` (the
+        excess in standard errors) and ``message`` in words.
+
+    Examples
+    --------
+    >>> v = held_out_verdict([0.2, 0.1, 0.3, 0.2], 0.1, what="miscoverage")
+    >>> v["meets_target"], v["within_error"], round(v["standard_error"], 4)
+    (False, False, 0.0408)
+    """
+    arr = np.asarray(losses, dtype=np.float64).ravel()
+    mean = float(arr.mean())
+    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else float("nan")
+    excess = mean - level
+    z = excess / se if se > 0 else (math.inf if excess > 0 else 0.0)
+    meets = mean <= level
+    within = meets or (math.isfinite(se) and mean <= level + WITHIN_ERRORS * se)
+    label = "held-out tiles above alpha" if counts_tiles else "held-out risk"
+    figure = (f"{label} of this record: {fmt(mean)} +/- {fmt(se)} (Monte-Carlo standard error "
+              f"over {arr.size} tiles; {what}), target <= {fmt(level)}")
+    if meets:
+        verdict = "meets the target"
+    elif within:
+        verdict = (f"ABOVE the target, by {z:.1f} standard errors: within the Monte-Carlo "
+                   "error, not evidence against the guarantee (more held-out tiles would say)")
+    else:
+        verdict = (f"ABOVE the target by {fmt(z)} standard errors: the guarantee does not hold "
+                   "on these tiles (another population than the calibration tiles: recalibrate "
+                   "on tiles like these)")
+    return {"mean": mean, "standard_error": se, "meets_target": bool(meets),
+            "within_error": bool(within), "z": float(z), "message": f"{figure}: {verdict}"}
+
+
 def _summary(report: dict, result: CalibrationResult, entry) -> list[tuple[str, str]]:
     level = report["level"]
     held = report["held_out"]
     splits = report["splits"]
     rule = result.rule + (f" ({result.bound})" if result.bound else "")
+    label = "held-out tiles above alpha" if entry.counts_tiles(result) else "held-out risk"
+    verdict = ("meets the target" if held["meets_target"] else
+               "ABOVE the target, within its Monte-Carlo error" if held["within_error"] else
+               "ABOVE the target, beyond its Monte-Carlo error: the guarantee does not hold here")
     out = [
+        (label, f"{fmt(held['mean'])} +/- {fmt(held['standard_error'])} (Monte-Carlo standard "
+                f"error), target <= {fmt(level)}: {verdict}"),
         ("calibration", f"{result.method.replace('_', ' ')}, rule {rule}, lam = {fmt(result.lam)}"
                         + ("" if result.valid else " (NOT a valid guarantee)")),
         ("held-out tiles", f"{report['n_tiles']} tiles of {' x '.join(map(str, report['tile_shape']))}"),
     ]
-    label = "held-out tiles above alpha" if entry.counts_tiles(result) else "held-out risk"
-    out.append((label, f"{fmt(held['mean'])} (target <= {fmt(level)})"))
-    line = (f"mean {fmt(splits['mean_risk'])} over {splits['n_splits']} splits "
+    line = (f"{SPLITS_NOTE}: mean {fmt(splits['mean_risk'])} over {splits['n_splits']} splits "
             f"({splits['n_cal']} calibrate, {splits['n_test']} test); "
             f"{splits['violation_rate']:.0%} of splits above {fmt(level)}")
     if result.rule == "rcps":
@@ -249,13 +312,17 @@ def diagnose_tiles(
         ``method``, ``rule``, ``lam``, ``alpha``, ``delta``, ``beta``, ``level`` (the target:
         alpha, or 1 - beta for the mask method's conformal and paper rules), ``valid_guarantee``,
         ``guarantee``, ``n_tiles``, ``tile_shape``;
-        ``held_out``: ``losses`` (per tile), ``mean``, ``what``, ``meets_target``;
+        ``held_out``: ``losses`` (per tile), ``mean``, ``standard_error`` (Monte-Carlo, of
+        the mean over the tiles), ``what``, ``meets_target``, ``within_error``, ``z`` and
+        ``message`` (see :func:`held_out_verdict`): the one figure that tests this result;
         ``splits``: ``risk`` and ``lam`` (per split), ``mean_risk``, ``violation_rate``
         (fraction of splits with risk above ``level``), ``allowed_violation_rate`` (delta for
         RCPS, else None), ``fraction_above`` (for the conformal rules: mean fraction of test
-        tiles above alpha, else None), ``n_splits``, ``n_cal``, ``n_test``, ``seed``;
+        tiles above alpha, else None), ``n_splits``, ``n_cal``, ``n_test``, ``seed``, ``note``
+        (each split re-calibrates: the spread of the guarantee, not a test of this result);
         ``metrics``: the method's metrics (see the module docstring; per-tile values are lists,
-        maps are ndarrays); ``summary``: a list of (label, text) pairs in plain words.
+        maps are ndarrays); ``summary``: a list of (label, text) pairs in plain words, the
+        held-out risk with its standard error and verdict first.
 
     Raises
     ------
@@ -291,7 +358,8 @@ def diagnose_tiles(
     level = entry.level(result)
 
     losses = np.asarray(held_out_losses(result, **arrays), dtype=np.float64)
-    mean = float(losses.mean())
+    verdict = held_out_verdict(losses, level, what=entry.held_out_words(result),
+                               counts_tiles=entry.counts_tiles(result))
     yield 1, total
 
     def calibrate(idx):
@@ -332,9 +400,8 @@ def diagnose_tiles(
         "tile_shape": [int(s) for s in result.tile_shape],
         "held_out": {
             "losses": floats(losses),
-            "mean": mean,
             "what": entry.held_out_words(result),
-            "meets_target": bool(mean <= level),
+            **verdict,
         },
         "splits": {
             "risk": floats(risks),
@@ -347,6 +414,7 @@ def diagnose_tiles(
             "n_cal": n_cal,
             "n_test": n - n_cal,
             "seed": seed,
+            "note": SPLITS_NOTE,
         },
         "metrics": found,
     }
@@ -383,7 +451,7 @@ def diagnostics_report(result: CalibrationResult, tiles: Mapping[str, Any], **kw
     >>> res = calibrate_intervals(f[:30], f[:30] - 1, f[:30] + 1, y[:30], alpha=0.2, rule="crc")
     >>> report = diagnostics_report(res, {"prediction": f[30:], "lower": f[30:] - 1,
     ...                                   "upper": f[30:] + 1, "truth": y[30:]}, n_splits=4)
-    >>> report["summary"][2][0]
+    >>> report["summary"][0][0]
     'held-out risk'
     """
     return run_to_end(diagnose_tiles(result, tiles, **kw))

@@ -19,7 +19,7 @@ from .._jobs import run_to_end, steps_callback
 from .._validation import check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
-from .records import as_record, make_record
+from .records import as_record, make_record, warn_if_other_model
 from .tiles import calibration_tiles, cut, no_tiles_error, spatial
 
 __all__ = ["Calibration", "apply_record", "calibrate", "calibrate_job", "self_check"]
@@ -251,19 +251,9 @@ def apply_record(record, outputs, *, show_bounds=False) -> list:
     """
     from ..calibration import CalibrationResult
 
-    record = as_record(record)
-    result = CalibrationResult.from_dict(record["calibration"])
-    model = record.get("model") or {}
-    for v in outputs.values():
-        other = layers.meta(v).get("model", {})
-        if model.get("sha256") and other.get("sha256") and other["sha256"] != model["sha256"]:
-            warnings.warn(
-                f"the record was calibrated for model {model.get('name')} "
-                f"(sha256 {model['sha256'][:12]}); these outputs come from {other.get('name')} "
-                f"(sha256 {other['sha256'][:12]}): the guarantee does not carry over",
-                Im2ImUQWarning, stacklevel=2,
-            )
-            break
+    record = as_record(record)  # checked: schema and checksum
+    result = CalibrationResult.from_dict(record["calibration"], where="record.calibration")
+    warn_if_other_model(record, outputs, stacklevel=3)
     return result_layers(methods.get(result.method), result, record, outputs,
                          show_bounds=show_bounds)
 

@@ -68,6 +68,15 @@ class Method:
         The tile arrays :meth:`calibrate` reads (after :meth:`prepare_tiles`).
     plots : tuple of str
         The plot kinds a diagnostics figure draws after the risk histogram.
+    losses : tuple of str
+        The ``loss`` values a result of this method may carry (checked when a record is read).
+    lam_range : (float, float)
+        The closed range of a finite ``lam`` a calibration of this method returns; a record
+        outside it is refused (a hand-edited ``lam`` of -1 or 1e308 is never applied).
+    lam_infinite : tuple of float
+        The infinite ``lam`` values it may return (``inf`` / ``-inf``), none by default.
+    params_schema : dict of str to ``calibration._schema.Param``
+        What each key of ``result.params`` may hold.
     """
 
     name: str = ""
@@ -81,6 +90,11 @@ class Method:
     x_label: str = "lam"
     tile_keys: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
+    losses: tuple[str, ...] = ()
+    lam_range: tuple[float, float] = (0.0, 1e12)
+    lam_infinite: tuple[float, ...] = ()
+    params_schema: dict = {}
+
 
     def __repr__(self) -> str:
         return f"<calibration method {self.name!r}>"
@@ -115,6 +129,14 @@ class Method:
                   beta=0.9, distance="l1", data_range=None, seed=0):
         """Calibrate prepared tiles; return a CalibrationResult."""
         raise NotImplementedError
+
+    def alpha_limit(self, fields: dict) -> tuple[float, str]:
+        """Return the exclusive upper limit of ``alpha`` for a result's checked fields, and why."""
+        return 1.0, "a fraction"
+
+    def check_consistency(self, fields: dict) -> list[tuple[str, str, object]]:
+        """Return the disagreements between a result's checked fields: (field, expected, got)."""
+        return []
 
     def record_extra(self, arrays: dict, *, sigma=None) -> dict:
         """Fields a saved record needs beyond the result to be applied the same way."""

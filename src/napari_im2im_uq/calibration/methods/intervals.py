@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._schema import Param
 from ..intervals import calibrate_intervals
 from ..metrics import (
     interval_miscoverage,
@@ -29,6 +30,9 @@ class _Intervals(Method):
     x_label = "lam"
     tile_keys = ("prediction", "lower", "upper", "truth")
     plots = ("size_stratified_risk", "spatial_miscoverage")
+    losses = ("miscoverage",)
+    lam_range = (0.0, 1e12)  # a factor on the heuristic widths
+    params_schema = {"seed": Param("integer", required=False, lo=0)}
 
     def inputs(self, arrays, *, sigma=None):
         return {k: arrays[k] for k in ("prediction", "lower", "upper")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._schema import Param
 from ..mask import calibrate_mask
 from ..metrics import mask_size, masked_distortion, oracle_mask_size
 from ._base import Method, Product
@@ -23,6 +24,27 @@ class _Mask(Method):
     x_label = "lam"
     tile_keys = ("mask_scores", "prediction", "truth")
     plots = ("mask_size",)
+    losses = tuple(f"distortion_{d}{s}" for d in ("l1", "l2", "ssim") for s in ("", "_above_alpha"))
+    lam_range = (0.0, 1e12)  # inf: every pixel kept
+    lam_infinite = (float("inf"),)
+    params_schema = {
+        "eps": Param("number", lo=0.0, lo_open=True),
+        "distance": Param("choice", choices=("l1", "l2", "ssim")),
+        "data_range": Param("number", required=False, nullable=True, lo=0.0, lo_open=True),
+    }
+
+    def alpha_limit(self, fields):
+        if fields["params"]["distance"] == "ssim":
+            return 2.0, "1 - SSIM lies in [0, 2]"
+        return 1.0, "a fraction of the data range"
+
+    def check_consistency(self, fields):
+        d = fields["params"]["distance"]
+        want = f"distortion_{d}" + ("" if fields["rule"] == "crc" else "_above_alpha")
+        if fields["loss"] != want:
+            return [("loss", f"{want!r} (distance {d!r}, rule {fields['rule']!r})",
+                     fields["loss"])]
+        return []
 
     def inputs(self, arrays, *, sigma=None):
         return {"mask_scores": arrays["mask"], "prediction": arrays["prediction"]}

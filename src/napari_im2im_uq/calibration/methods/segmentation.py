@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._schema import Param
 from ..metrics import activation_ratio
 from ..segmentation import calibrate_segmentation
 from ._base import Method, Product
@@ -24,6 +25,27 @@ class _Segmentation(Method):
     x_label = "lam"
     tile_keys = ("scores", "labels")
     plots = ("set_sizes",)
+    losses = ("miscoverage", "binary", "coverage_ratio", "weighted_miscoverage")
+    lam_range = (0.0, 1.0)  # 1 - p_k <= lam
+    params_schema = {
+        "scores_are": Param("choice", choices=("probabilities", "logits")),
+        "tau": Param("number", required=False, nullable=True, lo=0.0, hi=1.0, lo_open=True),
+        "n_classes": Param("integer", lo=1),
+        "class_weights": Param("numbers", required=False, nullable=True, lo=0.0),
+        "ignore_label": Param("integer", required=False, nullable=True),
+        "seed": Param("integer", required=False, lo=0),
+    }
+
+    def check_consistency(self, fields):
+        p, loss = fields["params"], fields["loss"]
+        if loss == "coverage_ratio" and p.get("tau") is None:
+            return [("params.tau", "a number in (0, 1] for loss 'coverage_ratio'", None)]
+        weights = p.get("class_weights")
+        if loss == "weighted_miscoverage" and (weights is None or len(weights) != p["n_classes"]):
+            return [("params.class_weights", f"{p['n_classes']} non-negative numbers (one per "
+                                             "class) for loss 'weighted_miscoverage'",
+                     None if weights is None else f"{len(weights)} numbers")]
+        return []
 
     def inputs(self, arrays, *, sigma=None):
         return {"scores": arrays["probabilities"]}

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .._schema import Param
 from ..metrics import fidelity_error, mask_size, psnr
 from ..trust_mask import calibrate_trust_mask, fidelity_error_map
 from ._base import Method, Product
@@ -69,6 +70,27 @@ class _TrustMask(Method):
     x_label = "threshold t"
     tile_keys = ("sigma", "prediction", "truth")
     plots = ("trusted_fraction", "psnr_inside_vs_whole")
+    losses = ("fidelity_pointwise", "fidelity_blurred", "fidelity_given")
+    lam_range = (-1e30, 1e30)  # a threshold on the score; inf trusts every pixel, -inf none
+    lam_infinite = (float("inf"), float("-inf"))
+    params_schema = {
+        "fidelity": Param("choice", choices=("pointwise", "blurred", "given")),
+        "blur_sigma": Param("number", required=False, nullable=True, lo=0.0, lo_open=True),
+        "data_range": Param("range", required=False, nullable=True),
+    }
+
+    def alpha_limit(self, fields):
+        return fields["loss_bound"], "the tolerated error, below loss_bound"
+
+    def check_consistency(self, fields):
+        p = fields["params"]
+        out = []
+        if fields["loss"] != f"fidelity_{p['fidelity']}":
+            out.append(("loss", f"'fidelity_{p['fidelity']}' (params.fidelity is "
+                                f"{p['fidelity']!r})", fields["loss"]))
+        if p["fidelity"] == "blurred" and p.get("blur_sigma") is None:
+            out.append(("params.blur_sigma", "a positive number for fidelity 'blurred'", None))
+        return out
 
     def inputs(self, arrays, *, sigma=None):
         return {"sigma": sigma_of(arrays, sigma), "prediction": arrays["prediction"]}
