@@ -52,6 +52,8 @@ __all__ = [
     "calibrate",
     "calibrate_job",
     "calibration_tiles",
+    "check_drift",
+    "check_drift_job",
     "diagnose",
     "diagnose_job",
     "list_models",
@@ -81,6 +83,7 @@ if TYPE_CHECKING:  # the names resolved by __getattr__, for linters and type che
         self_check,
     )
     from .workflows.diagnose import diagnose, diagnose_job
+    from .workflows.drift import check_drift, check_drift_job
     from .workflows.models import list_models, model_card, model_io
     from .workflows.predict import predict, predict_job
     from .workflows.records import (
@@ -99,6 +102,7 @@ _HOMES = {
     "Calibration": "calibrate", "apply_record": "calibrate", "calibrate": "calibrate",
     "calibrate_job": "calibrate", "self_check": "calibrate",
     "diagnose": "diagnose", "diagnose_job": "diagnose",
+    "check_drift": "drift", "check_drift_job": "drift",
     "list_models": "models", "model_card": "models", "model_io": "models",
     "predict": "predict", "predict_job": "predict",
     "load_record": "records", "record_layer": "records", "save_record": "records",

@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "napari_im2im_uq._demo",
     "napari_im2im_uq.training._cli",
     "napari_im2im_uq.inference._cli",
+    "napari_im2im_uq._cli_drift",
 )
 
 

@@ -6,8 +6,9 @@ napari or Qt: the widgets, the workflows and the console all go through these fu
 
 The plugin's metadata lives under ``layer.metadata["im2im_uq"]`` (:data:`META_KEY`) with a
 ``role``: "output" (a prediction run: ``output``, ``model``, ``run``, ``outputs``, ``axes``,
-``storage``, ``input_layer``), "calibrated" (a result layer: ``record``), "record" (a loaded
-record's tiles: ``record``) or "tile plan" (``tile_shape``, ``seed``, ``n_tiles``).
+``storage``, ``input_layer``), "calibrated" (a result layer: ``record``, and ``drift`` when a
+drift check ran on what was applied), "record" (a loaded record's tiles: ``record``), "tile
+plan" (``tile_shape``, ``seed``, ``n_tiles``) or "drift" (a drift map: ``verdict``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ __all__ = [
     "HEAT_COLORMAP",
     "META_KEY",
     "UNTRUSTED_RGBA",
+    "DRIFT_RGBA",
     "data_of",
+    "drift_style",
     "geometry",
     "is_layer",
     "kind",
@@ -194,6 +197,22 @@ def untrusted_style() -> dict:
                      "name": "im2im-uq untrusted"},
         "contrast_limits": (0.0, 1.0),
         "opacity": 0.5,
+        "blending": "translucent",
+        "interpolation2d": "nearest",
+    }
+
+
+#: The overlay colour of tiles whose region drifts from the calibration tiles (RGBA).
+DRIFT_RGBA = (1.0, 0.55, 0.0, 1.0)
+
+
+def drift_style() -> dict:
+    """Return the layer kwargs of a drift map: drifting regions orange, the rest clear."""
+    return {
+        "colormap": {"colors": [[0.0, 0.0, 0.0, 0.0], list(DRIFT_RGBA)],
+                     "name": "im2im-uq drift"},
+        "contrast_limits": (0.0, 1.0),
+        "opacity": 0.4,
         "blending": "translucent",
         "interpolation2d": "nearest",
     }

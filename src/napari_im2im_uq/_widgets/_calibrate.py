@@ -251,7 +251,8 @@ class CalibrateWidget(Panel):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", Im2ImUQWarning)
                 layers = api.apply_record(self.saved.value, self.outputs(),
-                                          show_bounds=bool(self.bounds_box.value))
+                                          show_bounds=bool(self.bounds_box.value),
+                                          drift_layer=True)
         except (ValueError, KeyError) as err:
             self.message.value = f"error: {err}"
             show_warning(f"napari-im2im-uq: {err}")
@@ -263,5 +264,15 @@ class CalibrateWidget(Panel):
                               f"({record['calibration']['method']}) from "
                               f"{self.saved.value.name}")
         self.guarantee.value = f"{record['guarantee']}\n\n{REGION_NOTE}"
+        drift = meta_of_tuple(layers[0]).get("drift")
+        if drift is not None:  # the drift check ran on what was applied: say it by the guarantee
+            self.guarantee.value += f"\n\nDrift check: {drift['message']}"
+            if drift["drifted"]:
+                show_warning(f"napari-im2im-uq: {drift['message']}")
         self.runner.show(self.viewer, layers)
         return layers
+
+
+def meta_of_tuple(layer_tuple) -> dict:
+    """Return the plugin's metadata of a layer-data tuple."""
+    return layer_tuple[1].get("metadata", {}).get(api.META_KEY, {})

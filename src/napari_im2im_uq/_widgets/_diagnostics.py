@@ -44,9 +44,10 @@ class DiagnosticsWidget(Panel):
         self.cancel = PushButton(text="Cancel")
         self.message = text()
         self.summary = text(rich=True)
+        self._build_drift()
         self.extend([self.record, self.prediction, self.truth, self.regions, self.n_splits,
                      self.seed, self.leave_out, self.run_button, self.cancel, self.status, self.message,
-                     self.summary])
+                     self.summary, *self.drift_widgets])
         self.plot = PlotArea(self, height=7.5)
         self.runner = JobRunner(self.message, [self.run_button], self.cancel)
         self.runner.after_finish = self.refresh
@@ -54,6 +55,7 @@ class DiagnosticsWidget(Panel):
         self.watch(self.record, self.prediction, self.truth, self.regions)
         self.connect_layers()
         self.report = None
+        self.drift_verdict = None
         self.refresh()
 
     def run_buttons(self):
@@ -114,3 +116,58 @@ class DiagnosticsWidget(Panel):
             show_warning(f"napari-im2im-uq diagnostics: {used} of the tiles were used to "
                          "calibrate; choose held-out regions for an honest measurement")
         self.plot.show(*plot)
+
+    # ------------------------------------------------------------------ Drift section
+    def _build_drift(self):
+        """Build the Drift section: does the calibration carry over to the chosen prediction."""
+        self.drift_title = text(rich=True)
+        self.drift_title.value = ("<b>Drift</b>: do the chosen outputs look like the calibration "
+                                  "tiles? (no ground truth needed)")
+        self.drift_button = PushButton(text="Check drift (no ground truth needed)")
+        self.drift_cancel = PushButton(text="Cancel drift check")
+        self.drift_message = text()
+        self.drift_widgets = [self.drift_title, self.drift_button, self.drift_cancel,
+                              self.drift_message]
+        self.drift_runner = JobRunner(self.drift_message, [self.drift_button], self.drift_cancel)
+        self.drift_runner.after_finish = self.refresh
+        self.drift_button.changed.connect(self.start_drift)
+
+    def drift_problems(self):
+        """Why the drift check cannot run now (None when it can)."""
+        if self.record.value is None:
+            return "choose a calibrated layer (run Calibrate first, or open a saved record)"
+        if "drift_summary" not in meta(self.record.value)["record"]:
+            return "the record holds no drift summary: calibrate again with this version"
+        if self.prediction.value is None:
+            return "choose an output layer of a Predict run on the data to check"
+        return None
+
+    def refresh(self, *_):
+        """Validate the diagnostics fields, then the drift check's."""
+        super().refresh()
+        runner = getattr(self, "drift_runner", None)
+        if runner is None or runner.running:
+            return
+        try:
+            reason = self.drift_problems()
+        except Exception as err:  # noqa: BLE001 - a field we cannot read is a problem to show
+            reason = str(err)
+        self.drift_button.enabled = reason is None
+        self.drift_button.tooltip = reason or "test the outputs against the calibration tiles"
+
+    def start_drift(self, *_):
+        """Run the drift check in a worker thread; show its verdict and map."""
+        if self.drift_problems() is not None:
+            return None
+        rec = meta(self.record.value)["record"]
+        outputs = api.model_outputs(self.viewer.layers, self.prediction.value)
+        return self.drift_runner.run(lambda: api.check_drift_job(rec, outputs),
+                                     self._drift_done, "drift check")
+
+    def _drift_done(self, value):
+        verdict, layer = value
+        self.drift_verdict = verdict
+        self.drift_message.value = verdict["message"]
+        if verdict["drifted"]:
+            show_warning(f"napari-im2im-uq drift check: {verdict['message']}")
+        self.drift_runner.show(self.viewer, [layer])

@@ -19,7 +19,8 @@ from .._jobs import run_to_end, steps_callback
 from .._validation import check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
-from .records import as_record, make_record, warn_if_other_model
+from .drift import summary_of
+from .records import as_record, make_record
 from .tiles import calibration_tiles, cut, no_tiles_error, spatial
 
 __all__ = ["Calibration", "apply_record", "calibrate", "calibrate_job", "self_check"]
@@ -155,7 +156,8 @@ def _calibrate_tiles(col: Collected, outputs, *, alpha, delta, rule, bound, beta
 
 def calibrate_job(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, rule=None,
                   bound="hoeffding_bentkus", beta=0.9, tile_shape=(64, 64), regions=None,
-                  sigma=None, distance="l1", data_range=None, seed=0, show_bounds=False):
+                  sigma=None, distance="l1", data_range=None, seed=0, show_bounds=False,
+                  image=None):
     """Calibrate as a generator (see :func:`calibrate`): yields ``(step, 3)``."""
     yield 0, 3
     col = collect(outputs, truth, method=method, tile_shape=tile_shape, regions=regions,
@@ -166,6 +168,9 @@ def calibrate_job(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, r
     yield 2, 3
     extra = dict(col.method.record_extra(col.arrays, sigma=_score(sigma)))
     extra["truth_range"] = col.truth_range
+    grid = spatial(col.arrays[col.method.needs[0]], class_axis=col.method.class_axis).shape[-3:]
+    extra["drift_summary"] = summary_of(col.method, col.tiles, col.origins, col.tile_shape,
+                                        tuple(grid), image=image)
     record = make_record(result, outputs, truth, col.origins, col.geometry, col.tile_shape,
                          extra)
     shown = result_layers(col.method, result, record, outputs, show_bounds=show_bounds,
@@ -210,6 +215,9 @@ def calibrate(outputs, truth, *, progress=None, **kwargs) -> Calibration:
         The WSR order.
     show_bounds : bool
         Also return the calibrated lower and upper bounds (intervals).
+    image : layer or array, optional
+        The model's input of these outputs; its intensity and texture under each calibration
+        tile join the record's ``drift_summary`` (what :func:`check_drift` compares).
     progress : callable, optional
         Called with ``(step, 3)``.
 
@@ -218,7 +226,8 @@ def calibrate(outputs, truth, *, progress=None, **kwargs) -> Calibration:
     Calibration
         ``result`` (:class:`~napari_im2im_uq.calibration.CalibrationResult`), ``record`` (a
         JSON-ready dict: the result, the model name and sha256, the tiles in world
-        coordinates, the data range), ``layers`` (tuples carrying the record in
+        coordinates, the data range, and ``drift_summary``: a few statistics per calibration
+        tile, no pixels, for :func:`check_drift`), ``layers`` (tuples carrying the record in
         ``metadata["im2im_uq"]["record"]``) and ``tiles`` (their (plane, row, column)).
 
     Examples
@@ -235,7 +244,8 @@ def calibrate(outputs, truth, *, progress=None, **kwargs) -> Calibration:
 
 
 
-def apply_record(record, outputs, *, show_bounds=False) -> list:
+def apply_record(record, outputs, *, show_bounds=False, check_drift=True,
+                 drift_layer=False) -> list:
     """Apply a saved calibration record to new outputs of the same model; return layer tuples.
 
     Parameters
@@ -244,6 +254,12 @@ def apply_record(record, outputs, *, show_bounds=False) -> list:
         A record (:func:`load_record`, a calibrated layer's metadata, or a JSON file).
     outputs : dict of str to layer or array
     show_bounds : bool
+    check_drift : bool
+        When the record holds a ``drift_summary``, run :func:`check_drift` on the outputs (it
+        reads them all) and put its verdict next to the record in each layer's metadata
+        (``metadata["im2im_uq"]["drift"]``: ``message``, ``drifted``, ``p_value``, ...).
+    drift_layer : bool
+        Also return the drift map (last) when the check ran.
 
     Returns
     -------
@@ -251,11 +267,32 @@ def apply_record(record, outputs, *, show_bounds=False) -> list:
     """
     from ..calibration import CalibrationResult
 
-    record = as_record(record)  # checked: schema and checksum
-    result = CalibrationResult.from_dict(record["calibration"], where="record.calibration")
-    warn_if_other_model(record, outputs, stacklevel=3)
-    return result_layers(methods.get(result.method), result, record, outputs,
-                         show_bounds=show_bounds)
+    record = as_record(record)
+    result = CalibrationResult.from_dict(record["calibration"])
+    model = record.get("model") or {}
+    for v in outputs.values():
+        other = layers.meta(v).get("model", {})
+        if model.get("sha256") and other.get("sha256") and other["sha256"] != model["sha256"]:
+            warnings.warn(
+                f"the record was calibrated for model {model.get('name')} "
+                f"(sha256 {model['sha256'][:12]}); these outputs come from {other.get('name')} "
+                f"(sha256 {other['sha256'][:12]}): the guarantee does not carry over",
+                Im2ImUQWarning, stacklevel=2,
+            )
+            break
+    shown = result_layers(methods.get(result.method), result, record, outputs,
+                          show_bounds=show_bounds)
+    if not (check_drift and isinstance(record.get("drift_summary"), dict)):
+        return shown
+    from .drift import check_drift as check
+
+    verdict, drift_map = check(record, outputs)
+    compact = drift_map[1]["metadata"][layers.META_KEY]["verdict"]
+    out = []
+    for data, kwargs, kind in shown:
+        meta = dict(kwargs["metadata"][layers.META_KEY], drift=compact)
+        out.append((data, {**kwargs, "metadata": {layers.META_KEY: meta}}, kind))
+    return out + ([drift_map] if drift_layer else [])
 
 
 

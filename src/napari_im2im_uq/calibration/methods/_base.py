@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import drift
+
 __all__ = ["Method", "Product"]
 
 
@@ -95,7 +97,6 @@ class Method:
     lam_infinite: tuple[float, ...] = ()
     params_schema: dict = {}
 
-
     def __repr__(self) -> str:
         return f"<calibration method {self.name!r}>"
 
@@ -145,6 +146,18 @@ class Method:
     def apply_options(self, record: dict) -> dict:
         """Return the keyword arguments of :meth:`products` that re-apply a saved record."""
         return {}
+
+    def drift_features(self, tiles: dict) -> dict:
+        """Per-tile statistics a drift check compares, none needing ground truth.
+
+        ``tiles`` maps the names :meth:`inputs` gives to tiles of shape (n, rows, columns)
+        (or (n, classes, rows, columns) with a class axis). Returns a dict of (n,) arrays: here
+        the intensity and texture statistics of the prediction; a method adds the score that
+        drives its product (:mod:`napari_im2im_uq.calibration.drift`).
+        """
+        if "prediction" not in tiles:
+            return {}
+        return drift.image_features(tiles["prediction"], "prediction")
 
     # ------------------------------------------------------------------ applying
     def products(self, result, arrays: dict, *, sigma=None, show_bounds=False) -> list[Product]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import drift
 from .._schema import Param
 from ..intervals import calibrate_intervals
 from ..metrics import (
@@ -43,6 +44,12 @@ class _Intervals(Method):
         return calibrate_intervals(tiles["prediction"], tiles["lower"], tiles["upper"],
                                    tiles["truth"], alpha=alpha, delta=delta, rule=rule,
                                    bound=bound, seed=seed)
+
+    def drift_features(self, tiles):
+        out = super().drift_features(tiles)
+        width = np.asarray(tiles["upper"], np.float64) - np.asarray(tiles["lower"], np.float64)
+        out.update(drift.score_features(width, "interval width"))
+        return out
 
     def products(self, result, arrays, *, sigma=None, show_bounds=False):
         lo, up = result.intervals(arrays["prediction"], arrays["lower"], arrays["upper"])

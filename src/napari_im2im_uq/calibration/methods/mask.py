@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import drift
 from .._schema import Param
 from ..mask import calibrate_mask
 from ..metrics import mask_size, masked_distortion, oracle_mask_size
@@ -55,6 +56,11 @@ class _Mask(Method):
         return calibrate_mask(tiles["mask_scores"], tiles["prediction"], tiles["truth"],
                               alpha=alpha, beta=beta, distance=distance, rule=rule,
                               data_range=data_range)
+
+    def drift_features(self, tiles):
+        out = super().drift_features(tiles)
+        out.update(drift.score_features(tiles["mask_scores"], "mask"))
+        return out
 
     def products(self, result, arrays, *, sigma=None, show_bounds=False):
         m = np.asarray(result.mask(arrays["mask"]), dtype=np.float32)

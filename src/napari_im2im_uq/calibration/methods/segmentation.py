@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import drift
 from .._schema import Param
 from ..metrics import activation_ratio
 from ..segmentation import calibrate_segmentation
@@ -73,6 +74,15 @@ class _Segmentation(Method):
         return calibrate_segmentation(tiles["scores"], tiles["labels"], alpha=alpha,
                                       ignore_label=-1, rule=rule, delta=delta, bound=bound,
                                       seed=seed)
+
+    def drift_features(self, tiles):
+        """Top-class probability, entropy and foreground fraction of each tile."""
+        p = np.clip(np.asarray(tiles["scores"], dtype=np.float64), 0.0, 1.0)  # (n, K, rows, cols)
+        out = drift.score_features(p.max(axis=1), "max probability")
+        entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+        out["entropy mean"] = entropy.reshape(len(p), -1).mean(axis=1)
+        out["foreground fraction"] = (p.argmax(axis=1) > 0).reshape(len(p), -1).mean(axis=1)
+        return out
 
     def products(self, result, arrays, *, sigma=None, show_bounds=False):
         scores = np.asarray(arrays["probabilities"])  # (K, planes, rows, cols) or (K, rows, cols)

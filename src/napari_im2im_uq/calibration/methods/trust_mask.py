@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import drift
 from .._schema import Param
 from ..metrics import fidelity_error, mask_size, psnr
 from ..trust_mask import calibrate_trust_mask, fidelity_error_map
@@ -112,6 +113,11 @@ class _TrustMask(Method):
 
     def apply_options(self, record):
         return {"sigma": record_sigma(record)}
+
+    def drift_features(self, tiles):
+        out = super().drift_features(tiles)
+        out.update(drift.score_features(tiles["sigma"], "sigma"))
+        return out
 
     def products(self, result, arrays, *, sigma=None, show_bounds=False):
         sig = sigma_of(arrays, sigma)

@@ -1,0 +1,193 @@
+"""The drift alarm (issue 16): its false-alarm rate and its power, on real TEM and the zoo model.
+
+Outputs come from the zoo model ``tem-sr4x-quantile`` (input: the high-resolution slice at
+every 4th pixel, as the model was trained), cut into 64 x 64 tiles; each tile gives the
+statistics the intervals method records (prediction mean, std, p10, p90, gradient; interval
+width mean, p10, p90). The test is :func:`napari_im2im_uq.calibration.drift.drift_test` at
+family-wise level 0.05, with one region per plane (64 tiles).
+
+(a) False alarms: random splits of one pool of tiles into calibration tiles and a "new volume"
+    of 4 regions of 64 tiles (exchangeable by construction), on ISBI 2012 (30 slices), on the
+    Drosophila VNC (stack 1, slices 14-19, 1024 x 1024: never used to train the model) and on
+    synthetic TEM (``synthetic_em_tissue``).
+(b) Power, over random draws of the calibration tiles:
+    ISBI slices 0-14 -> slices 15-29; ISBI (all) -> VNC; and a synthetic shift on a
+    half-shifted volume: the calibration tiles come from a random half of the ISBI slices, the
+    new volume is the other half with half of its planes shifted (contrast x 0.7 about the
+    mean, or Gaussian noise of std 0.05 added to the input); the drift map is scored by the
+    fraction of shifted planes it marks and of unshifted planes it marks.
+
+Usage::
+
+    python benchmarks/bench_drift.py [--quick] [--json PATH]
+
+``--quick`` uses fewer splits and draws (a smoke run). Needs ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from napari_im2im_uq.calibration import drift, methods
+
+LEVEL = 0.05
+TILE = 64
+ENTRY = methods.get("intervals")
+
+
+def predict_planes(images, model="tem-sr4x-quantile"):
+    """Model outputs of high-resolution slices (planes, rows, cols), input = every 4th pixel."""
+    from napari_im2im_uq.workflows.predict import predict
+
+    low = np.ascontiguousarray(images[:, ::4, ::4]).astype(np.float32)
+    shown = predict(model, low, output="memory")
+    return {kw["metadata"]["im2im_uq"]["output"]: np.asarray(d) for d, kw, _ in shown}
+
+
+def tile_features(outputs):
+    """Per-tile statistics (dict of (n,)) and each tile's plane, for tiles of TILE x TILE."""
+    pred = outputs["prediction"]
+    planes, rows, cols = pred.shape
+    feats, plane_of = [], []
+    for z in range(planes):
+        tiles = {}
+        for k in ENTRY.inputs(outputs):
+            a = outputs[k][z, : rows // TILE * TILE, : cols // TILE * TILE]
+            t = a.reshape(rows // TILE, TILE, cols // TILE, TILE).swapaxes(1, 2)
+            tiles[k] = t.reshape(-1, TILE, TILE)
+        feats.append(ENTRY.drift_features(tiles))
+        plane_of.append(np.full(len(tiles["prediction"]), z))
+    return ({k: np.concatenate([f[k] for f in feats]) for k in feats[0]},
+            np.concatenate(plane_of))
+
+
+def take(feats, idx):
+    return {k: v[idx] for k, v in feats.items()}
+
+
+def false_alarms(feats, *, n_cal, splits, seed, regions=4, per_region=64):
+    n = len(next(iter(feats.values())))
+    n_new = regions * per_region
+    rng = np.random.default_rng(seed)
+    region = np.repeat(np.arange(regions), per_region)
+    alarms = 0
+    for _ in range(splits):
+        perm = rng.permutation(n)
+        out = drift.drift_test(take(feats, perm[:n_cal]), take(feats, perm[n_cal:n_cal + n_new]),
+                               region, level=LEVEL)
+        alarms += out["drifted"]
+    return alarms / splits
+
+
+def power_fixed_target(ref, new, new_plane, *, n_cal, draws, seed):
+    """Alarm rate over random calibration draws against one fixed new volume (regions=planes)."""
+    n = len(next(iter(ref.values())))
+    _, region = np.unique(new_plane, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    alarms, flagged, aucs = 0, [], []
+    for _ in range(draws):
+        out = drift.drift_test(take(ref, rng.choice(n, n_cal, replace=False)), new, region,
+                               level=LEVEL)
+        alarms += out["drifted"]
+        flagged.append(np.mean([r["drifted"] for r in out["regions"]]))
+        aucs.append(out["auc"])
+    return {"power": alarms / draws, "regions_flagged": float(np.mean(flagged)),
+            "median_auc": float(np.median(aucs))}
+
+
+def power_half_shifted(clean, shifted, plane, *, n_cal, draws, seed):
+    """Calibrate on a random half of the slices; the other half, half of it shifted, is new."""
+    slices = np.unique(plane)
+    rng = np.random.default_rng(seed)
+    alarms, sens, fpr = 0, [], []
+    for _ in range(draws):
+        perm = rng.permutation(slices)
+        cal_sl, new_sl = perm[: len(perm) // 2], perm[len(perm) // 2:]
+        shifted_sl = new_sl[: len(new_sl) // 2]
+        cal_idx = rng.choice(np.flatnonzero(np.isin(plane, cal_sl)), n_cal, replace=False)
+        parts, regions, is_shifted = [], [], []
+        for r, z in enumerate(new_sl):
+            idx = np.flatnonzero(plane == z)
+            src = shifted if z in shifted_sl else clean
+            parts.append(take(src, idx))
+            regions.append(np.full(len(idx), r))
+            is_shifted.append(z in shifted_sl)
+        new = {k: np.concatenate([p[k] for p in parts]) for k in clean}
+        out = drift.drift_test(take(clean, cal_idx), new, np.concatenate(regions), level=LEVEL)
+        alarms += out["drifted"]
+        marked = np.array([r["drifted"] for r in out["regions"]])
+        is_shifted = np.array(is_shifted)
+        sens.append(marked[is_shifted].mean())
+        fpr.append(marked[~is_shifted].mean())
+    return {"power": alarms / draws, "shifted_planes_marked": float(np.mean(sens)),
+            "unshifted_planes_marked": float(np.mean(fpr))}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    splits, draws = (200, 50) if args.quick else (1000, 200)
+
+    from napari_im2im_uq.data import load_em_drosophila, load_isbi2012, synthetic_em_tissue
+
+    t0 = time.perf_counter()
+    isbi = load_isbi2012()["raw"]  # (30, 512, 512)
+    vnc = load_em_drosophila(stack=1, slices=range(14, 20))["raw"]  # (6, 1024, 1024)
+    synth = np.stack([synthetic_em_tissue((512, 512), seed=s)["image"] for s in range(8)])
+    mean = isbi.mean(axis=(1, 2), keepdims=True)
+    contrast = np.clip(mean + 0.7 * (isbi - mean), 0, 1).astype(np.float32)
+    noisy = np.clip(isbi + 0.05 * np.random.default_rng(0).standard_normal(isbi.shape), 0, 1)
+    f_isbi, p_isbi = tile_features(predict_planes(isbi))
+    f_vnc, p_vnc = tile_features(predict_planes(vnc))
+    f_syn, _ = tile_features(predict_planes(synth.astype(np.float32)))
+    f_con, _ = tile_features(predict_planes(contrast))
+    f_noi, _ = tile_features(predict_planes(noisy.astype(np.float32)))
+    t_pred = time.perf_counter() - t0
+    print(f"predicted and summarized in {t_pred:.0f} s: ISBI {len(p_isbi)} tiles, VNC "
+          f"{len(p_vnc)} tiles, synthetic {len(f_syn['prediction mean'])} tiles")
+
+    report = {"level": LEVEL, "tile": TILE, "splits": splits, "draws": draws,
+              "false_alarm": {}, "power": {}}
+    tol = 3 * np.sqrt(LEVEL * (1 - LEVEL) / splits)
+    print(f"\n(a) false-alarm rate over {splits} exchangeable splits (level {LEVEL}, 3 MC s.e. = "
+          f"{tol:.3f}); new volume = 4 regions x 64 tiles")
+    print(f"{'pool':<12}" + "".join(f"n_cal={n:<6}" for n in (32, 100, 300)))
+    for name, feats in [("ISBI", f_isbi), ("VNC", f_vnc), ("synthetic", f_syn)]:
+        rates = {n: false_alarms(feats, n_cal=n, splits=splits, seed=n) for n in (32, 100, 300)}
+        report["false_alarm"][name] = rates
+        print(f"{name:<12}" + "".join(f"{rates[n]:<12.3f}" for n in rates))
+
+    print(f"\n(b) power over {draws} calibration draws (family-wise level {LEVEL})")
+    lo, hi = p_isbi < 15, p_isbi >= 15
+    cases = {
+        "ISBI 0-14 -> 15-29": lambda n, s: power_fixed_target(
+            take(f_isbi, lo), take(f_isbi, hi), p_isbi[hi], n_cal=n, draws=draws, seed=s),
+        "ISBI -> VNC": lambda n, s: power_fixed_target(
+            f_isbi, f_vnc, p_vnc, n_cal=n, draws=draws, seed=s),
+        "half-shifted ISBI, contrast x0.7": lambda n, s: power_half_shifted(
+            f_isbi, f_con, p_isbi, n_cal=n, draws=draws, seed=s),
+        "half-shifted ISBI, noise 0.05": lambda n, s: power_half_shifted(
+            f_isbi, f_noi, p_isbi, n_cal=n, draws=draws, seed=s),
+    }
+    for case, fn in cases.items():
+        report["power"][case] = {}
+        for n in (32, 100, 300):
+            res = fn(n, n + 1)
+            report["power"][case][n] = res
+            extra = ", ".join(f"{k} {v:.2f}" for k, v in res.items() if k != "power")
+            print(f"{case:<34} n_cal={n:<4} power {res['power']:.3f}  ({extra})")
+    report["seconds"] = time.perf_counter() - t0
+    print(f"\ntotal {report['seconds']:.0f} s")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

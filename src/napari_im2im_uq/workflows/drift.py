@@ -1,0 +1,243 @@
+"""Check whether a calibration carries over to new data, without ground truth (drift alarm).
+
+The record of a calibration keeps a few statistics of each calibration tile (its
+``drift_summary``: what the method's registry entry says drives its product, the prediction's
+intensity and texture; see :mod:`napari_im2im_uq.calibration.drift`). :func:`check_drift` cuts
+new outputs of the same model into tiles of the record's shape, computes the same statistics
+and tests, for the whole volume and per region, whether they look like the calibration tiles:
+a verdict in words, the p-value and effect size, and a layer marking the regions that drift.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import layers
+from .._jobs import run_to_end, steps_callback
+from .._validation import check_tile_shape
+from ..calibration import drift as core
+from ..calibration import methods
+from .records import as_record
+from .tiles import calibration_tiles, spatial
+
+__all__ = ["check_drift", "check_drift_job", "drift_layer", "input_features", "summary_of"]
+
+#: Side of the square blocks of tiles that form a region of a single image ("auto").
+BLOCK_TILES = 4
+
+
+def input_features(image, origins, tile_shape, grid_shape) -> dict:
+    """Intensity and texture statistics of the input under each output tile.
+
+    ``image`` is the model's input on a grid ``f`` times coarser than the outputs' grid
+    (``f`` a whole number dividing the tile), (rows, columns) or (planes, rows, columns).
+    """
+    data = layers.data_of(image, "image")
+    a = data if data.ndim == 3 else data[None]
+    planes, rows, cols = grid_shape
+    f_r, f_c = rows / a.shape[-2], cols / a.shape[-1]
+    th, tw = tile_shape
+    if (data.ndim not in (2, 3) or a.shape[0] != planes or f_r != f_c or f_r < 1
+            or f_r != int(f_r) or th % int(f_r) or tw % int(f_r)):
+        raise ValueError(
+            "image must be the model's input of these outputs: (rows, columns) or (planes, "
+            f"rows, columns) on a grid a whole factor coarser than the outputs' {grid_shape} "
+            f"that divides the tile {tile_shape}; got shape {tuple(data.shape)}")
+    f = int(f_r)
+    tiles = np.stack([np.asarray(a[z, r // f:(r + th) // f, c // f:(c + tw) // f])
+                      for z, r, c in origins])
+    return core.image_features(tiles, "input")
+
+
+def summary_of(entry, tiles: dict, origins, tile_shape, grid_shape, *, image=None) -> dict:
+    """Return the ``drift_summary`` of calibration tiles (the method's statistics)."""
+    feats = dict(entry.drift_features(tiles))
+    if image is not None:
+        feats.update(input_features(image, origins, tile_shape, grid_shape))
+    return core.summarize(feats, tile_shape=tile_shape)
+
+
+def _regions(origins, tile_shape, grid_shape, regions):
+    """Region index of each tile and the word for one region."""
+    planes, rows, cols = grid_shape
+    th, tw = tile_shape
+    if regions == "auto":
+        regions = "plane" if planes > 1 else BLOCK_TILES
+    if regions == "whole":
+        return np.zeros(len(origins), np.int64), "region"
+    if regions == "plane":
+        ids, word = origins[:, 0], "plane"
+    elif isinstance(regions, int | np.integer) and not isinstance(regions, bool) and regions > 0:
+        k = int(regions)
+        nbr, nbc = -(-(rows // th) // k), -(-(cols // tw) // k)
+        ids = (origins[:, 0] * nbr + origins[:, 1] // (th * k)) * nbc + origins[:, 2] // (tw * k)
+        word = f"block of {k} x {k} tiles"
+    else:
+        raise ValueError(f"regions must be 'auto', 'plane', 'whole' or a positive int (blocks of "
+                         f"k x k tiles); got {regions!r}")
+    _, inverse = np.unique(ids, return_inverse=True)
+    return inverse.astype(np.int64), word
+
+
+def drift_layer(verdict: dict, *, name: str = "drift") -> tuple:
+    """Return the layer tuple of a verdict's tile map: 1 where the region of a tile drifts."""
+    geom = verdict["geometry"]
+    data = np.asarray(verdict["tile_map"], dtype=np.uint8)
+    if geom["ndim"] == 2:
+        data = data[0]
+    compact = {k: v for k, v in verdict.items() if k not in ("tile_map", "geometry")}
+    kwargs = {"name": name, **layers.drift_style(),
+              "scale": tuple(geom["scale"]), "translate": tuple(geom["translate"]),
+              "metadata": {layers.META_KEY: {"role": "drift", "verdict": compact}}}
+    return data, kwargs, "image"
+
+
+def check_drift_job(record, outputs, *, image=None, tile_shape=None, level=0.05,
+                    regions="auto", sigma=None):
+    """Check drift as a generator (see :func:`check_drift`): yields ``(plane, planes)``."""
+    rec = as_record(record)
+    summary = rec.get("drift_summary")
+    reference = core.as_features(summary)
+    entry = methods.get(rec["calibration"]["method"])
+    if not isinstance(outputs, dict):
+        raise ValueError("outputs must be a dict of output name to layer or array "
+                         f"(api.model_outputs gives it); got {type(outputs).__name__}")
+    missing = [k for k in entry.needs if k not in outputs]
+    if missing:
+        raise ValueError(f"outputs must hold {list(entry.needs)} for the record's method "
+                         f"{entry.name!r}; missing {missing}, got {sorted(outputs)}")
+    rec_shape = tuple(int(v) for v in summary.get("tile_shape") or rec["tile_shape"])
+    if tile_shape is not None and tuple(check_tile_shape(tile_shape)) != rec_shape:
+        raise ValueError(f"tile_shape must be the record's {rec_shape} (the statistics depend "
+                         f"on the tile); got {tuple(tile_shape)}")
+    th, tw = rec_shape
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be in (0, 1); got {level}")
+    if sigma is None:
+        sigma = entry.apply_options(rec).get("sigma")
+    elif not isinstance(sigma, str):
+        sigma = layers.data_of(sigma, "sigma")
+    arrays = {k: layers.data_of(v, k) for k, v in outputs.items()}
+    inputs = entry.inputs(arrays, sigma=sigma)
+    ref_key = entry.needs[0]
+    ref_data = arrays[ref_key]
+    ndim = ref_data.ndim - (1 if entry.class_axis else 0)
+    grid_shape = tuple(spatial(ref_data, class_axis=entry.class_axis).shape[-3:])
+    origins = calibration_tiles(grid_shape, (th, tw))
+    if len(origins) == 0:
+        raise ValueError(f"no whole {th} x {tw} tile (the record's tile) fits in the outputs of "
+                         f"shape {grid_shape}")
+    with_input = any(k.startswith("input ") for k in reference)
+    if with_input and image is None:
+        reference = {k: v for k, v in reference.items() if not k.startswith("input ")}
+    planes = grid_shape[0]
+    feats: dict = {}
+    yield 0, planes
+    for z in range(planes):
+        sel = origins[origins[:, 0] == z]
+        if len(sel):
+            local = sel.copy()
+            local[:, 0] = 0
+            tiles = {}
+            for k, v in inputs.items():
+                a = spatial(v, class_axis=entry.class_axis)
+                plane = np.asarray(a[:, z:z + 1] if entry.class_axis else a[z:z + 1])
+                tiles[k] = _cut_plane(plane, local, (th, tw), entry.class_axis)
+            f = dict(entry.drift_features(tiles))
+            if with_input and image is not None:
+                f.update(input_features(_plane(image, z), local, (th, tw),
+                                        (1,) + grid_shape[1:]))
+            for k, v in f.items():
+                feats.setdefault(k, []).append(np.asarray(v))
+        yield z + 1, planes
+    new = {k: np.concatenate(v) for k, v in feats.items()}
+    region, word = _regions(origins, (th, tw), grid_shape, regions)
+    result = core.drift_test(reference, new, region, level=level)
+    result["message"] = core.verdict_words(result, region_word=word)
+    result["region_word"] = word
+    drifted = np.array([r["drifted"] for r in result["regions"]] or [result["drifted"]], bool)
+    tile_map = np.zeros((planes, grid_shape[1] // th, grid_shape[2] // tw), np.uint8)
+    tile_map[origins[:, 0], origins[:, 1] // th, origins[:, 2] // tw] = drifted[region]
+    ref_obj = outputs[ref_key]
+    scale, translate = layers.geometry(ref_obj, ndim)
+    step = np.array([1.0, th, tw])[-ndim:]
+    shift = np.array([0.0, (th - 1) / 2.0, (tw - 1) / 2.0])[-ndim:]
+    result["tile_map"] = tile_map
+    result["geometry"] = {"ndim": ndim, "scale": [float(v) for v in scale * step],
+                          "translate": [float(v) for v in translate + scale * shift]}
+    model = (rec.get("model") or {}).get("name", "model")
+    return result, drift_layer(result, name=f"drift ({model})")
+
+
+def _plane(image, z):
+    data = layers.data_of(image, "image")
+    return data[z] if data.ndim == 3 else data
+
+
+def _cut_plane(plane, origins, tile_shape, class_axis):
+    th, tw = tile_shape
+    if class_axis:
+        return np.stack([plane[:, 0, r:r + th, c:c + tw] for _, r, c in origins])
+    return np.stack([plane[0, r:r + th, c:c + tw] for _, r, c in origins])
+
+
+def check_drift(record, outputs, *, image=None, tile_shape=None, level=0.05, regions="auto",
+                sigma=None, progress=None):
+    """Test whether new outputs look like the calibration tiles (no ground truth needed).
+
+    The outputs are cut into whole tiles of the record's shape; for each the statistics of the
+    record's ``drift_summary`` are computed (those of the method's registry entry) and
+    compared with the calibration tiles' by a two-sided Mann-Whitney U test per statistic, for
+    the whole volume and for each region, Holm-corrected across statistics and regions so that
+    the chance of any false alarm is at most ``level`` when the new tiles are exchangeable with
+    the calibration tiles (:mod:`napari_im2im_uq.calibration.drift` says why).
+
+    Parameters
+    ----------
+    record : dict, path-like or layer
+        A calibration record made by this version (it holds a ``drift_summary``).
+    outputs : dict of str to layer or array
+        New outputs of the same model (:func:`model_outputs`), as for :func:`apply_record`.
+    image : layer or array, optional
+        The model's input of these outputs; compared too when the record holds input
+        statistics (calibrated with ``image=``).
+    tile_shape : (int, int), optional
+        Must be the record's tile shape (the default).
+    level : float
+        Family-wise false-alarm level, default 0.05.
+    regions : "auto", "plane", "whole" or int
+        The regions tested besides the whole: each plane ("auto" for a volume), blocks of
+        k x k tiles (int; "auto" for one image: 4), or none.
+    sigma : str or array, optional
+        The trust-mask score when the record was calibrated with a score given as an array.
+    progress : callable, optional
+        Called with ``(plane, planes)``.
+
+    Returns
+    -------
+    verdict : dict
+        ``message`` (the verdict in words), ``drifted``, ``p_value`` (family-wise adjusted),
+        ``level``, ``auc`` and ``smd`` (effect sizes), ``statistic``, ``whole`` (per
+        statistic), ``regions`` (per region: ``p_value``, ``auc``, ``drifted``, ...),
+        ``tile_map`` ((planes, tile rows, tile columns) uint8: 1 where the tile's region
+        drifts) and ``geometry``.
+    layer : tuple
+        An Image layer tuple of the tile map, drawn over the outputs (drifting regions
+        coloured, the rest clear), carrying the verdict in its metadata.
+
+    Examples
+    --------
+    >>> from napari_im2im_uq.workflows.calibrate import calibrate
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.random((256, 256)).astype(np.float32)
+    >>> f = truth + 0.05 * rng.standard_normal(truth.shape).astype(np.float32)
+    >>> out = {"prediction": f, "lower": f - 0.05, "upper": f + 0.05}
+    >>> cal = calibrate(out, truth, alpha=0.2, rule="crc", tile_shape=(16, 16))
+    >>> verdict, layer = check_drift(cal.record, {k: 2 * v for k, v in out.items()})
+    >>> verdict["drifted"], layer[2]
+    (True, 'image')
+    """
+    return run_to_end(
+        check_drift_job(record, outputs, image=image, tile_shape=tile_shape, level=level,
+                        regions=regions, sigma=sigma),
+        callback=steps_callback(progress))
