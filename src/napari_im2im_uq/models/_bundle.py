@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
-from ._catalog import MODEL_JSON, WEIGHTS_FILE, ZOO_DIR, _resolve, list_models
-from ._errors import BundleError
+from ._catalog import MODEL_JSON, WEIGHTS_FILE, ZOO_DIR, _resolve, list_models, read_model_json
+from ._errors import LIMITS, BundleError
 from ._model import Im2ImModel
-from ._spec import check_consistency, complete_spec, validate_spec
+from ._spec import check_consistency, complete_spec, unet_parameter_count, validate_spec
 
 __all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ZOO_DIR", "list_models", "load_model", "save_model"]
 
@@ -45,6 +45,39 @@ def _read_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
         f"{path} is not a safetensors file: {problem}. Bundles are loaded only from safetensors; "
         "pickled weights (e.g. from torch.save) are refused"
     )
+
+
+def _check_weights_size(path: Path, spec: dict) -> None:
+    """Bound the weights file by the architecture's parameter count, before reading it.
+
+    The count follows from ``model.json``'s kwargs without building the network: a file of
+    float32 (or float16) weights and its JSON header has at most a known size, so a larger
+    one is refused unread. Its 8-byte header length is bounded before anything else is read.
+    A smaller file is read (it is smaller than the network) and its tensors are checked one
+    by one, which says more than its size.
+    """
+    n_float, n_int = unet_parameter_count(spec["kwargs"])
+    header_max = LIMITS["safetensors_header_bytes"]
+    high = 8 + header_max + 4 * n_float + 8 * n_int
+    size = path.stat().st_size
+    if size > high:
+        raise BundleError(
+            f"{path.name} must be at most {high:,} bytes for the architecture in {MODEL_JSON} "
+            f"({spec['architecture']} with {n_float + n_int:,} parameters in float32, and a "
+            f"header of at most {header_max:,} bytes); got {size:,} bytes: it was not read"
+        )
+    if size < 8:
+        raise BundleError(
+            f"{path} is not a safetensors file: it has {size} bytes, fewer than its 8-byte "
+            "header length"
+        )
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+    if not 2 <= n <= min(header_max, size - 8):
+        raise BundleError(
+            f"the header length of {path.name} (its first 8 bytes) must be between 2 and "
+            f"{min(header_max, size - 8):,} bytes; got {n:,}: {path} is not a safetensors file"
+        )
 
 
 def _check_tensors(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
@@ -119,11 +152,9 @@ def load_model(
     for required in (json_path, weights_path):
         if not required.is_file():
             raise BundleError(f"the bundle {folder} has no {required.name}")
-    try:
-        spec = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise BundleError(f"{json_path} is not valid JSON: {err}") from None
-    validate_spec(spec)
+    spec = read_model_json(json_path)  # size and nesting bounded before parsing
+    validate_spec(spec)  # kwargs bounded before anything is built
+    _check_weights_size(weights_path, spec)  # the file's size bounded before it is read
     data = weights_path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != spec["sha256"]:

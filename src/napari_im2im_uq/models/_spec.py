@@ -9,15 +9,48 @@ import re
 from typing import Any
 
 from ._derived import check_derived
-from ._errors import FORMAT_VERSION, HEURISTICS, SUPPORTED_FORMAT_VERSIONS, BundleError
+from ._errors import (
+    FORMAT_VERSION,
+    HEURISTICS,
+    LIMITS,
+    NORMS,
+    SUPPORTED_FORMAT_VERSIONS,
+    UPSAMPLINGS,
+    BundleError,
+)
 
 __all__ = [
+    "LIMITS",
     "NORMALIZATION_KINDS",
     "REQUIRED_FIELDS",
+    "UNET_DEFAULTS",
+    "check_kwargs",
     "complete_spec",
     "mask_halo",
+    "unet_parameter_count",
     "validate_spec",
 ]
+
+#: Keyword arguments of ``UNet2d`` and their defaults (a test checks they match its signature).
+UNET_DEFAULTS = {
+    "in_channels": 1,
+    "out_channels": 1,
+    "depth": 4,
+    "base_channels": 32,
+    "norm": "batch",
+    "upsampling": "transpose",
+    "scale_factor": 1,
+}
+#: Inclusive bounds of the integer architecture kwargs, checked before anything is built.
+UNET_BOUNDS = {
+    "in_channels": (1, 64),
+    "out_channels": (1, 1024),
+    "depth": (1, 8),
+    "base_channels": (1, 512),
+    "scale_factor": (1, 16),
+}
+_UNET_CHOICES = {"norm": NORMS, "upsampling": UPSAMPLINGS}
+
 
 #: Fields every ``model.json`` must have (others depend on the heuristic or are optional).
 REQUIRED_FIELDS = (
@@ -89,6 +122,7 @@ def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
         )
     if not isinstance(spec["kwargs"], dict):
         raise BundleError(f"kwargs must be a JSON object; got {spec['kwargs']!r}")
+    check_kwargs(spec["architecture"], spec["kwargs"])
     heuristic = spec["heuristic"]
     if heuristic not in HEURISTICS:
         raise BundleError(f"heuristic must be one of {HEURISTICS}; got {heuristic!r}")
@@ -106,6 +140,11 @@ def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
     ):
         raise BundleError(
             f"input_channels must be a non-empty list of distinct channel names; got {channels!r}"
+        )
+    if len(channels) > LIMITS["input_channels"]:
+        raise BundleError(
+            f"input_channels must name at most {LIMITS['input_channels']} channels; got "
+            f"{len(channels)}"
         )
     norm = spec["normalization"]
     if not isinstance(norm, dict) or norm.get("kind") not in NORMALIZATION_KINDS:
@@ -138,10 +177,8 @@ def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
         raise BundleError(
             "output_range must be [lo, hi] for the softmax heuristic (the bins span it); got null"
         )
-    if not _is_int(spec["scale_factor"]) or spec["scale_factor"] < 1:
-        raise BundleError(f"scale_factor must be an integer >= 1; got {spec['scale_factor']!r}")
-    if not _is_int(spec["halo"]) or spec["halo"] < 0:
-        raise BundleError(f"halo must be an integer >= 0; got {spec['halo']!r}")
+    _bounded_int(spec, "scale_factor", 1, LIMITS["scale_factor"])
+    _bounded_int(spec, "halo", 0, LIMITS["halo"])
     if "quantiles" in _HEURISTIC_FIELDS.get(heuristic, ()):
         q = spec["quantiles"]
         if not (
@@ -151,8 +188,8 @@ def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
             and 0 < q[0] < q[1] < 1
         ):
             raise BundleError(f"quantiles must be [lo, hi] with 0 < lo < hi < 1; got {q!r}")
-    if heuristic == "softmax" and (not _is_int(spec["bins"]) or spec["bins"] < 2):
-        raise BundleError(f"bins must be an integer >= 2; got {spec['bins']!r}")
+    if heuristic == "softmax":
+        _bounded_int(spec, "bins", 2, LIMITS["bins"])
     if heuristic == "segmentation":
         classes = spec["classes"]
         if not (
@@ -161,6 +198,10 @@ def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
             and all(isinstance(c, str) for c in classes)
         ):
             raise BundleError(f"classes must be a list of at least 2 class names; got {classes!r}")
+        if len(classes) > LIMITS["classes"]:
+            raise BundleError(
+                f"classes must name at most {LIMITS['classes']} classes; got {len(classes)}"
+            )
     sha = spec.get("sha256")
     if "sha256" in spec and (not isinstance(sha, str) or not _SHA256.match(sha)):
         raise BundleError(
@@ -169,6 +210,91 @@ def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
     if "card" in spec and not isinstance(spec["card"], dict):
         raise BundleError(f"card must be a JSON object; got {spec['card']!r}")
     check_derived(spec)
+
+
+def _bounded_int(spec: dict, field: str, lo: int, hi: int) -> None:
+    value = spec[field]
+    if not _is_int(value) or not lo <= value <= hi:
+        raise BundleError(f"{field} must be an integer in [{lo}, {hi}]; got {value!r}")
+
+
+def check_kwargs(architecture: str, kwargs: dict) -> dict:
+    """Check an architecture's kwargs against their bounds before anything is built.
+
+    Returns the full kwargs (defaults filled in). Raises :class:`BundleError` naming the
+    argument, its range and the value; a network above ``LIMITS["parameters"]`` parameters
+    is refused with its parameter count, computed without building it.
+
+    Examples
+    --------
+    >>> check_kwargs("unet2d", {"depth": 40})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    napari_im2im_uq.models._errors.BundleError: kwargs['depth'] must be an integer in [1, 8]; got 40
+    """
+    if architecture != "unet2d":  # the registry's only architecture (checked by the caller)
+        raise BundleError(f"unknown architecture {architecture!r}; known architectures: ['unet2d']")
+    unknown = sorted(k for k in kwargs if k not in UNET_DEFAULTS)
+    if unknown:
+        raise BundleError(
+            f"kwargs {kwargs} are invalid for architecture 'unet2d': unknown argument "
+            f"{unknown[0]!r}; expected some of {sorted(UNET_DEFAULTS)}"
+        )
+    for key, (lo, hi) in UNET_BOUNDS.items():
+        if key in kwargs and (not _is_int(kwargs[key]) or not lo <= kwargs[key] <= hi):
+            raise BundleError(f"kwargs[{key!r}] must be an integer in [{lo}, {hi}]; got {kwargs[key]!r}")
+    for key, choices in _UNET_CHOICES.items():
+        if key in kwargs and kwargs[key] not in choices:
+            raise BundleError(f"kwargs[{key!r}] must be one of {list(choices)}; got {kwargs[key]!r}")
+    full = {**UNET_DEFAULTS, **kwargs}
+    n = sum(unet_parameter_count(full))
+    if n > LIMITS["parameters"]:
+        raise BundleError(
+            f"kwargs {kwargs} describe a network of {n:,} parameters; a bundle may have at most "
+            f"{LIMITS['parameters']:,}"
+        )
+    return full
+
+
+def unet_parameter_count(kwargs: dict) -> tuple[int, int]:
+    """Return ``(floating, integer)`` element counts of a ``UNet2d``'s ``state_dict``.
+
+    Computed from the kwargs alone (nothing is built): the weights file of a bundle must hold
+    exactly these elements, so its size is known before it is read.
+
+    Examples
+    --------
+    >>> unet_parameter_count({**UNET_DEFAULTS, "depth": 1, "base_channels": 2})
+    (479, 6)
+    """
+    k = {**UNET_DEFAULTS, **kwargs}
+    norm, base, depth = k["norm"], k["base_channels"], k["depth"]
+    counts = [0, 0]
+
+    def double_conv(c_in: int, c_out: int) -> None:
+        bias = c_out if norm == "none" else 0
+        counts[0] += c_out * c_in * 9 + c_out * c_out * 9 + 2 * bias
+        if norm == "batch":  # weight, bias, running mean and variance; batches tracked
+            counts[0] += 2 * 4 * c_out
+            counts[1] += 2
+        elif norm in ("group", "instance"):  # affine weight and bias
+            counts[0] += 2 * 2 * c_out
+
+    widths = [base * 2**level for level in range(depth + 1)]
+    c_in = k["in_channels"]
+    for level in range(depth):
+        double_conv(c_in, widths[level])
+        c_in = widths[level]
+    double_conv(widths[depth - 1], widths[depth])
+    for level in range(depth):
+        kernel = 4 if k["upsampling"] == "transpose" else 1
+        counts[0] += widths[level + 1] * widths[level] * kernel + widths[level]
+        double_conv(2 * widths[level], widths[level])
+    s = k["scale_factor"]
+    if s > 1:
+        counts[0] += base * base * s * s * 9 + base * s * s
+    counts[0] += base * k["out_channels"] + k["out_channels"]
+    return counts[0], counts[1]
 
 
 def _broadcast(a: list[float], b: list[float]) -> tuple[list[float], list[float]]:
