@@ -351,3 +351,37 @@ def test_cli_drift_reads_a_prediction_store(tmp_path, capsys):
     assert saved["drifted"] and np.array(saved["tile_map"]).shape == (4, 8, 8)
     assert main(["drift", record, str(store), "--fail-on-drift"]) == 3
     assert main(["drift", record, str(tmp_path / "missing.zarr")]) == 2
+
+
+# ------------------------------------------------------------------------- the Drift section
+def test_diagnostics_drift_section_shows_the_verdict_and_the_map(request):
+    pytest.importorskip("napari")
+    pytest.importorskip("pytestqt")
+    from _display import HAS_DISPLAY, REASON
+
+    if not HAS_DISPLAY:
+        pytest.skip(REASON)
+    from napari_im2im_uq._widgets import DiagnosticsWidget
+
+    viewer = request.getfixturevalue("make_napari_viewer")()
+    qtbot = request.getfixturevalue("qtbot")
+    outputs, truth = _volume(seed=0, planes=2)
+    cal = api.calibrate(outputs, truth, alpha=0.2, rule="crc", tile_shape=(32, 32))
+    api.show(viewer, cal.layers)
+    half, _ = _volume(seed=10, planes=4, shift_from=2)
+    for k, v in half.items():
+        viewer.add_image(v, name=f"{k} (new)", metadata={
+            "im2im_uq": {"role": "output", "output": k, "run": "new"}})
+    widget = DiagnosticsWidget(viewer)
+    widget.reset_choices()
+    widget.record.value = viewer.layers["interval width (model)"]
+    widget.prediction.value = viewer.layers["prediction (new)"]
+    assert widget.drift_button.enabled, widget.drift_button.tooltip
+    assert not widget.run_button.enabled  # diagnostics need held-out truth; the drift check not
+    widget.start_drift()
+    qtbot.waitUntil(lambda: "drift (model)" in viewer.layers and not widget.drift_runner.running,
+                    timeout=60_000)
+    assert widget.drift_message.value.startswith("DRIFT")
+    layer = viewer.layers["drift (model)"]
+    assert layer.data[2:].min() == 1 and layer.data[:2].max() == 0
+    assert layer.metadata["im2im_uq"]["role"] == "drift"
