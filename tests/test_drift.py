@@ -385,3 +385,42 @@ def test_diagnostics_drift_section_shows_the_verdict_and_the_map(request):
     layer = viewer.layers["drift (model)"]
     assert layer.data[2:].min() == 1 and layer.data[:2].max() == 0
     assert layer.metadata["im2im_uq"]["role"] == "drift"
+
+
+def _all_outputs(seed, planes, shift_from=None):
+    out, truth = _volume(seed=seed, planes=planes, shift_from=shift_from)
+    half = (out["upper"] - out["lower"]) / 2
+    p = 1.0 / (1.0 + np.exp(-10.0 * (0.45 - out["prediction"])))
+    return {"prediction": out["prediction"], "lower": out["lower"], "upper": out["upper"],
+            "std": half, "mask": np.clip(1.0 - half / 0.3, 0.0, 1.0),
+            "probabilities": np.stack([1.0 - p, p]).astype(np.float32)}, truth
+
+
+@pytest.mark.parametrize(("method", "kwargs"), [
+    ("trust_mask", {"alpha": 0.5, "data_range": (0.0, 1.0)}),
+    ("mask", {"alpha": 0.3, "rule": "crc", "data_range": (0.0, 1.0)}),
+    ("segmentation", {"alpha": 0.3, "rule": "crc"}),
+])
+def test_every_method_records_a_summary_and_raises_the_alarm(method, kwargs):
+    outputs, truth = _all_outputs(seed=0, planes=2)
+    if method == "segmentation":
+        truth = (truth < 0.45).astype(np.uint8) + 1
+    need = methods.get(method).needs + (("std",) if method == "trust_mask" else ())
+    cal = api.calibrate({k: outputs[k] for k in need}, truth, method=method,
+                        tile_shape=(32, 32), **kwargs)
+    assert set(cal.record["drift_summary"]["features"]) == set(
+        methods.get(method).drift_features(
+            {k: v[:1] for k, v in _tiles_of(method, outputs).items()}))
+    same, _ = _all_outputs(seed=10, planes=4)
+    verdict, _ = api.check_drift(cal.record, {k: same[k] for k in need})
+    assert not verdict["drifted"], verdict["message"]
+    half, _ = _all_outputs(seed=10, planes=4, shift_from=2)
+    verdict, (data, _, _) = api.check_drift(cal.record, {k: half[k] for k in need})
+    assert verdict["drifted"] and data[2:].min() == 1 and data[:2].max() == 0, verdict["message"]
+
+
+def _tiles_of(method, outputs):
+    entry = methods.get(method)
+    arrays = entry.inputs(outputs)
+    return {k: (v[:, 0, :32, :32][None] if entry.class_axis else v[:1, :32, :32])
+            for k, v in arrays.items()}
