@@ -300,8 +300,9 @@ def _check_record(rec, accept_edited, origin):
             f"calibration (sha256 of the content {computed[:12]}..., written "
             f"{stored[:12]}...)")
     if not accept_edited:
-        raise RecordError(f"{what}. Restore the original, or pass accept_edited=True to use the "
-                          "edited record (its guarantee is then yours to vouch for)")
+        raise RecordError(f"{what}. Restore the original, or use the edited record explicitly "
+                          "with load_record(path, accept_edited=True) (or as_record(record, "
+                          "accept_edited=True)): its guarantee is then yours to vouch for")
     warnings.warn(f"{what}{f' (in {origin})' if origin else ''}; accepted as asked "
                   "(accept_edited=True): its guarantee is yours to vouch for", Im2ImUQWarning,
                   stacklevel=4)
