@@ -23,17 +23,20 @@ import time
 
 def register(subparsers) -> None:
     """Add the ``demo`` sub-command."""
+    from ._validation import int_flag, level_flag  # bad values exit 2 naming the flag
+
     p = subparsers.add_parser(
         "demo",
         help="calibrate every method on generated TEM tiles and report held-out risk",
         description=__doc__,
     )
-    p.add_argument("--alpha", type=float, default=0.1, help="risk level for intervals and sets")
-    p.add_argument("--delta", type=float, default=0.1, help="RCPS error level")
-    p.add_argument("--tile", type=int, default=None,
+    p.add_argument("--alpha", type=level_flag(), default=0.1, help="risk level for intervals and sets")
+    p.add_argument("--delta", type=level_flag(), default=0.1, help="RCPS error level")
+    p.add_argument("--tile", type=int_flag(), default=None,
                    help="calibration tile side in pixels (default 64 in napari, 32 with --report)")
-    p.add_argument("--images", type=int, default=2, help="synthetic 512 x 512 images to cut")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated data and split")
+    p.add_argument("--images", type=int_flag(), default=2, help="synthetic 512 x 512 images to cut")
+    p.add_argument("--seed", type=int_flag(minimum=0), default=0,
+                   help="seed of the generated data and split")
     p.add_argument("--json", metavar="PATH", help="--report: also write the records as JSON")
     p.add_argument("--report", action="store_true",
                    help="no napari: calibrate every method on generated tiles, print held-out risks")
@@ -44,7 +47,7 @@ def register(subparsers) -> None:
                    help="--headless: where to save the screenshot (default %(default)s)")
     p.add_argument("--record", metavar="JSON", default="im2im-uq-demo-record.json",
                    help="--headless: where to save the calibration records (default %(default)s)")
-    p.add_argument("--trust-alpha", type=float, default=0.25,
+    p.add_argument("--trust-alpha", type=level_flag(), default=0.25,
                    help="trust-mask level: the tolerated largest error among trusted pixels")
     p.set_defaults(func=run)
 

@@ -7,7 +7,8 @@ and what was received, so a user can fix the call without reading the source.
 
 Scalars
     :func:`check_int` (an integer in a range), :func:`check_level` (a level in (0, 1)),
-    :func:`check_positive` (a positive finite number), :func:`check_choice` (one of a few values).
+    :func:`check_positive` (a positive finite number), :func:`check_choice` (one of a few values),
+    :func:`check_bool` (True or False, not a truthy string).
 Tiles
     :func:`check_tile_shape` (rows, columns of a tile), :func:`as_tiles` (a stack of tiles of shape
     (n, ...), numpy or lazy), :func:`as_valid` (a mask of the pixels that count),
@@ -17,12 +18,17 @@ Blocks of tiles
     :func:`check_finite`, :func:`check_valid_block`, :func:`check_order_block` and
     :func:`check_unit_block` (checks of one loaded block; messages name the tile),
     :func:`is_dask` (without importing dask).
+Command-line flags
+    :func:`int_flag`, :func:`level_flag` (argparse ``type=`` functions built on the checks
+    above: a bad flag exits with status 2 and ``argument --tile: must be an integer >= 1; got
+    -3``) and :func:`in_flags` (a message of a deeper check, said in the flags' names).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
 
 import numpy as np
 
@@ -31,6 +37,7 @@ __all__ = [
     "NUMERIC",
     "as_tiles",
     "as_valid",
+    "check_bool",
     "check_choice",
     "check_finite",
     "check_int",
@@ -42,7 +49,10 @@ __all__ = [
     "check_unit_block",
     "check_valid_block",
     "first_bad_tile",
+    "in_flags",
+    "int_flag",
     "is_dask",
+    "level_flag",
     "tile_blocks",
 ]
 
@@ -156,6 +166,21 @@ def check_positive(value, name: str) -> float:
     ):
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     return float(value)
+
+
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` if it is a boolean (Python or numpy), or raise.
+
+    A string such as ``"no"`` is truthy: it is refused rather than read as True.
+
+    Examples
+    --------
+    >>> check_bool(False, "overwrite")
+    False
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
 
 
 def check_choice(value, name: str, choices) -> str:
@@ -368,3 +393,88 @@ def tile_blocks(n: int, arrays: dict, *, block_tiles: int | None = None):
             else:
                 block[key] = array[start:stop]
         yield start, block
+
+
+# -- command-line flags ---------------------------------------------------------------------
+
+
+def _flag_type(check, label: str):
+    """Make an argparse ``type=`` that parses a flag's text with ``check(text)``.
+
+    The message of the check, without the argument's name (argparse names the flag), becomes
+    an ``argparse.ArgumentTypeError``: argparse prints ``argument --tile: must be ...; got -3``
+    on stderr and exits with status 2, without a traceback.
+    """
+    import argparse
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("\0 ")) from None
+
+    parse.__name__ = label
+    return parse
+
+
+def int_flag(*, minimum: int = 1, maximum: int | None = None):
+    """Return an argparse ``type=`` for an integer flag in ``[minimum, maximum]``.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--tile", type=int_flag())
+    >>> parser.parse_args(["--tile", "64"]).tile
+    64
+    """
+
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = text
+        return check_int(value, "\0", minimum=minimum, maximum=maximum)
+
+    return _flag_type(check, "integer")
+
+
+def level_flag(*, allow_one: bool = False):
+    """Return an argparse ``type=`` for a level in (0, 1) (or (0, 1] with ``allow_one``).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--alpha", type=level_flag())
+    >>> parser.parse_args(["--alpha", "0.1"]).alpha
+    0.1
+    """
+
+    def check(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = text
+        return check_level(value, "\0", allow_one=allow_one)
+
+    return _flag_type(check, "level")
+
+
+def in_flags(message: str, flags: dict[str, str]) -> str:
+    """Say a message of a Python-level check in the command line's flag names.
+
+    ``flags`` maps argument names (or phrases such as ``"overwrite=True"``) to flags. A name is
+    replaced where it stands as the argument of a check (``tile_shape must``, ``batch_size=``,
+    ``device is``), a phrase wherever it stands, so other uses of the word are left alone.
+
+    Examples
+    --------
+    >>> in_flags("tile_shape must be two positive integers; pass overwrite=True",
+    ...          {"tile_shape": "--tile", "overwrite=True": "--overwrite"})
+    '--tile must be two positive integers; pass --overwrite'
+    """
+    for name in sorted(flags, key=len, reverse=True):
+        after = "" if re.search(r"\W", name) else r"(?=\s+(?:must|is)\b|=)"
+        message = re.sub(rf"(?<![\w-]){re.escape(name)}{after}", flags[name], message)
+    return message

@@ -12,6 +12,9 @@ Importing this package imports neither torch nor dask; the names below load on f
   ``(done, total)``); it and the zarr writer run on the one executor (threads here, or a
   ``dask.distributed`` scheduler), cancelled by closing the generator.
 - :func:`output_axes` says the layout of each output.
+- NaN or infinity in the input is reported as an ``Im2ImUQWarning`` with the count and the
+  planes: before anything runs for an array in memory, else by the task that reads each block
+  (collected into one warning by a job that runs inside :func:`watch_nonfinite`).
 - A model whose bundle declares derived input channels gets them computed here
   (:func:`napari_im2im_uq.models.add_derived_channels`): pass only the given channels.
 
@@ -33,6 +36,7 @@ __all__ = [
     "predict",
     "predict_to_zarr",
     "run_graph",
+    "watch_nonfinite",
     "write_zarr",
 ]
 
@@ -46,6 +50,7 @@ _LAZY = {
     "predict": "._predict",
     "predict_to_zarr": "._zarr",
     "write_zarr": "._zarr",
+    "watch_nonfinite": "._predict",
 }
 
 

@@ -13,10 +13,16 @@ __all__ = ["read_input", "register", "run"]
 
 _TIF = (".tif", ".tiff")
 _OME_LETTERS = {"z": "Z", "c": "C", "y": "Y", "x": "X"}
+#: Argument names of predict_to_zarr said as this command's flags in its error messages.
+_FLAGS = {"tile_shape": "--tile", "batch_size": "--batch", "overwrite=True": "--overwrite",
+          "overwrite": "--overwrite", "device": "--device", "precision": "--precision",
+          "scheduler": "--scheduler", "store": "--output", "axes": "--axes", "model": "--model"}
 
 
 def register(subparsers) -> None:
     """Add the ``predict`` sub-command to ``subparsers`` (an argparse sub-parser action)."""
+    from .._validation import int_flag  # a bad number exits 2 naming the flag
+
     parser = subparsers.add_parser(
         "predict",
         help="run a model tile by tile over an image and write its outputs to OME-Zarr",
@@ -35,9 +41,9 @@ def register(subparsers) -> None:
         "metadata, or YX for 2-D images)",
     )
     parser.add_argument(
-        "--tile", nargs=2, type=int, metavar=("ROWS", "COLUMNS"), help="tile shape in pixels"
+        "--tile", nargs=2, type=int_flag(), metavar=("ROWS", "COLUMNS"), help="tile shape in pixels"
     )
-    parser.add_argument("--batch", type=int, metavar="N", help="tiles per forward pass")
+    parser.add_argument("--batch", type=int_flag(), metavar="N", help="tiles per forward pass")
     parser.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto"
     )
@@ -152,6 +158,7 @@ def _progress_bar(total: int, initial: int):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``predict``; return the exit status."""
+    from .._validation import in_flags
     from .._warnings import Im2ImUQWarning  # noqa: F401 - warnings show on stderr as usual
 
     try:
@@ -186,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
             unit=unit,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {in_flags(str(err), _FLAGS)}", file=sys.stderr)
         return 1
     bar = None
     try:
@@ -206,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped; run the same command again to resume into {args.output}", file=sys.stderr)
         raise
     except (ValueError, MemoryError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {in_flags(str(err), _FLAGS)}", file=sys.stderr)
         return 1
     finally:
         gen.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import operator
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -21,7 +23,125 @@ from ._axes import CANONICAL_AXES, check_axes, output_axes
 from ._device import check_device, check_precision, resolve
 from ._tiles import tile_side
 
-__all__ = ["Plan", "make_plan", "predict"]
+__all__ = ["NonFinite", "Plan", "make_plan", "predict", "watch_nonfinite"]
+
+# -- NaN and infinity in the input ----------------------------------------------------------
+# One NaN input pixel makes the prediction NaN over its receptive field, so non-finite input
+# is reported before (in-memory input) or while (lazy input, in the task that reads each block)
+# the model runs: never silently.
+
+_CURRENT = threading.local()  # the tally of the job planning in this thread
+_WATCHED: dict[str, NonFinite] = {}  # graph name -> the tally its blocks add to
+_LOCK = threading.Lock()
+
+
+class NonFinite:
+    """Tally of NaN and infinite input values per plane: ``{plane: [nan, inf, r0, r1, c0, c1]}``.
+
+    Rows and columns are the bounding box of the non-finite pixels of the plane, inclusive.
+    """
+
+    def __init__(self, has_z: bool = True, halo: int = 0):
+        self.planes: dict[int, list[int]] = {}
+        self.has_z, self.halo = has_z, halo
+
+    def add(self, found: dict) -> None:
+        with _LOCK:
+            for z, (nan, inf, r0, r1, c0, c1) in found.items():
+                old = self.planes.get(z)
+                self.planes[z] = [nan, inf, r0, r1, c0, c1] if old is None else [
+                    old[0] + nan, old[1] + inf, min(old[2], r0), max(old[3], r1),
+                    min(old[4], c0), max(old[5], c1)]
+
+    def message(self, name: str = "image") -> str | None:
+        """Say how many values, and where; None when every value was finite."""
+        if not self.planes:
+            return None
+        nan = sum(v[0] for v in self.planes.values())
+        inf = sum(v[1] for v in self.planes.values())
+        def box(v):
+            return f"rows {v[2]}-{v[3]}, columns {v[4]}-{v[5]}"
+        if self.has_z:
+            listed = sorted(self.planes.items())
+            where = "in plane(s) " + "; ".join(
+                f"{z} ({v[0] + v[1]}, {box(v)})" for z, v in listed[:10])
+            if len(listed) > 10:
+                where += f"; and {len(listed) - 10} more plane(s)"
+        else:
+            where = f"at {box(next(iter(self.planes.values())))}"
+        return (
+            f"{name} has {nan} NaN and {inf} infinite value(s) {where}: the prediction is not "
+            f"finite within the receptive field ({self.halo} pixels) around each; replace or mask "
+            "them before predicting"
+        )
+
+    def warn(self, name: str = "image", stacklevel: int = 2) -> None:
+        message = self.message(name)
+        if message:
+            warnings.warn(message, Im2ImUQWarning, stacklevel=stacklevel + 1)
+
+
+@contextmanager
+def watch_nonfinite():
+    """Collect the non-finite input values met by the blocks of the plans made inside.
+
+    A job wraps planning and running in it and warns once at the end (:meth:`NonFinite.warn`);
+    blocks of plans made outside a watch, or run in another process, warn per block.
+
+    Examples
+    --------
+    >>> with watch_nonfinite() as tally:
+    ...     pass
+    >>> tally.message() is None
+    True
+    """
+    tally = NonFinite()
+    previous = getattr(_CURRENT, "tally", None)
+    _CURRENT.tally = tally
+    names: list[str] = []
+    tally._names = names
+    try:
+        yield tally
+    finally:
+        if getattr(_CURRENT, "tally", None) is tally:
+            _CURRENT.tally = previous
+        with _LOCK:
+            for name in names:
+                if _WATCHED.get(name) is tally:
+                    del _WATCHED[name]
+
+
+def _count_nonfinite(block: np.ndarray, z0: int, y0: int, x0: int) -> dict:
+    """``{plane: [nan, inf, r0, r1, c0, c1]}`` of a (Z, C, Y, X) block at ``(z0, y0, x0)``."""
+    if np.isfinite(np.sum(block, dtype=np.float64)):  # one pass, no temporary array
+        return {}
+    found = {}
+    for k in range(block.shape[0]):
+        bad = ~np.isfinite(block[k])
+        total = int(bad.sum())
+        if not total:
+            continue
+        nan = int(np.isnan(block[k]).sum())
+        rows, cols = np.flatnonzero(bad.any(axis=(0, 2))), np.flatnonzero(bad.any(axis=(0, 1)))
+        found[z0 + k] = [nan, total - nan, y0 + int(rows[0]), y0 + int(rows[-1]),
+                         x0 + int(cols[0]), x0 + int(cols[-1])]
+    return found
+
+
+def _checked_block(model, pieces, pred_pieces, own, *, run, name, origin, channels, has_z, halo):
+    """Count the non-finite given values of a block's own pixels, then run the block."""
+    found = _count_nonfinite(own if channels is None else own[:, channels], *origin)
+    if found:
+        with _LOCK:
+            tally = _WATCHED.get(name)
+        if tally is not None:
+            tally.add(found)
+        else:  # no job watching here (another process, or a bare lazy predict): say it now
+            block = NonFinite(has_z, halo)
+            block.add(found)
+            warnings.warn(block.message("image"), Im2ImUQWarning, stacklevel=2)
+    return run(model, pieces, pred_pieces)
+
 
 def default_tile_side(model, device: str = "cpu") -> int:
     """Return the default tile side of a loaded model (see :func:`._tiles.tile_side`)."""
@@ -250,6 +370,18 @@ def make_plan(
         )
     batch_size = _optional_int(batch_size, "batch_size", minimum=1, words="a positive integer")
     x = _canonical(full, axes)
+    # Non-finite input: counted now for an array in memory (before anything runs), else by
+    # each block's task as it reads the block (no extra pass over a large volume).
+    has_z, check_blocks, channels = "Z" in given_axes, False, None
+    if arr.dtype.kind == "f" and isinstance(image, np.ndarray):
+        tally = NonFinite(has_z, halo)
+        tally.add(_count_nonfinite(_canonical(image, given_axes), 0, 0, 0))
+        tally.warn("image", stacklevel=3)
+    elif arr.dtype.kind == "f":
+        check_blocks = True
+        names, given = spec["input_channels"], given_channels(spec)
+        if len(given) != len(names):  # derived channels are not the user's input
+            channels = [names.index(c) for c in given]
     planes, _, rows, cols = x.shape
     # Resolve here when the work runs here (the usual case): a clear error now, not in a task.
     local_device = None
@@ -305,6 +437,12 @@ def make_plan(
         precision,
     )
     name = f"im2im-predict-{token}"
+    watch = getattr(_CURRENT, "tally", None)
+    if check_blocks and watch is not None:
+        watch.has_z, watch.halo = has_z, halo
+        with _LOCK:
+            _WATCHED[name] = watch
+        watch._names.append(name)
     model_key = f"im2im-model-{ref.token[:24]}"
     dsk: dict = {model_key: ref}
     bounds = [np.cumsum((0, *c)) for c in x.chunks]
@@ -328,12 +466,12 @@ def make_plan(
                     pred_pieces, _ = _window_pieces(
                         pred, iz, y0, y1, x0, x1, halo, s, dsk, f"{name}-pred"
                     )
-                dsk[(name, iz, 0, iy, ix)] = (
-                    partial(func, pads=pads),
-                    model_key,
-                    pieces,
-                    pred_pieces,
-                )
+                task = (partial(func, pads=pads), model_key, pieces, pred_pieces)
+                if check_blocks:  # the block's own chunk is one of its pieces: no extra read
+                    run = partial(_checked_block, run=task[0], name=name, channels=channels,
+                                  origin=(int(bounds[0][iz]), y0, x0), has_z=has_z, halo=halo)
+                    task = (run, model_key, pieces, pred_pieces, (x.name, iz, 0, iy, ix))
+                dsk[(name, iz, 0, iy, ix)] = task
     deps = [x] if pred is None else [x, pred]
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
     chunks = (

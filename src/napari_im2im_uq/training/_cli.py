@@ -22,6 +22,8 @@ def register(subparsers) -> None:
     >>> args.recipe, args.steps, args.seed, args.resume
     ('tem-sr4x-quantile', None, 0, False)
     """
+    from .._validation import int_flag  # a bad number exits 2 naming the flag
+
     parser = subparsers.add_parser(
         "train",
         help="train a model by one of the zoo recipes",
@@ -35,10 +37,10 @@ def register(subparsers) -> None:
     parser.add_argument("--recipe", help="recipe name; --list shows them")
     parser.add_argument("--output", help="bundle folder to write")
     parser.add_argument(
-        "--steps", type=int, default=None, help="training steps (default: the recipe's)"
+        "--steps", type=int_flag(), default=None, help="training steps (default: the recipe's)"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of weights and patches (default 0)"
+        "--seed", type=int_flag(minimum=0), default=0, help="seed of weights and patches (default 0)"
     )
     parser.add_argument(
         "--resume", action="store_true",
@@ -49,12 +51,12 @@ def register(subparsers) -> None:
         help="checkpoint folder (default: <output>.checkpoint beside the bundle)",
     )
     parser.add_argument(
-        "--checkpoint-every", type=int, default=200, help="steps between checkpoints"
+        "--checkpoint-every", type=int_flag(), default=200, help="steps between checkpoints"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a bundle at --output")
     parser.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
     parser.add_argument("--data-root", default=None, help="folder holding the data sets")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int_flag(), default=None, help="torch CPU threads")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
     parser.set_defaults(func=_run)
 

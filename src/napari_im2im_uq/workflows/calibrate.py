@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import layers
 from .._jobs import run_to_end, steps_callback
-from .._validation import check_tile_shape
+from .._validation import check_bool, check_int, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
 from .drift import summary_of
@@ -159,6 +159,8 @@ def calibrate_job(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, r
                   sigma=None, distance="l1", data_range=None, seed=0, show_bounds=False,
                   image=None):
     """Calibrate as a generator (see :func:`calibrate`): yields ``(step, 3)``."""
+    seed = check_int(seed, "seed", minimum=0)
+    show_bounds = check_bool(show_bounds, "show_bounds")
     yield 0, 3
     col = collect(outputs, truth, method=method, tile_shape=tile_shape, regions=regions,
                   sigma=sigma)
@@ -267,6 +269,12 @@ def apply_record(record, outputs, *, show_bounds=False, check_drift=True,
     """
     from ..calibration import CalibrationResult
 
+    if not isinstance(outputs, dict):
+        raise ValueError(
+            "outputs must be a dict of output name to layer or array (api.model_outputs gives "
+            f"it for a prediction layer); got {type(outputs).__name__}"
+        )
+    show_bounds = check_bool(show_bounds, "show_bounds")
     record = as_record(record)
     result = CalibrationResult.from_dict(record["calibration"])
     model = record.get("model") or {}
@@ -321,6 +329,7 @@ def self_check(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, rule
         conformal rule, the fraction of tiles above alpha), "level", "passed", "message",
         and "result" (the half-calibration).
     """
+    seed = check_int(seed, "seed", minimum=0)
     col = collect(outputs, truth, method=method, tile_shape=tile_shape, regions=regions,
                   sigma=sigma)
     tiles = col.tiles

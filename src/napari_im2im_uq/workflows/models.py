@@ -117,6 +117,13 @@ def model_io(model) -> dict:
 def _spec(model) -> dict:
     if hasattr(model, "spec") and hasattr(model, "sha256"):
         return dict(model.spec)
+    import os
+
+    if not isinstance(model, str | os.PathLike):
+        raise ValueError(
+            "model must be the name of a model in the zoo, a bundle folder or an Im2ImModel; "
+            f"got {type(model).__name__}"
+        )
     from ..models import read_spec
 
     return read_spec(model)

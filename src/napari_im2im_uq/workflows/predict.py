@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import layers
 from .._jobs import run_to_end, steps_callback
+from .._validation import check_bool
 
 __all__ = ["MEMORY_LIMIT", "predict", "predict_job"]
 
@@ -19,6 +20,13 @@ def _load_model(model):
     """Return a loaded model: an Im2ImModel as is, a name or folder from the one model cache."""
     if hasattr(model, "spec") and hasattr(model, "network"):
         return model
+    import os
+
+    if not isinstance(model, str | os.PathLike):
+        raise ValueError(
+            "model must be the name of a model in the zoo, a bundle folder or an Im2ImModel; "
+            f"got {type(model).__name__}"
+        )
     from ..models import load_cached
 
     return load_cached(model)
@@ -65,7 +73,7 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
 
     Yields ``(done_blocks, total_blocks)``; returns the list of layer-data tuples.
     """
-    from ..inference import compute_outputs, make_plan, predict_to_zarr
+    from ..inference import compute_outputs, make_plan, predict_to_zarr, watch_nonfinite
     from ..models import given_channels
 
     if output not in ("auto", "memory", "lazy", "zarr"):
@@ -77,8 +85,11 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
             f"store must be given exactly when output is 'zarr'; got output={output!r}, "
             f"store={store!r}"
         )
+    overwrite = check_bool(overwrite, "overwrite")
     loaded = _load_model(model)
     data = layers.data_of(image, "image")
+    if np.dtype(data.dtype).kind not in "biuf":
+        raise ValueError(f"image must be a real numeric array; got dtype {data.dtype}")
     in_name = layers.name_of(image, "image")
     n_given = len(given_channels(loaded.spec))  # the bundle derives the others itself
     if second_image is not None:
@@ -102,20 +113,25 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
     out_scale[-2:] /= s
     options = dict(axes=axes, tile_shape=tile_shape, batch_size=batch_size, device=device,
                    precision=precision, prediction=pred_data)
-    if output == "zarr":  # planned once, there (a resumed store keeps its tiles)
-        arrays = yield from predict_to_zarr(loaded, data, store, overwrite=overwrite, **options)
-        import dask.array as da
+    # NaN / inf in a lazy input: each block counts its own, one warning when the job ends
+    # (an array in memory is checked, and warned about, before anything runs).
+    with watch_nonfinite() as nonfinite:
+        if output == "zarr":  # planned once, there (a resumed store keeps its tiles)
+            arrays = yield from predict_to_zarr(loaded, data, store, overwrite=overwrite,
+                                                **options)
+            import dask.array as da
 
-        outs = {k: da.from_zarr(v) for k, v in arrays.items()}
-    else:
-        outs = make_plan(loaded, data, **options).outputs()
-        nbytes = sum(int(np.prod(o.shape)) * 4 for o in outs.values())
-        if output == "auto":
-            output = "memory" if nbytes <= MEMORY_LIMIT else "lazy"
-        if output == "memory":
-            outs = yield from compute_outputs(outs)
+            outs = {k: da.from_zarr(v) for k, v in arrays.items()}
         else:
-            yield 1, 1
+            outs = make_plan(loaded, data, **options).outputs()
+            nbytes = sum(int(np.prod(o.shape)) * 4 for o in outs.values())
+            if output == "auto":
+                output = "memory" if nbytes <= MEMORY_LIMIT else "lazy"
+            if output == "memory":
+                outs = yield from compute_outputs(outs)
+            else:
+                yield 1, 1
+    nonfinite.warn(in_name or "image")
     run = uuid.uuid4().hex
     info = _model_info(loaded)
     names = {k: f"{k} ({loaded.name})" for k in outs}

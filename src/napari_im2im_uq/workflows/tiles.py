@@ -90,9 +90,14 @@ def calibration_tiles(shape, tile_shape, *, regions=None, scale=None, translate=
     [[0, 0, 0], [0, 0, 16], [0, 0, 32], [0, 0, 48], [0, 16, 0], [0, 16, 16], [0, 16, 32], [0, 16, 48]]
     """
     th, tw = check_tile_shape(tile_shape)
-    shape = tuple(int(v) for v in shape)
-    if len(shape) not in (2, 3):
-        raise ValueError(f"shape must be (rows, columns) or (planes, rows, columns); got {shape}")
+    message = ("shape must be (rows, columns) or (planes, rows, columns) of positive integers; "
+               f"got {shape!r}")
+    if isinstance(shape, str | bytes) or not hasattr(shape, "__len__") or len(shape) not in (2, 3):
+        raise ValueError(message)
+    try:
+        shape = tuple(check_int(v, "shape") for v in shape)
+    except ValueError:
+        raise ValueError(message) from None
     planes = shape[0] if len(shape) == 3 else 1
     rows, cols = shape[-2:]
     ndim = len(shape)
@@ -155,6 +160,7 @@ def plan_tiles(image, *, tile_shape=(64, 64), n_tiles=20, seed=0, name=None):
     ndim = len(shape)
     grid = calibration_tiles(shape, (th, tw))
     n_tiles = check_int(n_tiles, "n_tiles")
+    seed = check_int(seed, "seed", minimum=0)
     if n_tiles > len(grid):
         raise ValueError(
             f"n_tiles must be at most the {len(grid)} whole tiles of {th} x {tw} in an image of "
