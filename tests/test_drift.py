@@ -424,3 +424,26 @@ def _tiles_of(method, outputs):
     arrays = entry.inputs(outputs)
     return {k: (v[:, 0, :32, :32][None] if entry.class_axis else v[:1, :32, :32])
             for k, v in arrays.items()}
+
+
+@pytest.mark.realdata
+def test_zoo_model_calibrated_on_isbi_raises_the_alarm_on_vnc():
+    if shared_data_root() is None:
+        pytest.skip("../shared/data not found")
+    from napari_im2im_uq.data import load_em_drosophila, load_isbi2012
+
+    def outputs_of(hr):
+        low = np.ascontiguousarray(hr[:, ::4, ::4])
+        shown = api.predict("tem-sr4x-quantile", low, output="memory")
+        return {kw["metadata"]["im2im_uq"]["output"]: np.asarray(d) for d, kw, _ in shown}
+
+    isbi = load_isbi2012(slices=range(0, 8))["raw"][:, :256, :256]
+    cal = api.calibrate(outputs_of(isbi), isbi, alpha=0.1, delta=0.1, tile_shape=(64, 64))
+    other = load_isbi2012(slices=range(8, 12))["raw"][:, :256, :256]
+    vnc = load_em_drosophila(stack=1, slices=range(14, 18))["raw"][:, :256, :256]
+    verdict, _ = api.check_drift(cal.record, outputs_of(vnc))
+    assert verdict["drifted"], verdict["message"]
+    assert verdict["p_value"] <= LEVEL
+    # the guarantee's own population, other slices: the alarm is not expected (one draw)
+    same, _ = api.check_drift(cal.record, outputs_of(other))
+    assert same["p_value"] > verdict["p_value"]
