@@ -447,3 +447,13 @@ def test_zoo_model_calibrated_on_isbi_raises_the_alarm_on_vnc():
     # the guarantee's own population, other slices: the alarm is not expected (one draw)
     same, _ = api.check_drift(cal.record, outputs_of(other))
     assert same["p_value"] > verdict["p_value"]
+
+
+def test_apply_record_still_applies_when_the_check_cannot_run():
+    outputs, truth = _volume(seed=0, planes=1, size=256)
+    cal = api.calibrate(outputs, truth, alpha=0.2, rule="crc", tile_shape=(64, 64))
+    small = {k: v[:, :32, :32] for k, v in outputs.items()}  # smaller than one tile
+    shown = api.apply_record(cal.record, small, drift_layer=True)
+    assert len(shown) == 1
+    info = shown[0][1]["metadata"]["im2im_uq"]["drift"]
+    assert info["drifted"] is None and info["message"].startswith("drift check not run")

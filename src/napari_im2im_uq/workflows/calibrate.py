@@ -294,13 +294,18 @@ def apply_record(record, outputs, *, show_bounds=False, check_drift=True,
         return shown
     from .drift import check_drift as check
 
-    verdict, drift_map = check(record, outputs)
-    compact = drift_map[1]["metadata"][layers.META_KEY]["verdict"]
+    try:
+        _, drift_map = check(record, outputs)
+    except ValueError as err:  # applying never fails because the check cannot run
+        drift_map = None
+        compact = {"drifted": None, "message": f"drift check not run: {err}"}
+    else:
+        compact = drift_map[1]["metadata"][layers.META_KEY]["verdict"]
     out = []
     for data, kwargs, kind in shown:
         meta = dict(kwargs["metadata"][layers.META_KEY], drift=compact)
         out.append((data, {**kwargs, "metadata": {layers.META_KEY: meta}}, kind))
-    return out + ([drift_map] if drift_layer else [])
+    return out + ([drift_map] if drift_layer and drift_map is not None else [])
 
 
 
