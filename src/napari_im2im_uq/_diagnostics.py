@@ -11,6 +11,7 @@ below are keyed by plot kind, never by method. matplotlib is imported only when 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping
 
 import numpy as np
@@ -61,7 +62,9 @@ def _held_out_title(figure, report) -> str:
         verdict, color = "ABOVE the target: the guarantee does not hold here", "tab:red"
     title = (f"This record, {what}: {fmt(held['mean'])} +/- {fmt(se)} "
              f"(target <= {fmt(report['level'])}): {verdict}")
-    figure.suptitle(title, color=color, fontsize="large", fontweight="bold")
+    width = max(30, int(figure.get_figwidth() * 10))  # characters a line holds (narrow dock)
+    figure.suptitle(textwrap.fill(title, width), color=color, fontsize="medium",
+                    fontweight="bold")
     return title
 
 
