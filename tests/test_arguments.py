@@ -335,3 +335,26 @@ def test_finite_and_integer_inputs_are_not_reported(dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("error", Im2ImUQWarning)
         api.predict(_tiny_model(), image, device="cpu")
+
+
+def test_predict_cli_refusal_speaks_of_the_overwrite_flag(tmp_path, capsys):
+    np.save(tmp_path / "in.npy", np.zeros((16, 16), np.float32))
+    (tmp_path / "out.zarr").mkdir()
+    (tmp_path / "out.zarr" / "notes.txt").write_text("the user's")
+    code = main(["predict", str(tmp_path / "in.npy"), "--model", MODEL, "--output",
+                 str(tmp_path / "out.zarr"), "--device", "cpu", "--no-progress", "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--overwrite" in err and "overwrite=True" not in err
+    assert (tmp_path / "out.zarr" / "notes.txt").read_text() == "the user's"
+
+
+def test_nan_in_a_lazy_input_written_to_zarr_is_reported_once(tmp_path):
+    da = pytest.importorskip("dask.array")
+    lazy = da.from_array(_volume_with_holes(), chunks=(2, 24, 24))
+    with pytest.warns(Im2ImUQWarning, match="infinite value") as record:
+        api.predict(_tiny_model(), lazy, device="cpu", tile_shape=(8, 8), output="zarr",
+                    store=tmp_path / "out.zarr")
+    found = _nonfinite_warnings(record)
+    assert len(found) == 1
+    assert re.search(NONFINITE, str(found[0].message))

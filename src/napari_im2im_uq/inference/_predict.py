@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -139,7 +140,10 @@ def _checked_block(model, pieces, pred_pieces, own, *, run, name, origin, channe
         else:  # no job watching here (another process, or a bare lazy predict): say it now
             block = NonFinite(has_z, halo)
             block.add(found)
-            warnings.warn(block.message("image"), Im2ImUQWarning, stacklevel=2)
+            warn = warnings.warn
+            if "distributed" in sys.modules:  # on a worker, forwarded to the clients too
+                from distributed import warn
+            warn(block.message("image"), Im2ImUQWarning, stacklevel=2)
     return run(model, pieces, pred_pieces)
 
 
