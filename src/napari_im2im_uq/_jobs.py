@@ -30,4 +30,8 @@ def run_to_end(job, *, callback=None):
 
 def steps_callback(progress):
     """Adapt ``progress(done, total)`` to a callback of ``(done, total)`` events (None stays)."""
+    if progress is not None and not callable(progress):
+        raise ValueError(
+            f"progress must be None or a callable taking (done, total); got {progress!r}"
+        )
     return None if progress is None else (lambda step: progress(*step))

@@ -44,6 +44,7 @@ __all__ = [
     "check_level",
     "check_order_block",
     "check_positive",
+    "check_range",
     "check_same_shape",
     "check_tile_shape",
     "check_unit_block",
@@ -181,6 +182,27 @@ def check_bool(value, name: str) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be True or False; got {value!r}")
     return bool(value)
+
+
+def check_range(value, name: str) -> tuple[float, float]:
+    """Return ``value`` as ``(low, high)``, two finite numbers with low < high, or raise.
+
+    A string is refused (``"01"`` is not read as ``(0, 1)``).
+
+    Examples
+    --------
+    >>> check_range([0, 255], "data_range")
+    (0.0, 255.0)
+    """
+    message = f"{name} must be (low, high): two finite numbers with low < high; got {value!r}"
+    if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(message)
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        raise ValueError(message)
+    low, high = (float(v) for v in value)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(message)
+    return low, high
 
 
 def check_choice(value, name: str, choices) -> str:

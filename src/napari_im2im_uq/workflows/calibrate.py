@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import layers
 from .._jobs import run_to_end, steps_callback
-from .._validation import check_bool, check_int, check_tile_shape
+from .._validation import check_bool, check_int, check_range, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
 from .drift import summary_of
@@ -113,7 +113,7 @@ def _score(sigma):
 
 def _data_range(outputs, data_range):
     if data_range is not None:
-        return tuple(float(v) for v in data_range)
+        return check_range(data_range, "data_range")
     for v in outputs.values():
         rng = layers.meta(v).get("model", {}).get("output_range")
         if rng:

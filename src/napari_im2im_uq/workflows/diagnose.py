@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 
 from .._jobs import run_to_end, steps_callback
-from .._validation import check_tile_shape
+from .._validation import check_bool, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
 from .calibrate import collect
@@ -29,6 +29,7 @@ def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_spl
     from ..calibration import CalibrationResult
     from ..calibration.diagnostics import diagnose_tiles
 
+    leave_out_calibration = check_bool(leave_out_calibration, "leave_out_calibration")
     rec = as_record(record)
     result = CalibrationResult.from_dict(rec["calibration"], where="record.calibration")
     entry = methods.get(result.method)

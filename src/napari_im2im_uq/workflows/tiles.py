@@ -18,6 +18,25 @@ __all__ = ["calibration_tiles", "cut", "spatial", "no_tiles_error", "overlap_mas
            "world_tiles"]
 
 
+def _region_arrays(regions) -> list[np.ndarray]:
+    """Regions given as arrays: a list of (k, 2) or (k, 3) corner arrays of finite numbers."""
+    message = ("regions must be a Shapes layer or a list of rectangles, each a (4, 2) or (4, 3) "
+               "array of corner coordinates; got {}")
+    if isinstance(regions, str | bytes) or not hasattr(regions, "__iter__"):
+        raise ValueError(message.format(repr(regions)))
+    out = []
+    for i, region in enumerate(regions):
+        try:
+            verts = np.asarray(region, dtype=float)
+        except (TypeError, ValueError):
+            verts = None
+        if (verts is None or verts.ndim != 2 or verts.shape[0] < 2 or verts.shape[1] not in (2, 3)
+                or not np.isfinite(verts).all()):
+            raise ValueError(message.format(f"region {i} = {region!r}"))
+        out.append(verts)
+    return out
+
+
 def _rectangles(regions, ndim: int, scale, translate) -> list[tuple]:
     """``[(plane or None, r0, r1, c0, c1)]`` inclusive-exclusive pixel boxes in data coords."""
     if regions is None:
@@ -28,7 +47,7 @@ def _rectangles(regions, ndim: int, scale, translate) -> list[tuple]:
         r_scale = np.asarray(regions.scale, float)
         r_translate = np.asarray(regions.translate, float)
     else:
-        shapes = [np.asarray(r, float) for r in regions]
+        shapes = _region_arrays(regions)
         types = ["rectangle"] * len(shapes)
         r_scale = r_translate = None
     boxes = []
