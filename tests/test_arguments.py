@@ -192,7 +192,13 @@ def test_bad_api_argument_is_named_with_what_was_received(record, call, message)
 # (id, argv, the flag and the value in the message) -- argparse exits 2, message on stderr
 CLI_CASES = [
     ("demo-tile-negative", ["demo", "--report", "--tile", "-3"],
-     r"argument --tile: must be an integer >= 1; got -3"),
+     r"argument --tile: must be an integer in \[4, 512\]; got -3"),
+    ("demo-tile-too-large", ["demo", "--report", "--tile", "1000"],
+     r"argument --tile: must be an integer in \[4, 512\]; got 1000"),
+    ("demo-tile-not-multiple", ["demo", "--report", "--tile", "30"],
+     r"argument --tile: must be a multiple of 4; got 30"),
+    ("demo-images-absurd", ["demo", "--report", "--images", "1000000"],
+     r"argument --images: must be an integer in \[1, 100\]; got 1000000"),
     ("demo-tile-zero", ["demo", "--report", "--tile", "0"], r"argument --tile: .*; got 0"),
     ("demo-tile-word", ["demo", "--report", "--tile", "big"], r"argument --tile: .*; got 'big'"),
     ("demo-alpha", ["demo", "--report", "--alpha", "1.5"],
@@ -202,7 +208,7 @@ CLI_CASES = [
     ("demo-trust-alpha", ["demo", "--trust-alpha", "-1"],
      r"argument --trust-alpha: must be in \(0, 1\); got -1\.0"),
     ("demo-images", ["demo", "--report", "--images", "0"],
-     r"argument --images: must be an integer >= 1; got 0"),
+     r"argument --images: must be an integer in \[1, 100\]; got 0"),
     ("demo-seed", ["demo", "--report", "--seed", "-1"],
      r"argument --seed: must be an integer >= 0; got -1"),
     ("train-steps", ["train", "--recipe", "x", "--output", "o", "--steps", "0"],
@@ -253,7 +259,7 @@ def test_demo_negative_tile_in_a_real_process_exits_2_without_traceback(tmp_path
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert proc.returncode == 2
-    assert "argument --tile: must be an integer >= 1; got -3" in proc.stderr
+    assert "argument --tile: must be an integer in [4, 512]; got -3" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

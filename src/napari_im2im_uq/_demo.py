@@ -32,9 +32,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("--alpha", type=level_flag(), default=0.1, help="risk level for intervals and sets")
     p.add_argument("--delta", type=level_flag(), default=0.1, help="RCPS error level")
-    p.add_argument("--tile", type=int_flag(), default=None,
+    p.add_argument("--tile", type=int_flag(minimum=4, maximum=512, multiple_of=4), default=None,
                    help="calibration tile side in pixels (default 64 in napari, 32 with --report)")
-    p.add_argument("--images", type=int_flag(), default=2, help="synthetic 512 x 512 images to cut")
+    p.add_argument("--images", type=int_flag(maximum=100), default=2,
+                   help="synthetic 512 x 512 images to cut")
     p.add_argument("--seed", type=int_flag(minimum=0), default=0,
                    help="seed of the generated data and split")
     p.add_argument("--json", metavar="PATH", help="--report: also write the records as JSON")

@@ -439,8 +439,10 @@ def _flag_type(check, label: str):
     return parse
 
 
-def int_flag(*, minimum: int = 1, maximum: int | None = None):
+def int_flag(*, minimum: int = 1, maximum: int | None = None, multiple_of: int = 1):
     """Return an argparse ``type=`` for an integer flag in ``[minimum, maximum]``.
+
+    With ``multiple_of`` the value must also be a multiple of it.
 
     Examples
     --------
@@ -456,7 +458,10 @@ def int_flag(*, minimum: int = 1, maximum: int | None = None):
             value = int(text)
         except ValueError:
             value = text
-        return check_int(value, "\0", minimum=minimum, maximum=maximum)
+        number = check_int(value, "\0", minimum=minimum, maximum=maximum)
+        if number % multiple_of:
+            raise ValueError(f"\0 must be a multiple of {multiple_of}; got {number}")
+        return number
 
     return _flag_type(check, "integer")
 
