@@ -129,6 +129,30 @@ def power_half_shifted(clean, shifted, plane, *, n_cal, draws, seed):
             "unshifted_planes_marked": float(np.mean(fpr))}
 
 
+def power_half_columns(clean, shifted, column, *, n_cal, draws, seed, n_columns=8):
+    """The right half of every plane shifted; regions = tile columns spanning all planes.
+
+    The calibration tiles are drawn from the left half (unshifted) of every plane; the new
+    volume is every other tile, the right half shifted.
+    """
+    rng = np.random.default_rng(seed)
+    left = np.flatnonzero(column < n_columns // 2)
+    right = np.flatnonzero(column >= n_columns // 2)
+    alarms, sens, fpr = 0, [], []
+    for _ in range(draws):
+        cal_idx = rng.choice(left, n_cal, replace=False)
+        rest = np.setdiff1d(left, cal_idx)
+        new = {k: np.concatenate([clean[k][rest], shifted[k][right]]) for k in clean}
+        region = np.concatenate([column[rest], column[right]])
+        out = drift.drift_test(take(clean, cal_idx), new, region, level=LEVEL)
+        alarms += out["drifted"]
+        marked = np.array([r["drifted"] for r in out["regions"]])
+        sens.append(marked[n_columns // 2:].mean())
+        fpr.append(marked[: n_columns // 2].mean())
+    return {"power": alarms / draws, "shifted_columns_marked": float(np.mean(sens)),
+            "unshifted_columns_marked": float(np.mean(fpr))}
+
+
 KEYS = ("isbi", "vnc", "synthetic", "contrast", "noise")
 
 
@@ -197,6 +221,9 @@ def main(argv=None):
 
     print(f"\n(b) power over {draws} calibration draws (family-wise level {LEVEL})")
     lo, hi = p_isbi < 15, p_isbi >= 15
+    per_plane = 512 // TILE  # ISBI slices are 512 x 512: tiles in row-major order
+    c_isbi = np.concatenate([np.arange(np.sum(p_isbi == z)) % per_plane
+                             for z in np.unique(p_isbi)])
     cases = {
         "ISBI 0-14 -> 15-29": lambda n, s: power_fixed_target(
             take(f_isbi, lo), take(f_isbi, hi), p_isbi[hi], n_cal=n, draws=draws, seed=s),
@@ -206,6 +233,10 @@ def main(argv=None):
             f_isbi, f_con, p_isbi, n_cal=n, draws=draws, seed=s),
         "half-shifted ISBI, noise 0.05": lambda n, s: power_half_shifted(
             f_isbi, f_noi, p_isbi, n_cal=n, draws=draws, seed=s),
+        "right halves shifted, contrast x0.7": lambda n, s: power_half_columns(
+            f_isbi, f_con, c_isbi, n_cal=n, draws=draws, seed=s),
+        "right halves shifted, noise 0.05": lambda n, s: power_half_columns(
+            f_isbi, f_noi, c_isbi, n_cal=n, draws=draws, seed=s),
     }
     for case, fn in cases.items():
         report["power"][case] = {}
@@ -213,7 +244,7 @@ def main(argv=None):
             res = fn(n, n + 1)
             report["power"][case][n] = res
             extra = ", ".join(f"{k} {v:.2f}" for k, v in res.items() if k != "power")
-            print(f"{case:<34} n_cal={n:<4} power {res['power']:.3f}  ({extra})")
+            print(f"{case:<36} n_cal={n:<4} power {res['power']:.3f}  ({extra})")
     report["seconds"] = time.perf_counter() - t0
     print(f"\ntotal {report['seconds']:.0f} s")
     if args.json:

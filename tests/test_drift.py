@@ -457,3 +457,18 @@ def test_apply_record_still_applies_when_the_check_cannot_run():
     assert len(shown) == 1
     info = shown[0][1]["metadata"]["im2im_uq"]["drift"]
     assert info["drifted"] is None and info["message"].startswith("drift check not run")
+
+
+def test_regions_given_per_tile_span_planes():
+    outputs, truth = _volume(seed=0, planes=2)
+    cal = api.calibrate(outputs, truth, alpha=0.2, rule="crc", tile_shape=(32, 32))
+    new, _ = _volume(seed=10, planes=4)
+    new = {k: v.copy() for k, v in new.items()}
+    for k in new:  # the right half of every plane loses contrast
+        new[k][:, :, 128:] = 0.5 + 0.6 * (new[k][:, :, 128:] - 0.5)
+    halves = np.repeat([[0, 1]], 8, axis=0).repeat(4, axis=1)  # (8 tile rows, 8 tile columns)
+    verdict, (data, _, _) = api.check_drift(cal.record, new, regions=halves)
+    assert [r["drifted"] for r in verdict["regions"]] == [False, True]
+    assert data[:, :, :4].max() == 0 and data[:, :, 4:].min() == 1
+    with pytest.raises(ValueError, match="regions given as an array"):
+        api.check_drift(cal.record, new, regions=np.zeros((3, 3), int))

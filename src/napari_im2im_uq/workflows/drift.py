@@ -61,6 +61,17 @@ def _regions(origins, tile_shape, grid_shape, regions):
     """Region index of each tile and the word for one region."""
     planes, rows, cols = grid_shape
     th, tw = tile_shape
+    if isinstance(regions, np.ndarray | list | tuple):
+        grid = np.asarray(regions)
+        want = (rows // th, cols // tw)
+        if grid.shape == want:
+            grid = np.broadcast_to(grid, (planes, *want))
+        if grid.shape != (planes, *want) or not np.issubdtype(grid.dtype, np.integer):
+            raise ValueError(f"regions given as an array must hold an int region per tile, shape "
+                             f"{(planes, *want)} or {want}; got {grid.dtype} {grid.shape}")
+        ids, word = grid[origins[:, 0], origins[:, 1] // th, origins[:, 2] // tw], "region"
+        _, inverse = np.unique(ids, return_inverse=True)
+        return inverse.astype(np.int64), word
     if regions == "auto":
         regions = "plane" if planes > 1 else BLOCK_TILES
     if regions == "whole":
@@ -73,8 +84,8 @@ def _regions(origins, tile_shape, grid_shape, regions):
         ids = (origins[:, 0] * nbr + origins[:, 1] // (th * k)) * nbc + origins[:, 2] // (tw * k)
         word = f"block of {k} x {k} tiles"
     else:
-        raise ValueError(f"regions must be 'auto', 'plane', 'whole' or a positive int (blocks of "
-                         f"k x k tiles); got {regions!r}")
+        raise ValueError(f"regions must be 'auto', 'plane', 'whole', a positive int (blocks of "
+                         f"k x k tiles) or an int array of tile regions; got {regions!r}")
     _, inverse = np.unique(ids, return_inverse=True)
     return inverse.astype(np.int64), word
 
@@ -205,9 +216,12 @@ def check_drift(record, outputs, *, image=None, tile_shape=None, level=0.05, reg
         Must be the record's tile shape (the default).
     level : float
         Family-wise false-alarm level, default 0.05.
-    regions : "auto", "plane", "whole" or int
+    regions : "auto", "plane", "whole", int or array of int
         The regions tested besides the whole: each plane ("auto" for a volume), blocks of
-        k x k tiles (int; "auto" for one image: 4), or none.
+        k x k tiles (int; "auto" for one image: 4), none, or the region of each tile as an
+        array of shape (planes, tile rows, tile columns) (or (tile rows, tile columns), the
+        same for every plane). Planes of a real stack often differ from one another; a region
+        spanning many planes compares like with like.
     sigma : str or array, optional
         The trust-mask score when the record was calibrated with a score given as an array.
     progress : callable, optional
