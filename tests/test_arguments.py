@@ -387,3 +387,15 @@ def test_nan_in_a_lazy_input_written_to_zarr_is_reported_once(tmp_path):
     found = _nonfinite_warnings(record)
     assert len(found) == 1
     assert re.search(NONFINITE, str(found[0].message))
+
+
+def test_predict_cli_reports_nan_in_a_memory_mapped_input_once(tmp_path, capsys):
+    np.save(tmp_path / "in.npy", _volume_with_holes())  # read back memory-mapped: block by block
+    with pytest.warns(Im2ImUQWarning, match="infinite value") as record:
+        code = main(["predict", str(tmp_path / "in.npy"), "--model", MODEL, "--output",
+                     str(tmp_path / "o.zarr"), "--axes", "ZYX", "--tile", "8", "8",
+                     "--device", "cpu", "--no-progress"])
+    assert code == 0
+    found = _nonfinite_warnings(record)
+    assert len(found) == 1
+    assert re.search(NONFINITE.replace("image", "INPUT"), str(found[0].message))

@@ -158,6 +158,16 @@ def _progress_bar(total: int, initial: int):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``predict``; return the exit status."""
+    from ._predict import watch_nonfinite
+
+    with watch_nonfinite() as nonfinite:  # NaN / inf in INPUT: one warning, not one per block
+        code = _run(args)
+    if code == 0:
+        nonfinite.warn("INPUT")
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     from .._validation import in_flags
     from .._warnings import Im2ImUQWarning  # noqa: F401 - warnings show on stderr as usual
 

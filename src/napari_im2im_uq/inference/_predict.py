@@ -377,7 +377,8 @@ def make_plan(
     # Non-finite input: counted now for an array in memory (before anything runs), else by
     # each block's task as it reads the block (no extra pass over a large volume).
     has_z, check_blocks, channels = "Z" in given_axes, False, None
-    if arr.dtype.kind == "f" and isinstance(image, np.ndarray):
+    in_memory = isinstance(image, np.ndarray) and not isinstance(image, np.memmap)
+    if arr.dtype.kind == "f" and in_memory:  # a memory-mapped file is read block by block
         tally = NonFinite(has_z, halo)
         tally.add(_count_nonfinite(_canonical(image, given_axes), 0, 0, 0))
         tally.warn("image", stacklevel=3)
