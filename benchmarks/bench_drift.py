@@ -22,6 +22,16 @@ Usage::
     python benchmarks/bench_drift.py [--quick] [--json PATH] [--cache PATH.npz]
 
 ``--quick`` uses fewer splits and draws (a smoke run). Needs ../shared/data.
+
+Measured (2026-12-01, 2 shared CPU cores, 200 s after the statistics are cached; level 0.05):
+false alarms over 1000 splits, n_cal = 32 / 100 / 300: ISBI 0.021 / 0.025 / 0.026, VNC
+0.016 / 0.023 / 0.025, synthetic 0.022 / 0.018 / 0.038 (all <= 0.05 + 0.021). Power over 200
+calibration draws: ISBI 0-14 -> 15-29 and ISBI -> VNC 1.00 at every n_cal (every plane marked,
+median AUC 0.88 / 0.89); half the planes shifted, contrast or noise: 1.00, but 67-90% of the
+unshifted ISBI planes are marked too (ISBI slices differ from one another as much as the shift);
+right halves shifted with regions = tile columns spanning the planes: contrast 1.00 (shifted
+columns marked 100%, unshifted 1-10%), noise 0.05: 0.50 / 0.99 / 1.00 (shifted columns marked
+21% / 71% / 100%, unshifted 0-6%).
 """
 
 from __future__ import annotations
