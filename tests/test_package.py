@@ -70,7 +70,12 @@ def test_no_qt_binding_in_install_requires():
     requires = cfg["options"]["install_requires"].lower()
     for binding in ("pyqt5", "pyqt6", "pyside2", "pyside6"):
         assert binding not in requires
-    assert "pyqt5" in cfg["options.extras_require"]["testing"].lower()
+    extras = cfg["options.extras_require"]
+    # napari deprecates PyQt5 (and needs Qt6 for its theme detection): the extras install PyQt6
+    for extra in ("testing", "all"):
+        assert "pyqt6" in extras[extra].lower() and "pyqt5" not in extras[extra].lower(), extra
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "export QT_API=pyqt6" in ci  # CI runs the tests on the binding the extras install
 
 
 def test_import_contracts_hold():
@@ -98,6 +103,76 @@ def test_demo_command_calibrates_every_method(tmp_path, capsys):
     for rec in records.values():
         res = CalibrationResult.from_dict(rec["result"])
         assert res.valid and 0 <= rec["held_out_risk"] <= 1
+    # each figure says the kind of its guarantee, and is tested the way that kind is stated
+    assert text.count("kind of guarantee: high probability") == 1  # RCPS
+    assert text.count("kind of guarantee: expectation") == 4
+    rcps = records["intervals, RCPS (Hoeffding-Bentkus)"]
+    assert rcps["guarantee_kind"] == "high probability"
+    assert rcps["splits"]["allowed"] == 0.1 and "of splits above" in rcps["splits"]["message"]
+    crc = records["intervals, CRC"]
+    assert crc["guarantee_kind"] == "expectation" and "mean held-out risk" in crc["splits"]["message"]
+    assert all(rec["splits"]["holds"] for rec in records.values()), records
+
+
+def _guarantee(rule, alpha=0.1, delta=None, beta=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(rule=rule, alpha=alpha, delta=delta, beta=beta)
+
+
+def test_report_verdicts_use_the_test_of_each_kind_of_guarantee():
+    import numpy as np
+
+    from napari_im2im_uq._demo import guarantee_test
+
+    rng = np.random.default_rng(0)
+    # expectation: a mean a little above alpha by noise is consistent; far above is not
+    noisy = 0.1 + 0.01 * rng.standard_normal(100)
+    _, verdict = guarantee_test(_guarantee("crc"), noisy - noisy.mean() + 0.1005)
+    assert verdict["holds"] and "Monte-Carlo" in verdict["message"]
+    _, verdict = guarantee_test(_guarantee("crc"), noisy - noisy.mean() + 0.12)
+    assert not verdict["holds"]
+    # high probability: every split a little above alpha is a 100% violation rate, not noise
+    kind, verdict = guarantee_test(_guarantee("rcps", delta=0.1), np.full(100, 0.1001))
+    assert kind["kind"] == "high probability" and verdict["value"] == 1.0
+    assert not verdict["holds"]
+    # ... while 8 of 100 splits above alpha is within delta = 0.1
+    risks = np.r_[np.full(8, 0.2), np.full(92, 0.05)]
+    _, verdict = guarantee_test(_guarantee("rcps", delta=0.1), risks)
+    assert verdict["holds"] and verdict["value"] == pytest.approx(0.08)
+    # a conformal rule guarantees the fraction of failing tiles on average: 1 - beta
+    kind, verdict = guarantee_test(_guarantee("conformal", alpha=0.02, beta=0.9),
+                                   np.full(50, 0.05))
+    assert kind["kind"] == "expectation" and verdict["allowed"] == pytest.approx(0.1)
+
+
+def _no_display_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(QT_QPA_PLATFORM="xcb", **extra)
+    return env
+
+
+@pytest.mark.parametrize("argv", [["demo"], ["demo", "--headless"]])
+def test_demo_without_display_says_the_two_ways_out(argv, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "napari_im2im_uq.cli", *argv],
+                          capture_output=True, text=True, env=_no_display_env(), cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])  # not -6 (abort)
+    (line,) = proc.stderr.strip().splitlines()
+    assert "no display" in line and "xvfb-run -a napari-im2im-uq demo" in line
+    assert "napari-im2im-uq demo --report" in line
+    assert not list(tmp_path.iterdir())  # no screenshot, no record, no core file
+
+
+def test_demo_with_a_display_qt_cannot_reach_says_so(tmp_path):
+    """DISPLAY names no X server: Qt would abort the process; the demo explains instead."""
+    proc = subprocess.run([sys.executable, "-m", "napari_im2im_uq.cli", "demo", "--headless"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env=_no_display_env(DISPLAY=":4242"))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    (line,) = proc.stderr.strip().splitlines()
+    assert "Qt cannot connect to a display" in line and "--report" in line
+    assert not list(tmp_path.iterdir())
 
 
 def test_cli_without_command_prints_help_and_fails(capsys):

@@ -6,7 +6,8 @@ napari or Qt: the widgets, the workflows and the console all go through these fu
 
 The plugin's metadata lives under ``layer.metadata["im2im_uq"]`` (:data:`META_KEY`) with a
 ``role``: "output" (a prediction run: ``output``, ``model``, ``run``, ``outputs``, ``axes``,
-``storage``, ``input_layer``), "calibrated" (a result layer: ``record``, and ``drift`` when a
+``storage``, ``input_layer``), "calibrated" (a result layer: ``record``, ``product`` (its role,
+e.g. "width" or "untrusted", see :func:`product_style`), and ``drift`` when a
 drift check ran on what was applied), "record" (a loaded record's tiles: ``record``), "tile
 plan" (``tile_shape``, ``seed``, ``n_tiles``) or "drift" (a drift map: ``verdict``).
 """
@@ -25,11 +26,14 @@ __all__ = [
     "geometry",
     "is_layer",
     "kind",
+    "label_axes",
+    "legend",
     "meta",
     "model_outputs",
     "name_of",
     "output_style",
     "product_style",
+    "robust_limits",
     "show",
     "untrusted_style",
 ]
@@ -139,12 +143,65 @@ def show(viewer, layers) -> list:
             for attr in ("scale", "translate"):
                 if attr in kwargs:
                     setattr(existing, attr, kwargs[attr])
-            if "contrast_limits" in kwargs:
-                existing.contrast_limits = kwargs["contrast_limits"]
+            limits = kwargs.get("contrast_limits")
+            if limits is None and layer_type == "image":
+                limits = robust_limits(data)  # the new data's, not the replaced data's
+            if limits is not None:
+                if hasattr(existing, "contrast_limits_range"):
+                    lo, hi = existing.contrast_limits_range
+                    existing.contrast_limits_range = (min(lo, limits[0]), max(hi, limits[1]))
+                existing.contrast_limits = limits
             shown.append(existing)
         else:
             shown.append(getattr(viewer, f"add_{layer_type}")(data, **kwargs))
+        if meta(shown[-1]).get("product") in _COLORBAR_ROLES:
+            colorbar = getattr(shown[-1], "colorbar", None)  # napari >= 0.5
+            if colorbar is not None:
+                colorbar.visible = True
+    label_axes(viewer)
     return shown
+
+
+#: Product roles whose layer shows a colour bar (their values are in the prediction's units).
+_COLORBAR_ROLES = ("width", "set_size")
+#: The axis labels of 3-D and 2-D data (rows/columns/planes, never x/y).
+AXIS_LABELS = ("plane", "row", "column")
+
+
+def label_axes(viewer) -> None:
+    """Name the viewer's axes "plane", "row", "column" where they still have napari's numbers."""
+    dims = getattr(viewer, "dims", None)
+    if dims is None or not 2 <= dims.ndim <= 3:
+        return
+    labels = tuple(str(v) for v in dims.axis_labels)
+    if all(v.lstrip("-").isdigit() for v in labels):
+        dims.axis_labels = AXIS_LABELS[-dims.ndim:]
+
+
+def robust_limits(data, *, percentiles=(1.0, 99.0), n_samples=200_000, seed=0):
+    """Contrast limits from the data: robust percentiles of a random sample of the pixels.
+
+    A random sample (not a strided one, which would fall on one phase of a lattice such as a
+    nearest-neighbour up-sampling) of at most ``n_samples`` finite pixels. Returns None for
+    lazy data (nothing is computed) and for data without finite values.
+
+    Examples
+    --------
+    >>> robust_limits(np.arange(101.0))
+    (1.0, 99.0)
+    """
+    if not isinstance(data, np.ndarray) or data.size == 0 or data.dtype.kind not in "biuf":
+        return None
+    flat = data.reshape(-1)
+    if flat.size > n_samples:
+        flat = flat[np.random.default_rng(seed).integers(0, flat.size, n_samples)]
+    flat = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
+    if flat.size == 0:
+        return None
+    lo, hi = (float(v) for v in np.percentile(flat, percentiles))
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
 
 
 def model_outputs(layers, prediction) -> dict:
@@ -196,7 +253,7 @@ def untrusted_style() -> dict:
         "colormap": {"colors": [[0.0, 0.0, 0.0, 0.0], list(UNTRUSTED_RGBA)],
                      "name": "im2im-uq untrusted"},
         "contrast_limits": (0.0, 1.0),
-        "opacity": 0.5,
+        "opacity": 0.35,  # the truth stays readable under it
         "blending": "translucent",
         "interpolation2d": "nearest",
     }
@@ -219,20 +276,64 @@ def drift_style() -> dict:
 
 
 
+def legend(layer) -> str | None:
+    """Return one sentence that says what a calibrated layer shows, or None for other layers.
+
+    Written from the layer's product role and its calibration record (level, tile, rule).
+
+    Examples
+    --------
+    >>> class Layer:
+    ...     name, data, scale = "untrusted (m)", np.zeros((2, 2)), (1, 1)
+    ...     metadata = {META_KEY: {"role": "calibrated", "product": "untrusted", "record": {
+    ...         "tile_shape": [64, 64], "calibration": {"alpha": 0.25, "rule": "crc"}}}}
+    >>> legend(Layer())[:60]
+    'magenta: pixels where the largest error in a 64 x 64 tile ma'
+    """
+    info = meta(layer)
+    role = info.get("product")
+    record = info.get("record") or {}
+    cal = record.get("calibration") or {}
+    if info.get("role") != "calibrated" or role is None:
+        return None
+    tile = " x ".join(str(v) for v in (record.get("tile_shape") or cal.get("tile_shape") or [])[-2:])
+    tile = f"a {tile} tile" if tile else "a tile"
+    alpha = cal.get("alpha")
+    if cal.get("rule") == "rcps" and cal.get("delta") is not None:
+        how = f"with probability {1 - float(cal['delta']):.0%} over the calibration draw"
+    else:
+        how = "on average over tiles"
+    if role == "untrusted" and alpha is not None:
+        return (f"magenta: pixels where the largest error in {tile} may exceed {alpha:g} (on the "
+                f"other pixels it is at most {alpha:g}, {how}).")
+    if role == "width" and alpha is not None:
+        return (f"{name_of(layer, 'interval width')} (inferno, colour bar in the prediction's "
+                f"units): the width upper - lower of each pixel's calibrated interval, wider "
+                f"where the model is less sure; at most {alpha:.0%} of the pixels of {tile} fall "
+                f"outside their interval ({how}).")
+    words = {"mask": "the calibrated mask (1 = kept) the guarantee below speaks about",
+             "segmentation": "the most likely class of each pixel",
+             "set_size": "how many classes each pixel's calibrated set holds (1 = sure)",
+             "varisco": "how often each pixel's set holds more than one class",
+             "bound": "a calibrated interval bound, in the prediction's units"}
+    if role in words:
+        return f"{name_of(layer, role)}: {words[role]}."
+    return None
+
+
 def product_style(role: str, data, limits=None) -> dict:
     """Return the layer kwargs of a calibrated product by its role (``methods.Product``).
 
-    Roles: "width" (interval width: heat map over the prediction, contrast ``limits``, by
-    default up to the 99th percentile), "bound" (a calibrated bound, hidden), "untrusted"
-    (the trust-mask overlay), "mask" (a continuous mask in [0, 1]), "segmentation" (labels),
-    "set_size" (heat map from 0 to ``limits``), "varisco" (heat map in [0, 1], hidden).
+    Roles: "width" (interval width: a translucent heat map over the prediction, contrast
+    limits the 1st and 99th percentiles of the data, ``limits`` for lazy data), "bound" (a
+    calibrated bound, hidden), "untrusted" (the trust-mask overlay), "mask" (a continuous mask
+    in [0, 1]), "segmentation" (labels), "set_size" (heat map from 0 to ``limits``), "varisco"
+    (heat map in [0, 1], hidden).
     """
     if role == "width":
-        if limits is None:
-            hi = float(np.nanpercentile(np.asarray(data[..., ::4, ::4]), 99))
-            limits = (0.0, hi or 1.0)
+        limits = robust_limits(data) or limits or (0.0, 1.0)  # the data's own, when in memory
         return {"colormap": HEAT_COLORMAP, "contrast_limits": tuple(float(v) for v in limits),
-                "blending": "additive", "opacity": 0.7}
+                "blending": "translucent", "opacity": 0.35}
     if role == "bound":
         return {"colormap": "gray", "visible": False}
     if role == "untrusted":

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
 from .. import api
 from .._warnings import Im2ImUQWarning
+from ..layers import legend
 from ._common import (
     NONE,
     WHOLE,
@@ -73,12 +75,14 @@ class CalibrateWidget(Panel):
         self.apply_button = PushButton(text="Apply the record to this prediction")
         self.guarantee = text()
         self.message = text()
+        self.legend = text()  # one sentence per calibrated layer: what its colours mean
+        self._legends = {}
         self.extend([self.prediction, self.truth, self.regions, self.tile_rows, self.tile_cols,
                      self.method, self.rule, self.bound, self.alpha, self.delta, self.beta,
                      self.sigma, self.bounds_box, self.calibrate_button, self.check_button,
                      self.cancel, self.n_plan, self.seed, self.plan_button, self.saved,
                      self.apply_button, self.status,
-                     self.message, self.guarantee])
+                     self.message, self.legend, self.guarantee])
         self.plot = PlotArea(self)
         prefer(self.truth, lambda ly: meta(ly).get("role") == "truth")
         self.runner = JobRunner(self.message, [self.calibrate_button, self.check_button],
@@ -194,10 +198,22 @@ class CalibrateWidget(Panel):
         self.message.value = (f"lam_hat = {res.lam:.6g} from {res.n} tiles; calibration risk "
                               f"{res.empirical_risk:.4g}; layers: "
                               + ", ".join(kw["name"] for _, kw, _ in cal.layers))
+        self.explain(cal.layers)
         if plot is None:
             self.plot.draw(plot_curve, res)
         else:
             self.plot.show(*plot)
+
+    def explain(self, layer_tuples) -> None:
+        """Say in the legend, one sentence per calibrated layer, what its colours mean."""
+        for data, kwargs, _ in layer_tuples:
+            stand_in = SimpleNamespace(data=data, name=kwargs.get("name", ""),
+                                       metadata=kwargs.get("metadata", {}), scale=())
+            sentence = legend(stand_in)
+            if sentence is not None:
+                self._legends[stand_in.name] = sentence
+        names = {ly.name for ly in self.viewer.layers} | {kw.get("name") for _, kw, _ in layer_tuples}
+        self.legend.value = "\n".join(v for k, v in self._legends.items() if k in names)
 
     def start_self_check(self, *_):
         """Calibrate on half of the labeled tiles and test on the other half (worker thread)."""
@@ -269,6 +285,7 @@ class CalibrateWidget(Panel):
             self.guarantee.value += f"\n\nDrift check: {drift['message']}"
             if drift["drifted"]:
                 show_warning(f"napari-im2im-uq: {drift['message']}")
+        self.explain(layers)
         self.runner.show(self.viewer, layers)
         return layers
 

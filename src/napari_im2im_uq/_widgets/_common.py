@@ -70,6 +70,24 @@ def text(rich: bool = False) -> Label:
     return label
 
 
+def dock_of(widget):
+    """Return the QDockWidget that holds a widget (magicgui or Qt), or None when not docked."""
+    from qtpy.QtWidgets import QDockWidget
+
+    w = getattr(widget, "native", widget)
+    while w is not None and not isinstance(w, QDockWidget):
+        w = w.parentWidget()
+    return w
+
+
+def bring_to_front(widget) -> None:
+    """Show the dock of ``widget`` in front of the docks tabified with it."""
+    dock = dock_of(widget)
+    if dock is not None:
+        dock.show()
+        dock.raise_()
+
+
 def is_output(layer) -> bool:
     """Whether a layer is an output of a Predict run."""
     return meta(layer).get("role") == "output"

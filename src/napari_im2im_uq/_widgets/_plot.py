@@ -39,8 +39,12 @@ class PlotArea:
 
         self.height = height
         self.figure = None
+        from qtpy.QtWidgets import QSizePolicy
+
         self.label = QLabel()
-        self.label.setMinimumHeight(int(height * DPI * 0.5))
+        # the whole figure, never squeezed into a strip: a dock too short scrolls instead
+        self.label.setMinimumSize(int(WIDTH_IN * DPI), int(height * DPI))
+        self.label.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
         container.native.layout().addWidget(self.label)
 
     def show(self, rgba, figure) -> None:
@@ -50,7 +54,8 @@ class PlotArea:
         self.figure = figure
         rgba = np.ascontiguousarray(rgba)
         h, w = rgba.shape[:2]
-        image = QImage(rgba.data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
+        image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        self.label.setMinimumSize(w, h)
         self.label.setPixmap(QPixmap.fromImage(image))
 
     def draw(self, draw, *args, **kwargs) -> None:

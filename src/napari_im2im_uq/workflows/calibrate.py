@@ -142,7 +142,8 @@ def result_layers(entry, result, record, outputs, *, show_bounds=False, **option
     for product in entry.products(result, arrays, show_bounds=show_bounds, **opts):
         kwargs = {"name": f"{product.name} ({model})",
                   **layers.product_style(product.role, product.data, product.limits),
-                  "metadata": meta, **geom}
+                  "metadata": {layers.META_KEY: {**meta[layers.META_KEY],
+                                                 "product": product.role}}, **geom}
         out.append((product.data, kwargs, product.kind))
     return out
 
