@@ -9,7 +9,7 @@ FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 
 #: The heads a model can have, i.e. what its raw output channels mean.
-HEURISTICS = ("quantile", "residual", "gaussian", "softmax", "segmentation", "mask")
+HEURISTICS = ("quantile", "residual", "gaussian", "softmax", "segmentation", "mask", "point")
 
 #: Normalisation layers of the U-Net.
 NORMS = ("batch", "group", "instance", "none")

@@ -34,7 +34,7 @@ def head_channels(heuristic: str, *, bins: int | None = None, n_classes: int | N
     -------
     int
         3 for quantile (point, lower offset, upper offset), 2 for residual and gaussian,
-        ``bins`` for softmax, ``n_classes`` for segmentation, 1 for mask.
+        ``bins`` for softmax, ``n_classes`` for segmentation, 1 for mask and point.
 
     Examples
     --------
@@ -52,7 +52,7 @@ def head_channels(heuristic: str, *, bins: int | None = None, n_classes: int | N
                 f"n_classes must be an integer >= 2 for the segmentation head; got {n_classes!r}"
             )
         return n_classes
-    return {"quantile": 3, "residual": 2, "gaussian": 2, "mask": 1}[heuristic]
+    return {"quantile": 3, "residual": 2, "gaussian": 2, "mask": 1, "point": 1}[heuristic]
 
 
 def output_names(heuristic: str) -> tuple[str, ...]:
@@ -71,6 +71,7 @@ def output_names(heuristic: str) -> tuple[str, ...]:
         "softmax": ("prediction", "lower", "upper"),
         "segmentation": ("probabilities",),
         "mask": ("mask",),
+        "point": ("prediction",),
     }[heuristic]
 
 
@@ -151,6 +152,8 @@ def decode_head(
       widened to include the prediction where the expectation falls outside them.
     - segmentation: ``probabilities = softmax(raw)`` over classes.
     - mask: ``mask = sigmoid(raw)``.
+    - point: ``prediction = raw0`` (a point-prediction model with no uncertainty head; the
+      inference option ``uncertainty=`` derives lower/upper/std from it).
 
     Parameters
     ----------
@@ -184,6 +187,10 @@ def decode_head(
                 f"raw must have {expected} channels for the {heuristic} head; got {raw.shape[1]}"
             )
     point = raw[:, 0:1]
+    if heuristic == "point":
+        if raw.shape[1] != 1:
+            raise ValueError(f"raw must have 1 channel for the point head; got {raw.shape[1]}")
+        return {"prediction": point}
     if heuristic == "quantile":
         return {
             "prediction": point,
