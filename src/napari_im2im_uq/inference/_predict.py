@@ -172,6 +172,7 @@ class Plan:
     device: str
     precision: str
     image_shape: tuple[int, ...]
+    units: dict | None = None  # the resolved preprocessing (models._units.resolve)
 
     @property
     def scale_factor(self) -> int:
@@ -242,6 +243,14 @@ def _as_dask(image, name: str) -> da.Array:
     if any(math.isnan(s) for s in arr.shape):
         raise ValueError(f"{name} must have a known shape; got {arr.shape}")
     return arr
+
+
+def _units(spec, image, source, given_axes) -> dict:
+    """Resolve the model's preprocessing: exact statistics in memory, else from a subsample."""
+    from ..models._units import resolve
+
+    return resolve(spec, source if image is None else _canonical(image, given_axes),
+                   dtype=source.dtype)
 
 
 def _canonical(arr: da.Array, axes: str) -> da.Array:
@@ -343,6 +352,7 @@ def make_plan(
 ) -> Plan:
     """Validate the arguments of :func:`predict` and build its graph."""
     from ..models import add_derived_channels, given_channels
+    from ..models._units import apply as apply_units
 
     device = check_device(device)
     precision = check_precision(precision)
@@ -352,6 +362,13 @@ def make_plan(
     spec = model.spec
     given_axes = check_axes(axes, shape=arr.shape, n_channels=len(given_channels(spec)))
     source = _canonical(arr, given_axes)  # what the caller gave, for run descriptions
+    in_memory = isinstance(image, np.ndarray) and not isinstance(image, np.memmap)
+    kind, units = arr.dtype.kind, _units(spec, image if in_memory else None, source, given_axes)
+    if units["ops"]:  # raw -> the model's data units, in the task that reads each block
+        c_axis = given_axes.index("C") if "C" in given_axes else None
+        arr = arr if c_axis is None else arr.rechunk({c_axis: -1})
+        arr = arr.map_blocks(partial(apply_units, ops=units["ops"], channel_axis=c_axis),
+                             dtype=np.float32)
     full, axes = add_derived_channels(spec, arr, given_axes)
     halo = _optional_int(halo, "halo", minimum=0, words="a non-negative integer")
     if halo is None:
@@ -377,12 +394,11 @@ def make_plan(
     # Non-finite input: counted now for an array in memory (before anything runs), else by
     # each block's task as it reads the block (no extra pass over a large volume).
     has_z, check_blocks, channels = "Z" in given_axes, False, None
-    in_memory = isinstance(image, np.ndarray) and not isinstance(image, np.memmap)
-    if arr.dtype.kind == "f" and in_memory:  # a memory-mapped file is read block by block
+    if kind == "f" and in_memory:  # a memory-mapped file is read block by block
         tally = NonFinite(has_z, halo)
         tally.add(_count_nonfinite(_canonical(image, given_axes), 0, 0, 0))
         tally.warn("image", stacklevel=3)
-    elif arr.dtype.kind == "f":
+    elif kind == "f":
         check_blocks = True
         names, given = spec["input_channels"], given_channels(spec)
         if len(given) != len(names):  # derived channels are not the user's input
@@ -502,6 +518,7 @@ def make_plan(
         device=device,
         precision=precision,
         image_shape=tuple(int(v) for v in arr.shape),
+        units=units,
     )
 
 

@@ -9,8 +9,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._derived import given_channels
 from ._heads import decode_head, output_names
 from ._spec import complete_spec
+from ._units import apply as apply_units
+from ._units import output_clip
+from ._units import resolve as resolve_units
 
 __all__ = ["BORDER_MODE", "Im2ImModel"]
 
@@ -230,13 +234,16 @@ class Im2ImModel:
 
     def _to_data_units(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out_range = self._spec["output_range"]
-        if out_range is None or self.heuristic in ("segmentation", "mask"):
+        clip = output_clip(self._spec)  # the declared postprocessing: point and bounds only
+        if self.heuristic in ("segmentation", "mask") or (out_range is None and clip is None):
             return out
-        lo, hi = (float(v) for v in out_range)
+        lo, hi = (0.0, 1.0) if out_range is None else (float(v) for v in out_range)
         mapped = {}
         for key, value in out.items():
             if key in _RANGE_OUTPUTS:
                 mapped[key] = value * (hi - lo) + lo
+                if clip is not None:
+                    mapped[key] = mapped[key].clamp(*clip)
             elif key in _SPREAD_OUTPUTS:
                 mapped[key] = value * (hi - lo)
             else:
@@ -395,6 +402,11 @@ class Im2ImModel:
             raise ValueError(f"x must not be empty; got shape {arr.shape}")
         lead = arr.ndim
         x4 = arr.reshape((-1, n_in) + arr.shape[-2:]).astype(np.float32, copy=False)
+        if self._spec.get("preprocessing") or self._spec.get("input_range"):  # raw -> data units
+            given = [self.in_channels.index(c) for c in given_channels(self._spec)]
+            raw = arr.reshape(x4.shape)[:, given]
+            x4 = x4.astype(np.float32, copy=True)  # the caller's array is never changed
+            x4[:, given] = apply_units(raw, resolve_units(self._spec, raw)["ops"], channel_axis=1)
         s = self.scale_factor
         rows, cols = x4.shape[-2:]
         halo, div = self.halo, self.divisor

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from ._derived import check_derived
+from ._derived import check_derived, given_channels
 from ._errors import (
     FORMAT_VERSION,
     HEURISTICS,
@@ -18,6 +18,7 @@ from ._errors import (
     UPSAMPLINGS,
     BundleError,
 )
+from ._units import check_units
 
 __all__ = [
     "LIMITS",
@@ -210,6 +211,7 @@ def validate_spec(spec: Any, *, require_sha256: bool = True) -> None:
     if "card" in spec and not isinstance(spec["card"], dict):
         raise BundleError(f"card must be a JSON object; got {spec['card']!r}")
     check_derived(spec)
+    check_units(spec, len(given_channels(spec)))
 
 
 def _bounded_int(spec: dict, field: str, lo: int, hi: int) -> None:

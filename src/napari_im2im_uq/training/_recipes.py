@@ -206,6 +206,12 @@ def _spec(recipe: Recipe, *, root, extra: dict[str, Any] | None = None) -> dict[
         spec["input_channels"] = list(_QPI_CHANNELS)
         spec["derived_channels"] = _QPI_DERIVED
         spec["output_range"] = list(_QPI_RANGE)
+    if recipe.task in ("tem-sr", "tem-mask", "tem-seg", "qpi"):  # units: trained on uint8 / 255
+        spec["preprocessing"] = [{"id": "scale_dtype_range"}]
+        spec["input_range"] = [0.0, 1.0]
+        if recipe.heuristic not in ("mask", "segmentation"):
+            lo, hi = spec["output_range"]
+            spec["postprocessing"] = [{"id": "clip", "kwargs": {"min": lo, "max": hi}}]
     if recipe.task in ("tem-sr", "tem-seg", "tem-mask"):
         spec["training_data"] = {
             "dataset": "em_drosophila_vnc",

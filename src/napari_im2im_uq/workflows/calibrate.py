@@ -97,11 +97,42 @@ def collect(outputs, truth, *, method, tile_shape, regions=None, sigma=None) -> 
         if len(origins) == 0:
             raise no_tiles_error(th, tw, grid_shape, unannotated=True)
     kept_truth = tiles["truth"] if "truth" in tiles else truth_tiles[keep]
+    if "prediction" in raw:  # regression truth: same units as the prediction?
+        check_units(kept_truth, raw["prediction"][keep])
     return Collected(
         method=entry, arrays=arrays, tiles=tiles, origins=origins,
         geometry=(scale, translate, ndim_img), tile_shape=(th, tw),
         truth_range=[float(kept_truth.min()), float(kept_truth.max())],
     )
+
+
+def check_units(truth, prediction, *, ratio=20.0) -> None:
+    """Refuse truth and prediction whose ranges obviously differ in units (spans ``ratio`` apart).
+
+    A constant truth or prediction says nothing about units and passes.
+
+    Examples
+    --------
+    >>> check_units(np.array([0.0, 255.0]), np.array([0.0, 1.0]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: truth spans [0, 255] but the prediction spans [0, 1]: ...
+    """
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(prediction, dtype=np.float64)
+    t, p = t[np.isfinite(t)], p[np.isfinite(p)]
+    if not t.size or not p.size:
+        return
+    (t0, t1), (p0, p1) = (t.min(), t.max()), (p.min(), p.max())
+    small, large = sorted((t1 - t0, p1 - p0))
+    gap = max(t0 - p1, p0 - t1, 0.0)
+    if small > 0 and (large > ratio * small or gap > ratio * large):
+        raise ValueError(
+            f"truth spans [{t0:.4g}, {t1:.4g}] but the prediction spans [{p0:.4g}, {p1:.4g}]: "
+            "they are in different units; convert the truth to the prediction's units (e.g. a "
+            "uint8 truth divided by 255, uint16 by 65535, as the model's preprocessing does "
+            "with its input) and calibrate again"
+        )
 
 
 def _score(sigma):

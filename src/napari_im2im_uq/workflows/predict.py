@@ -115,6 +115,7 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
                    precision=precision, prediction=pred_data)
     # NaN / inf in a lazy input: each block counts its own, one warning when the job ends
     # (an array in memory is checked, and warned about, before anything runs).
+    units = None  # the preprocessing applied, with its statistics (not kept by a zarr run)
     with watch_nonfinite() as nonfinite:
         if output == "zarr":  # planned once, there (a resumed store keeps its tiles)
             arrays = yield from predict_to_zarr(loaded, data, store, overwrite=overwrite,
@@ -123,7 +124,8 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
 
             outs = {k: da.from_zarr(v) for k, v in arrays.items()}
         else:
-            outs = make_plan(loaded, data, **options).outputs()
+            plan = make_plan(loaded, data, **options)
+            outs, units = plan.outputs(), plan.units
             nbytes = sum(int(np.prod(o.shape)) * 4 for o in outs.values())
             if output == "auto":
                 output = "memory" if nbytes <= MEMORY_LIMIT else "lazy"
@@ -151,6 +153,8 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
                 "run": run, "outputs": names, "axes": axes, "storage": output,
                 "store": None if store is None else str(store),
                 "prediction_layer": None if prediction is None else layers.name_of(prediction, None),
+                "units": None if units is None else {k: units[k] for k in (
+                    "dtype", "steps", "statistics_from", "observed_range")},
             }},
         )
         if key in ("prediction", "lower", "upper") and lo_hi:
