@@ -186,9 +186,9 @@ def load_model(
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from .._files import write_atomic  # a unique temporary name: never a file of the user's
+
+    write_atomic(path, data)
 
 
 def save_model(
