@@ -308,3 +308,43 @@ def test_checkpoint_folder_of_the_users_is_refused(tmp_path):
     (folder / "checkpoint.json").unlink()
     save_checkpoint(folder, network=net, optimizer=torch.optim.Adam(net.parameters()), step=1,
                     config={})
+
+
+def test_run_recipe_from_the_api_never_replaces_a_users_files(tmp_path):
+    from napari_im2im_uq.training import run_recipe
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    before = _hashes(tmp_path)
+    with pytest.raises(FileExistsError, match="README.md"):
+        run_to_end(run_recipe("synthetic-sr4x-quantile", output=out, steps=1))
+    assert _hashes(tmp_path) == before
+
+
+def test_saving_a_bundle_keeps_a_users_tmp_files(tmp_path):
+    from napari_im2im_uq.models import save_model
+
+    out = tmp_path / "bundle"
+    out.mkdir()
+    for name in (".weights.safetensors.tmp", ".model.json.tmp"):
+        (out / name).write_text("the user's")
+    save_model(_model(), out, overwrite=True)
+    assert (out / ".weights.safetensors.tmp").read_text() == "the user's"
+    assert (out / ".model.json.tmp").read_text() == "the user's"
+    assert (out / "model.json").exists()
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda api, rec: api.load_record(42), ValueError, "path must be a path to a saved record"),
+    (lambda api, rec: api.save_record(rec, 42), ValueError, "path must be a file path ending"),
+])
+def test_record_paths_of_the_wrong_type_are_named(call, error, words):
+    from napari_im2im_uq import api
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((64, 64)).astype(np.float32)
+    out = {"prediction": truth, "lower": truth - 0.1, "upper": truth + 0.1}
+    rec = api.calibrate(out, truth, alpha=0.3, rule="crc", tile_shape=(16, 16)).record
+    with pytest.raises(error, match=words):
+        call(api, rec)

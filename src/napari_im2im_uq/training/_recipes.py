@@ -465,15 +465,13 @@ def run_recipe(
     import torch
 
     from ..models import load_model, save_model
+    from ._checkpoint import check_bundle_output
     from ._loop import init_network, train
 
     recipe = get_recipe(name)
     output = Path(output)
-    if (output / "model.json").exists() and not overwrite:
-        raise FileExistsError(
-            f"output {output} already holds a bundle; pass overwrite=True (--overwrite) to "
-            "replace it"
-        )
+    # Never a user's README.md or weights.safetensors; our bundle only with overwrite.
+    check_bundle_output(output, overwrite=overwrite)
     steps = recipe.steps if steps is None else steps
     if checkpoint_dir is None:
         checkpoint_dir = output.with_name(output.name + ".checkpoint")

@@ -410,6 +410,8 @@ def save_record(source, path) -> str:
     if hasattr(source, "record") and hasattr(source, "result"):  # a Calibration
         source = source.record
     rec = as_record(source)
+    if not isinstance(path, str | os.PathLike):
+        raise ValueError(f"path must be a file path ending in .json; got {type(path).__name__}")
     path = Path(path)
     if path.suffix.lower() != ".json":
         raise ValueError(f"path must end in .json; got {str(path)!r}")
@@ -451,6 +453,9 @@ def load_record(path, *, accept_edited: bool = False) -> dict:
     --------
     >>> save_record(cal, "rec.json"); rec = load_record("rec.json")  # doctest: +SKIP
     """
+    if not isinstance(path, str | os.PathLike):
+        raise RecordError(f"path must be a path to a saved record (str or path-like); got "
+                          f"{type(path).__name__}")
     path = Path(path)
     try:
         size = os.path.getsize(path)
