@@ -173,6 +173,7 @@ class Plan:
     precision: str
     image_shape: tuple[int, ...]
     units: dict | None = None  # the resolved preprocessing (models._units.resolve)
+    uncertainty: object = None  # inference._uq.Uncertainty, or None
 
     @property
     def scale_factor(self) -> int:
@@ -261,8 +262,8 @@ def _canonical(arr: da.Array, axes: str) -> da.Array:
     return arr[index]
 
 
-def _default_tile(model, rows: int, cols: int, tile_shape, device: str):
-    div = model.divisor
+def _default_tile(model, rows: int, cols: int, tile_shape, device: str, div=None):
+    div = div or model.divisor
     if tile_shape is None:
         side = default_tile_side(model, device)
         tile = (side, side)
@@ -349,6 +350,7 @@ def make_plan(
     precision="auto",
     prediction=None,
     check_here=True,
+    uncertainty=None,
 ) -> Plan:
     """Validate the arguments of :func:`predict` and build its graph."""
     from ..models import add_derived_channels, given_channels
@@ -370,14 +372,25 @@ def make_plan(
         arr = arr.map_blocks(partial(apply_units, ops=units["ops"], channel_axis=c_axis),
                              dtype=np.float32)
     full, axes = add_derived_channels(spec, arr, given_axes)
+    from ._uq import prepare
+
+    def member(other):  # an ensemble member: loaded, and the one that runs here
+        other = _resolve_model(other)
+        member_ref = _worker.make_ref(other)
+        if check_here or device != "auto":
+            _worker.register(member_ref, other, device=device, precision=precision)
+        return other, member_ref
+
+    uq = prepare(uncertainty, model, member=member)
+    need, div = (int(model.halo), model.divisor) if uq is None else (uq.halo, uq.divisor)
     halo = _optional_int(halo, "halo", minimum=0, words="a non-negative integer")
     if halo is None:
-        halo = int(model.halo)
-    if halo > model.halo:  # keep the pooling grid where the untiled run has it
-        halo = model.halo + -(-(halo - model.halo) // model.divisor) * model.divisor
-    if halo < model.halo:
+        halo = need
+    if halo > need:  # keep the pooling grid where the untiled run has it
+        halo = need + -(-(halo - need) // div) * div
+    if halo < need:
         warnings.warn(
-            f"halo={halo} is smaller than the model's receptive field ({model.halo} pixels): "
+            f"halo={halo} is smaller than the model's receptive field ({need} pixels): "
             "tiled predictions will differ from whole-image ones near tile borders",
             Im2ImUQWarning,
             stacklevel=3,
@@ -408,7 +421,7 @@ def make_plan(
     local_device = None
     if check_here or device != "auto":
         local_device, dtype = resolve(device, precision)
-    tile = _default_tile(model, rows, cols, tile_shape, local_device or "cpu")
+    tile = _default_tile(model, rows, cols, tile_shape, local_device or "cpu", div)
     if batch_size is None:
         batch_size = 1 if (local_device or "cpu") == "cpu" else 4
     block = _block_shape(planes, rows, cols, tile, batch_size)
@@ -444,7 +457,7 @@ def make_plan(
     if local_device is not None:
         _worker.register(ref, model, device=device, precision=precision)
 
-    layout = _worker.output_channels(model)
+    layout = _worker.output_channels(model, uq)
     n_channels = sum(n for _, n in layout)
     token = tokenize(
         x.name,
@@ -456,6 +469,7 @@ def make_plan(
         batch_size,
         device,
         precision,
+        None if uq is None else uq.describe(),
     )
     name = f"im2im-predict-{token}"
     watch = getattr(_CURRENT, "tally", None)
@@ -475,6 +489,7 @@ def make_plan(
         device=device,
         precision=precision,
         n_channels=n_channels,
+        uq=uq,
     )
     for iz in range(len(x.chunks[0])):
         for iy in range(len(x.chunks[2])):
@@ -519,6 +534,7 @@ def make_plan(
         precision=precision,
         image_shape=tuple(int(v) for v in arr.shape),
         units=units,
+        uncertainty=uq,
     )
 
 
@@ -533,6 +549,7 @@ def predict(
     device: str = "auto",
     precision: str = "auto",
     prediction=None,
+    uncertainty=None,
 ) -> dict[str, da.Array]:
     """Predict lazily, tile by tile, with the same result as running on the whole image.
 
@@ -587,6 +604,14 @@ def predict(
     prediction : array-like, optional
         Mask models only (and required there): the image-to-image prediction, with the
         input's Z, Y, X axes in canonical order on the output grid.
+    uncertainty : str or dict, optional
+        Uncertainty of a point prediction, derived tile by tile inside each block: "tta"
+        (the 8 rotations and flips, or ``{"kind": "tta", "transforms": [...]}``),
+        "mc_dropout" (``samples`` passes with dropout on; refused without dropout layers),
+        ``{"kind": "ensemble", "models": [...]}`` (the model and these, averaged) or
+        "constant" (``lower/upper = prediction -/+ 1``). Outputs are then ``prediction``
+        (the samples' mean), ``lower``/``upper`` (``-/+ std``), ``std`` and ``std_smoothed``
+        (the kernel-smoothed variance of Adame et al. 2025); see :mod:`._uq`.
 
     Returns
     -------
@@ -622,5 +647,6 @@ def predict(
         device=device,
         precision=precision,
         prediction=prediction,
+        uncertainty=uncertainty,
     )
     return plan.outputs()

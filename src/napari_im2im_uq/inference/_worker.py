@@ -85,7 +85,8 @@ def make_ref(model) -> ModelRef:
         spec_json = (folder / "model.json").read_text(encoding="utf-8")
         weights = (folder / "weights.safetensors").read_bytes()
     model_id = _spec_id(json.loads(spec_json))
-    token = "memory|" + hashlib.sha256(f"{cls}|{model_id}".encode()).hexdigest()
+    # The network's structure too: modules outside its config (dropout added by hand) count.
+    token = "memory|" + hashlib.sha256(f"{cls}|{model_id}|{model.network!r}".encode()).hexdigest()
     return ModelRef(token=token, model_id=model_id, spec_json=spec_json, weights=weights)
 
 
@@ -169,8 +170,10 @@ def clear_cache() -> None:
     _LIMITS.clear()
 
 
-def output_channels(model) -> list[tuple[str, int]]:
+def output_channels(model, uq=None) -> list[tuple[str, int]]:
     """``(name, channels)`` of each output, in the order they are stacked in a block."""
+    if uq is not None:
+        return [(name, 1) for name in uq.names]
     spec = model.spec
     return [
         (name, len(spec["classes"]) if name == "probabilities" else 1) for name in model.output_names
@@ -261,6 +264,7 @@ def run_block(
     device: str,
     precision: str,
     n_channels: int,
+    uq=None,
 ) -> np.ndarray:
     """Run the model on one block and return its stacked outputs.
 
@@ -284,6 +288,9 @@ def run_block(
         As given to :func:`predict`; resolved in this process.
     n_channels : int
         Total output channels (see :func:`output_channels`).
+    uq : napari_im2im_uq.inference._uq.Uncertainty, optional
+        Derive the uncertainty outputs of a point prediction (TTA, MC dropout, ensemble,
+        constant width) tile by tile, on the whole window (see :mod:`._uq`).
 
     Returns
     -------
@@ -291,6 +298,11 @@ def run_block(
         ``(planes, n_channels, rows * s, columns * s)`` float32.
     """
     model = get_model(ref, device=device, precision=precision)
+    if uq is not None:
+        from ._uq import wrap
+
+        model = wrap(model, uq, key=(ref.token, device, precision),
+                     get_model=lambda r: get_model(r, device=device, precision=precision))
     s, div = model.scale_factor, model.divisor
     window = _pad_window(pieces, pads, 1)
     pred_window = None if pred_pieces is None else _pad_window(pred_pieces, pads, s)

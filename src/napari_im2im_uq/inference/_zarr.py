@@ -117,6 +117,7 @@ def _describe(plan) -> dict:
         "batch_size": plan.batch_size,
         "block_shape": list(plan.block_shape),
         "precision": plan.precision,
+        **({} if plan.uncertainty is None else {"uncertainty": plan.uncertainty.describe()}),
     }
 
 
@@ -334,6 +335,7 @@ def predict_to_zarr(
     overwrite: bool = False,
     pixel_size=None,
     unit: str | None = None,
+    uncertainty=None,
 ):
     """Predict every output into an OME-Zarr store, block by block; resumable.
 
@@ -353,7 +355,7 @@ def predict_to_zarr(
 
     Parameters
     ----------
-    model, image, axes, tile_shape, halo, batch_size, device, precision, prediction
+    model, image, axes, tile_shape, halo, batch_size, device, precision, prediction, uncertainty
         As for :func:`predict`. When resuming, ``tile_shape`` and ``batch_size`` left at None
         take the stored run's values.
     store : path-like
@@ -433,6 +435,7 @@ def predict_to_zarr(
         precision=precision,
         prediction=prediction,
         check_here=scheduler is None,
+        uncertainty=uncertainty,
     )
     return _start(plan, path, overwrite=overwrite, scheduler=scheduler, pixel_size=pixel_size,
                   unit=unit)

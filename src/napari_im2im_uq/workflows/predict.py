@@ -68,7 +68,7 @@ def _infer_axes(shape, n_channels: int, axes) -> str:
 
 def predict_job(model, image, *, second_image=None, prediction=None, axes=None, tile_shape=None,
                 batch_size=None, device="auto", precision="auto", output="auto", store=None,
-                overwrite=False):
+                overwrite=False, uncertainty=None):
     """Predict every output of a model over an image, as a generator (see :func:`predict`).
 
     Yields ``(done_blocks, total_blocks)``; returns the list of layer-data tuples.
@@ -112,10 +112,12 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
     out_scale = in_scale.copy()
     out_scale[-2:] /= s
     options = dict(axes=axes, tile_shape=tile_shape, batch_size=batch_size, device=device,
-                   precision=precision, prediction=pred_data)
+                   precision=precision, prediction=pred_data, uncertainty=uncertainty)
     # NaN / inf in a lazy input: each block counts its own, one warning when the job ends
     # (an array in memory is checked, and warned about, before anything runs).
     units = None  # the preprocessing applied, with its statistics (not kept by a zarr run)
+    uq_info = None if uncertainty is None else {"kind": uncertainty if isinstance(
+        uncertainty, str) else dict(uncertainty).get("kind")}
     with watch_nonfinite() as nonfinite:
         if output == "zarr":  # planned once, there (a resumed store keeps its tiles)
             arrays = yield from predict_to_zarr(loaded, data, store, overwrite=overwrite,
@@ -126,6 +128,8 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
         else:
             plan = make_plan(loaded, data, **options)
             outs, units = plan.outputs(), plan.units
+            if plan.uncertainty is not None:
+                uq_info = plan.uncertainty.describe()
             nbytes = sum(int(np.prod(o.shape)) * 4 for o in outs.values())
             if output == "auto":
                 output = "memory" if nbytes <= MEMORY_LIMIT else "lazy"
@@ -136,7 +140,10 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
     nonfinite.warn(in_name or "image")
     run = uuid.uuid4().hex
     info = _model_info(loaded)
-    names = {k: f"{k} ({loaded.name})" for k in outs}
+    uq_kind = None if uq_info is None else uq_info["kind"]
+    if uq_info is not None:  # the record's "model" states the uncertainty source
+        info["uncertainty"] = uq_info
+    names = {k: f"{k} ({loaded.name}{'' if uq_kind is None else ', ' + uq_kind})" for k in outs}
     tuples = []
     lo_hi = loaded.spec.get("output_range")
     for key, arr in outs.items():
@@ -151,6 +158,7 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
             metadata={layers.META_KEY: {
                 "role": "output", "output": key, "model": info, "input_layer": in_name,
                 "run": run, "outputs": names, "axes": axes, "storage": output,
+                "uncertainty": uq_kind,
                 "store": None if store is None else str(store),
                 "prediction_layer": None if prediction is None else layers.name_of(prediction, None),
                 "units": None if units is None else {k: units[k] for k in (
@@ -196,6 +204,12 @@ def predict(model, image, *, progress=None, **kwargs) -> list:
         The zarr store for ``output="zarr"``.
     overwrite : bool
         Replace an existing store (never a folder that is not a zarr store).
+    uncertainty : str or dict, optional
+        For a point-prediction model: "tta", "mc_dropout", ``{"kind": "ensemble", "models":
+        [...]}`` or "constant" (see :func:`napari_im2im_uq.inference.predict`). The outputs
+        are then prediction, lower, upper (and std, std_smoothed), named
+        "<output> (<model>, <kind>)", with ``metadata["im2im_uq"]["uncertainty"]`` the kind
+        and the model's description (hence the record's) stating the source.
 
     Returns
     -------

@@ -14,7 +14,7 @@ from ._base import Method, Product
 from ._report import floats, fmt, nanmedian
 
 #: The per-pixel scores a trust mask can threshold, in the order "auto" tries them.
-SCORES = ("std", "residual", "width", "mask")
+SCORES = ("std", "residual", "width", "mask", "std_smoothed")
 #: How a score is written in a record (and read back).
 SIGMA_LABEL = {"mask": "1 - mask"}
 
@@ -34,7 +34,7 @@ def sigma_name(outputs, sigma) -> str:
     if choice == "width" or (choice in SCORES and choice in outputs):
         return choice
     raise ValueError(
-        "sigma must name an output of the model ('std', 'residual', 'width' or 'mask') or be an "
+        f"sigma must name an output of the model (one of {SCORES}) or be an "
         f"array; got {sigma!r} with outputs {sorted(outputs)}"
     )
 
