@@ -56,7 +56,9 @@ __all__ = [
     "check_drift_job",
     "diagnose",
     "diagnose_job",
+    "export_bioimageio",
     "list_models",
+    "load_model",
     "load_record",
     "method",
     "method_names",
@@ -68,6 +70,7 @@ __all__ = [
     "predict",
     "predict_job",
     "record_layer",
+    "record_of",
     "save_record",
     "self_check",
     "show",
@@ -84,6 +87,7 @@ if TYPE_CHECKING:  # the names resolved by __getattr__, for linters and type che
     )
     from .workflows.diagnose import diagnose, diagnose_job
     from .workflows.drift import check_drift, check_drift_job
+    from .workflows.export import export_bioimageio, load_model, record_of
     from .workflows.models import list_models, model_card, model_io
     from .workflows.predict import predict, predict_job
     from .workflows.records import (
@@ -103,6 +107,7 @@ _HOMES = {
     "calibrate_job": "calibrate", "self_check": "calibrate",
     "diagnose": "diagnose", "diagnose_job": "diagnose",
     "check_drift": "drift", "check_drift_job": "drift",
+    "export_bioimageio": "export", "load_model": "export", "record_of": "export",
     "list_models": "models", "model_card": "models", "model_io": "models",
     "predict": "predict", "predict_job": "predict",
     "load_record": "records", "record_layer": "records", "save_record": "records",

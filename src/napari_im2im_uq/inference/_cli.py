@@ -16,7 +16,8 @@ _OME_LETTERS = {"z": "Z", "c": "C", "y": "Y", "x": "X"}
 #: Argument names of predict_to_zarr said as this command's flags in its error messages.
 _FLAGS = {"tile_shape": "--tile", "batch_size": "--batch", "overwrite=True": "--overwrite",
           "overwrite": "--overwrite", "device": "--device", "precision": "--precision",
-          "scheduler": "--scheduler", "store": "--output", "axes": "--axes", "model": "--model"}
+          "scheduler": "--scheduler", "store": "--output", "axes": "--axes", "model": "--model",
+          "trust_code=True": "--trust-code"}
 
 
 def register(subparsers) -> None:
@@ -33,7 +34,12 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("input", metavar="INPUT", help="image file: .tif, .npy, .zarr")
-    parser.add_argument("--model", required=True, help="model name from the zoo, or a bundle folder")
+    parser.add_argument("--model", required=True,
+                        help="model name from the zoo, a bundle folder, or a bioimage.io package "
+                             "(folder with rdf.yaml, or .zip)")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="allow a bioimage.io package's pytorch_state_dict weights, whose "
+                             "architecture is Python code from the package's author")
     parser.add_argument("--output", required=True, metavar="OUT.zarr", help="output zarr store")
     parser.add_argument(
         "--axes",
@@ -188,8 +194,13 @@ def _run(args: argparse.Namespace) -> int:
             axes = "YX"
         from . import predict_to_zarr
 
+        model = args.model
+        if args.trust_code:  # a package's own code runs only when asked for
+            from ..models import load_cached
+
+            model = load_cached(args.model, trust_code=True)
         gen = predict_to_zarr(
-            args.model,
+            model,
             image,
             args.output,
             axes=axes,

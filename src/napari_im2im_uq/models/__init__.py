@@ -15,7 +15,10 @@ Heads (``heuristic``) and their outputs, in data units:
 A bundle is a folder with ``weights.safetensors`` and ``model.json``; :func:`load_model` reads
 it with ``json`` and ``safetensors`` only and never unpickles. A bundle may declare derived
 input channels (computed from the given ones, :func:`add_derived_channels`); loaded models are
-held in one cache per process (:func:`load_cached`).
+held in one cache per process (:func:`load_cached`). A bioimage.io package (a folder with its
+RDF, or the zip) loads through the same functions (:func:`load_package`, read and validated by
+bioimageio.spec; ``pytorch_state_dict`` weights only with ``trust_code=True``), and
+:func:`export_bioimageio` writes one.
 """
 
 from __future__ import annotations
@@ -32,19 +35,24 @@ __all__ = [
     "TRANSFORMS",
     "STD_FLOOR",
     "UPSAMPLINGS",
+    "BioimageioModel",
     "BundleError",
     "Im2ImModel",
     "UNet2d",
     "add_derived_channels",
     "build_network",
     "decode_head",
+    "export_bioimageio",
     "given_channels",
     "head_channels",
+    "is_package",
     "list_models",
     "load_cached",
     "load_model",
+    "load_package",
     "output_names",
     "qpi_tikhonov_channel",
+    "read_package_spec",
     "read_spec",
     "receptive_field_radius",
     "save_model",
@@ -65,9 +73,14 @@ _LAZY = {
     "Im2ImModel": "._model",
     "list_models": "._catalog",
     "read_spec": "._catalog",
-    "load_model": "._bundle",
+    "load_model": "._bioimageio",
     "save_model": "._bundle",
-    "load_cached": "._cache",
+    "load_cached": "._bioimageio",
+    "BioimageioModel": "._bioimageio_model",
+    "export_bioimageio": "._bioimageio",
+    "is_package": "._bioimageio_rdf",
+    "load_package": "._bioimageio",
+    "read_package_spec": "._bioimageio_rdf",
     "TRANSFORMS": "._derived",
     "add_derived_channels": "._derived",
     "given_channels": "._derived",

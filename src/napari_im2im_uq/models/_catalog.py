@@ -151,7 +151,8 @@ def read_spec(name_or_path, *, search_paths: Iterable[str | os.PathLike] = ()) -
     Parameters
     ----------
     name_or_path : str or path-like
-        A bundle folder, or the name of a bundle in the zoo or in ``search_paths``.
+        A bundle folder, or the name of a bundle in the zoo or in ``search_paths``, or a
+        bioimage.io package (its fields read from the RDF by bioimageio.spec, no weights read).
     search_paths : iterable of path-like
         Extra folders searched for named bundles.
 
@@ -166,6 +167,12 @@ def read_spec(name_or_path, *, search_paths: Iterable[str | os.PathLike] = ()) -
     >>> spec["heuristic"], spec["scale_factor"]
     ('quantile', 4)
     """
+    from ._bioimageio_rdf import is_package
+
+    if is_package(name_or_path):  # a bioimage.io package: its RDF, read by bioimageio.spec
+        from ._bioimageio_rdf import read_package_spec
+
+        return read_package_spec(name_or_path)
     folder = _resolve(name_or_path, search_paths)
     json_path = folder / MODEL_JSON
     if not json_path.is_file():

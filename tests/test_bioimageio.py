@@ -1,0 +1,293 @@
+"""bioimage.io model packages in and out (issue 10, parts 2 and 4), without internet.
+
+A small point-only restoration U-Net is exported as TorchScript, ONNX and pytorch_state_dict,
+validated by bioimageio.spec (and run by bioimageio.core's own test), loaded back and run
+tiled on an awkward shape; the state-dict package is refused without ``trust_code`` before any
+of its code runs (a marker file proves it); every zoo model round-trips with the same
+predictions; the calibration record travels in the RDF's config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import types
+
+import numpy as np
+import pytest
+
+pytest.importorskip("bioimageio.spec", reason="the optional extra [bioimageio] is not installed")
+pytest.importorskip("onnxruntime", reason="the optional extra [bioimageio] is not installed")
+torch = pytest.importorskip("torch")
+
+from napari_im2im_uq import api, cli  # noqa: E402
+from napari_im2im_uq.inference import predict as tiled_predict  # noqa: E402
+from napari_im2im_uq.models import (  # noqa: E402
+    BundleError,
+    build_network,
+    list_models,
+    load_model,
+    read_spec,
+)
+
+FORMATS = ("torchscript", "onnx", "pytorch_state_dict")
+#: Largest difference between a package's prediction and the original's (float32 rounding;
+#: ONNX runs its own kernels).
+TOL = {"torchscript": 1e-5, "onnx": 1e-4, "pytorch_state_dict": 1e-5}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test: nothing may be downloaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a network connection was attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def clear_cache_():
+    from napari_im2im_uq.models import _cache
+
+    _cache.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def point_net():
+    torch.manual_seed(0)
+    net = build_network("mask", in_channels=1, depth=2, base_channels=4)  # one output channel
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def packages(point_net, tmp_path_factory):
+    root = tmp_path_factory.mktemp("packages")
+    out = {}
+    for fmt in FORMATS:
+        out[fmt] = api.export_bioimageio(point_net, root / f"point-{fmt}",
+                                         weight_format=fmt)
+    out["zip"] = api.export_bioimageio(point_net, root / "point.zip")
+    return out
+
+
+def _reference(net, x):
+    """The network on the whole image, mirrored by its halo (what Im2ImModel does)."""
+    halo, div = net.halo, net.divisor
+    rows, cols = x.shape
+    pad = ((halo, halo + (-(rows + 2 * halo) % div)), (halo, halo + (-(cols + 2 * halo) % div)))
+    xp = np.pad(x, pad, mode="symmetric")
+    with torch.no_grad():
+        y = net(torch.from_numpy(xp)[None, None]).numpy()[0, 0]
+    return y[halo: halo + rows, halo: halo + cols]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_export_is_accepted_by_the_fields_validator(packages, fmt):
+    from bioimageio.spec import InvalidDescr, load_description
+
+    descr = load_description(packages[fmt] + "/rdf.yaml", perform_io_checks=True)
+    assert not isinstance(descr, InvalidDescr), descr.validation_summary.format()
+    assert descr.type == "model" and getattr(descr.weights, fmt) is not None
+    assert [str(t.id) for t in descr.outputs] == ["prediction"]
+    assert all(t.test_tensor is not None for t in [*descr.inputs, *descr.outputs])
+    assert descr.license is None or str(descr.license)  # a point U-Net states none
+    assert descr.cite and descr.documentation is not None
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_bioimageio_core_runs_the_package_and_reproduces_its_test_tensors(packages, fmt):
+    from bioimageio.core import test_model
+
+    summary = test_model(packages[fmt], weight_format=fmt)
+    assert summary.status == "passed", summary.format()
+
+
+@pytest.mark.parametrize("fmt", [*FORMATS, "zip"])
+def test_package_predicts_tiled_equal_to_untiled_and_to_the_network(packages, point_net, fmt):
+    clear_cache_()
+    trust = fmt == "pytorch_state_dict"
+    model = api.load_model(packages[fmt], trust_code=trust)
+    assert model.output_names == ("prediction",) and model.heuristic == "point"
+    assert model.halo == point_net.halo and model.divisor == point_net.divisor
+    x = np.random.default_rng(3).random((83, 101)).astype(np.float32)  # awkward shape
+    untiled = model(x)["prediction"]
+    tiled = tiled_predict(model, x, axes="YX", tile_shape=(20, 36), device="cpu")
+    tiled = np.asarray(tiled["prediction"].compute())
+    assert tiled.shape == (83, 101)
+    np.testing.assert_allclose(tiled, untiled, atol=1e-5)
+    np.testing.assert_allclose(untiled, _reference(point_net, x), atol=TOL.get(fmt, 1e-5))
+
+
+def _with_marker_architecture(pkg, tmp_path):
+    """The state-dict package with an architecture file that writes a marker when imported."""
+    import shutil
+
+    from bioimageio.spec.utils import read_yaml, write_yaml
+
+    folder = tmp_path / "untrusted"
+    shutil.copytree(pkg, folder)
+    marker = tmp_path / "architecture-ran"
+    source = (f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+              "from napari_im2im_uq.models._bioimageio_model import ExportedNetwork\n")
+    (folder / "architecture.py").write_text(source)
+    rdf = read_yaml(folder / "rdf.yaml")
+    entry = rdf["weights"]["pytorch_state_dict"]
+    arch = entry["architecture"]
+    entry["architecture"] = {"source": "architecture.py", "callable": arch["callable"],
+                             "kwargs": arch["kwargs"],
+                             "sha256": hashlib.sha256(source.encode()).hexdigest()}
+    write_yaml(rdf, folder / "rdf.yaml")
+    return folder, marker
+
+
+def test_state_dict_is_refused_without_trust_code_and_none_of_its_code_runs(
+        packages, point_net, tmp_path):
+    clear_cache_()
+    folder, marker = _with_marker_architecture(packages["pytorch_state_dict"], tmp_path)
+    for load in (lambda: api.load_model(folder), lambda: load_model(folder),
+                 lambda: tiled_predict(str(folder), np.zeros((40, 40), np.float32), axes="YX")):
+        with pytest.raises(BundleError, match="architecture's Python source") as err:
+            load()
+        assert "trust_code=True" in str(err.value) and "Nothing from it was run" in str(err.value)
+        assert not marker.exists()
+    card = read_spec(folder)  # the card is read without running anything
+    assert card["weight_format"] == "pytorch_state_dict" and not marker.exists()
+    np.save(tmp_path / "in.npy", np.zeros((40, 40), np.float32))
+    rc = cli.main(["predict", str(tmp_path / "in.npy"), "--model", str(folder), "--output",
+                   str(tmp_path / "o.zarr")])
+    assert rc == 1 and not marker.exists() and not (tmp_path / "o.zarr").exists()
+    model = api.load_model(folder, trust_code=True)
+    assert marker.read_text() == "ran"  # trusted: now it runs
+    x = np.random.default_rng(5).random((37, 50)).astype(np.float32)
+    np.testing.assert_allclose(model(x)["prediction"], _reference(point_net, x), atol=1e-5)
+
+
+def test_a_tampered_weights_file_is_refused(packages, tmp_path):
+    import shutil
+
+    clear_cache_()
+    folder = tmp_path / "tampered"
+    shutil.copytree(packages["torchscript"], folder)
+    weights = folder / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match the SHA-256"):
+        api.load_model(folder)
+
+
+def test_export_refuses_an_existing_path_and_bad_arguments(point_net, tmp_path):
+    (tmp_path / "there").mkdir()
+    (tmp_path / "there" / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="path must not exist"):
+        api.export_bioimageio(point_net, tmp_path / "there")
+    assert (tmp_path / "there" / "mine.txt").read_text() == "keep"
+    with pytest.raises(ValueError, match="weight_format must be one of"):
+        api.export_bioimageio(point_net, tmp_path / "x", weight_format="keras")
+    with pytest.raises(ValueError, match="point-only U-Net"):
+        api.export_bioimageio(build_network("residual", depth=1, base_channels=2), tmp_path / "y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["there"]  # nothing left behind
+
+
+def _pair(name, rng):
+    spec = read_spec(name)
+    n = len([c for c in spec["input_channels"] if c not in spec.get("derived_channels", {})])
+    x = rng.random((n, 40, 52)).astype(np.float32)
+    return x if n > 1 else x[0]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_round_trips_with_the_same_predictions(name, tmp_path):
+    clear_cache_()
+    original = api.load_model(name)
+    pkg = api.export_bioimageio(name, tmp_path / f"{name}.zip")
+    model = api.load_model(pkg)
+    assert model.output_names == original.output_names
+    assert model.sha256 == original.sha256  # the weights written at export: the same model
+    assert model.in_channels == original.in_channels
+    assert (model.scale_factor, model.halo) == (original.scale_factor, original.halo)
+    rng = np.random.default_rng(7)
+    x = _pair(name, rng)
+    kwargs = {}
+    if original.heuristic == "mask":
+        s = original.scale_factor
+        kwargs["prediction"] = rng.random((40 * s, 52 * s)).astype(np.float32)
+    axes = "CYX" if x.ndim == 3 else "YX"
+    from napari_im2im_uq.models import add_derived_channels
+
+    full, _ = add_derived_channels(original.spec, x, axes)
+    full = np.asarray(full)
+    want, got = original(full, **kwargs), model(full, **kwargs)
+    for key in original.output_names:
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
+    tiled = tiled_predict(model, x, axes=axes, tile_shape=(24, 24), device="cpu",
+                          **({"prediction": kwargs["prediction"]} if kwargs else {}))
+    for key in original.output_names:
+        np.testing.assert_allclose(np.squeeze(np.asarray(tiled[key].compute())),
+                                   np.squeeze(want[key]), atol=1e-5, err_msg=key)
+
+
+def _layers(tuples):
+    return [types.SimpleNamespace(data=d, scale=k.get("scale", (1.0, 1.0)),
+                                  translate=k.get("translate", (0.0, 0.0)),
+                                  metadata=k.get("metadata", {}), name=k["name"])
+            for d, k, _ in tuples]
+
+
+def test_the_calibration_record_travels_in_the_package(tmp_path):
+    clear_cache_()
+    rng = np.random.default_rng(11)
+    image = rng.random((48, 48)).astype(np.float32)
+    layers = _layers(api.predict("tem-sr4x-quantile", image, device="cpu"))
+    outputs = api.model_outputs(layers, layers[0].name)
+    truth = np.clip(np.asarray(outputs["prediction"].data)
+                    + 0.03 * rng.standard_normal((192, 192)), 0, 1).astype(np.float32)
+    cal = api.calibrate(outputs, truth, method="intervals", alpha=0.2, rule="crc",
+                        tile_shape=(32, 32))
+    rec_path = tmp_path / "rec.json"
+    api.save_record(cal, rec_path)
+    pkg = tmp_path / "sr4x"
+    assert cli.main(["export", "tem-sr4x-quantile", str(pkg), "--record", str(rec_path)]) == 0
+    assert api.record_of(pkg) == json.loads(json.dumps(cal.record))
+    model = api.load_model(pkg)
+    assert api.record_of(model) == json.loads(json.dumps(cal.record))
+    assert api.record_of("tem-sr4x-quantile") is None
+    again = _layers(api.predict(model, image, device="cpu"))
+    mine = api.model_outputs(again, again[0].name)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "another model" warning: the guarantee carries over
+        (width, _, _), = api.apply_record(api.record_of(model), mine)
+    (want, _, _), = api.apply_record(cal.record, outputs)
+    np.testing.assert_allclose(np.asarray(width), np.asarray(want), atol=1e-5)
+
+
+def test_a_record_of_another_model_is_refused(tmp_path):
+    rng = np.random.default_rng(2)
+    truth = rng.random((64, 64)).astype(np.float32)
+    f = truth + 0.05 * rng.standard_normal(truth.shape).astype(np.float32)
+    cal = api.calibrate({"prediction": f, "lower": f - 0.1, "upper": f + 0.1}, truth,
+                        method="intervals", alpha=0.2, rule="crc", tile_shape=(16, 16))
+    rec = json.loads(json.dumps(cal.record))
+    rec["model"] = {"name": "other", "sha256": "0" * 64}
+    from napari_im2im_uq.workflows.records import seal
+
+    rec = seal(rec)
+    with pytest.raises(ValueError, match="record must be a calibration of this model"):
+        api.export_bioimageio("tem-sr4x-quantile", tmp_path / "p", record=rec)
+    assert not (tmp_path / "p").exists()
+
+
+def test_cli_export_says_what_is_wrong_in_flag_names(tmp_path, capsys):
+    assert cli.main(["export", "tem-sr4x-quantile", str(tmp_path), "--format", "onnx"]) == 1
+    assert "PATH must not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["export", "tem-sr4x-quantile", str(tmp_path / "p"), "--format", "keras"])
