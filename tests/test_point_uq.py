@@ -278,3 +278,36 @@ class _Layer:
     def __init__(self, data, kwargs):
         self.data, self.name, self.metadata = data, kwargs["name"], kwargs["metadata"]
         self.scale, self.translate = kwargs["scale"], kwargs["translate"]
+
+
+def test_cli_uncertainty_writes_the_same_outputs_to_zarr(tmp_path, capsys):
+    import zarr
+
+    from napari_im2im_uq.cli import main
+    from napari_im2im_uq.models import save_model
+
+    model = _point_model(seed=13)
+    bundle = save_model(model, tmp_path / "bundle")
+    image = np.random.default_rng(14).random((27, 35)).astype(np.float32)
+    np.save(tmp_path / "img.npy", image)
+    out = tmp_path / "out.zarr"
+    argv = ["predict", str(tmp_path / "img.npy"), "--model", str(bundle), "--output", str(out),
+            "--tile", "16", "16", "--device", "cpu", "--no-progress", "--uncertainty", "tta",
+            "--transforms", "identity", "rot90", "flip"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    ref = _computed(predict(model, image, axes="YX", device="cpu", tile_shape=(32, 48),
+                            uncertainty={"kind": "tta", "transforms": [0, 1, 4]}))
+    for name in ("prediction", "lower", "upper", "std", "std_smoothed"):
+        got = zarr.open_array(str(out / name / "0"), mode="r")[...]
+        np.testing.assert_allclose(got, ref[name], atol=1e-5)
+    # The store's run description names the source: another one is a different run.
+    argv_mc = argv[:-6] + ["--uncertainty", "constant"]
+    assert main(argv_mc) != 0
+    assert "uncertainty.kind: stored 'tta', now 'constant'" in capsys.readouterr().err
+    assert main([*argv[:-6], "--samples", "4"]) != 0
+    assert "--samples need(s) --uncertainty" in capsys.readouterr().err
+    assert main([*argv[:-6], "--uncertainty", "ensemble", "--overwrite"]) != 0
+    assert "needs --member" in capsys.readouterr().err
+    got = zarr.open_array(str(out / "std" / "0"), mode="r")[...]  # refused: nothing replaced
+    np.testing.assert_allclose(got, ref["std"], atol=1e-5)

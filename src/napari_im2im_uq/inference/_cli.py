@@ -14,7 +14,9 @@ __all__ = ["read_input", "register", "run"]
 _TIF = (".tif", ".tiff")
 _OME_LETTERS = {"z": "Z", "c": "C", "y": "Y", "x": "X"}
 #: Argument names of predict_to_zarr said as this command's flags in its error messages.
-_FLAGS = {"tile_shape": "--tile", "batch_size": "--batch", "overwrite=True": "--overwrite",
+_FLAGS = {"'models'": "--member", "uncertainty 'samples'": "--samples",
+          "uncertainty 'transforms'": "--transforms",
+          "tile_shape": "--tile", "batch_size": "--batch", "overwrite=True": "--overwrite",
           "overwrite": "--overwrite", "device": "--device", "precision": "--precision",
           "scheduler": "--scheduler", "store": "--output", "axes": "--axes", "model": "--model",
           "trust_code=True": "--trust-code"}
@@ -63,8 +65,31 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing zarr store (never resume)"
     )
+    parser.add_argument(
+        "--uncertainty", choices=("tta", "mc_dropout", "ensemble", "constant"),
+        help="uncertainty of a point-prediction model: test-time augmentation (8 rotations "
+        "and flips), MC dropout, an ensemble (with --member) or the constant-width baseline; "
+        "writes prediction, lower, upper (and std, std_smoothed)")
+    parser.add_argument("--member", action="append", metavar="MODEL",
+                        help="another model of the ensemble (repeat for each)")
+    parser.add_argument("--samples", type=int_flag(), metavar="N",
+                        help="MC dropout passes (default 16)")
+    parser.add_argument("--transforms", nargs="+", metavar="NAME",
+                        help="TTA transforms (default all 8): identity rot90 rot180 rot270 flip "
+                        "flip_rot90 flip_rot180 flip_rot270")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def _uncertainty(args):
+    """Return the ``uncertainty=`` of predict_to_zarr from the flags (None: no --uncertainty)."""
+    given = {"models": args.member, "samples": args.samples, "transforms": args.transforms}
+    if not args.uncertainty:
+        extra = [f"--{'member' if k == 'models' else k}" for k, v in given.items() if v]
+        if extra:
+            raise ValueError(f"{', '.join(extra)} need(s) --uncertainty; got none")
+        return None
+    return {"kind": args.uncertainty, **{k: v for k, v in given.items() if v}}
 
 
 def _ome_image(group, path: Path):
@@ -210,6 +235,7 @@ def _run(args: argparse.Namespace) -> int:
             precision=args.precision,
             scheduler=args.scheduler,
             overwrite=args.overwrite,
+            uncertainty=_uncertainty(args),
             pixel_size=pixel_size,
             unit=unit,
         )
