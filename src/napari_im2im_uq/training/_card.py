@@ -82,6 +82,28 @@ def _table(held: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _units_lines(spec: dict[str, Any]) -> list[str]:
+    """Return the card's lines on units: the declared pre/post-processing (models._units)."""
+    lines = []
+    pre = spec.get("preprocessing") or []
+    if pre:
+        steps = ", ".join(f"`{s['id']}`" + (f" {s['kwargs']}" if s.get("kwargs") else "")
+                          for s in pre)
+        dtype = any(s["id"] == "scale_dtype_range" for s in pre)
+        lines.append(f"- units (bioimage.io `preprocessing`, raw image -> the data units above): "
+                     f"{steps}" + ("; a uint8 image is divided by 255, uint16 by 65535, float "
+                                   "taken as is" if dtype else ""))
+    if spec.get("input_range"):
+        lines.append(f"- input_range: {spec['input_range']} (what it was trained on; input far "
+                     "outside it warns)")
+    clips = [s["kwargs"] for s in spec.get("postprocessing") or [] if s["id"] == "clip"]
+    if clips:
+        lines.append(f"- `postprocessing`: `clip` the prediction and the bounds to "
+                     f"[{clips[-1]['min']}, {clips[-1]['max']}], so a real prediction is "
+                     "always calibratable")
+    return lines
+
+
 def model_card_markdown(spec: dict[str, Any]) -> str:
     """Render a bundle's ``model.json`` as its ``README.md`` model card.
 
@@ -105,6 +127,7 @@ def model_card_markdown(spec: dict[str, Any]) -> str:
     lines += [
         f"- output_range: {spec.get('output_range')}; scale_factor: {spec.get('scale_factor')}; "
         f"halo: {spec.get('halo')} input pixels",
+        *_units_lines(spec),
         f"- architecture: `{spec.get('architecture')}` {spec.get('kwargs')}",
     ]
     if "quantiles" in spec:
