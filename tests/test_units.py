@@ -216,3 +216,34 @@ def test_real_vnc_crop_same_prediction_in_every_dtype_and_calibratable(tmp_path)
     cal = api.calibrate(outputs, np.round(truth * 255) / 255, method="trust_mask", alpha=0.3,
                         sigma="width", tile_shape=(32, 32))
     assert cal.record["calibration"]["method"] == "trust_mask"
+
+
+def test_predict_widget_gives_the_same_prediction_for_every_dtype(request):
+    pytest.importorskip("napari")
+    pytest.importorskip("pytestqt")
+    from _display import HAS_DISPLAY, REASON
+
+    if not HAS_DISPLAY:
+        pytest.skip(REASON)
+    from napari_im2im_uq._widgets import PredictWidget
+
+    qtbot = request.getfixturevalue("qtbot")
+    viewer = request.getfixturevalue("make_napari_viewer")()
+    images = _three(np.random.default_rng(6).random((40, 48)))
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    got = {}
+    for name, im in images.items():
+        layer = viewer.add_image(im, name=name)
+        widget.reset_choices()
+        widget.image.value = layer
+        assert widget.run_button.enabled, widget.status.value
+        widget.start()
+        qtbot.waitUntil(lambda: not widget.runner.running, timeout=180_000)
+        outs = [ly for ly in viewer.layers
+                if ly.metadata.get("im2im_uq", {}).get("input_layer") == name
+                and ly.metadata["im2im_uq"].get("output") == "prediction"]
+        assert len(outs) == 1, [ly.name for ly in viewer.layers]
+        got[name] = np.asarray(outs[0].data, dtype=np.float32)
+    for name in ("uint8", "uint16"):
+        assert np.abs(got[name] - got["float32"]).max() < TOL
