@@ -107,6 +107,7 @@ EXPECTED_NAMES = {
     "softmax": ("prediction", "lower", "upper"),
     "segmentation": ("probabilities",),
     "mask": ("mask",),
+    "point": ("prediction",),
 }
 
 
