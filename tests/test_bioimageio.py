@@ -57,7 +57,7 @@ def clear_cache_():
 @pytest.fixture(scope="module")
 def point_net():
     torch.manual_seed(0)
-    net = build_network("mask", in_channels=1, depth=2, base_channels=4)  # one output channel
+    net = build_network("point", depth=2, base_channels=4)  # one output: the prediction
     with torch.no_grad():  # non-trivial batch-norm statistics
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -183,7 +183,7 @@ def test_a_tampered_weights_file_is_refused(packages, tmp_path):
         api.load_model(folder)
 
 
-def test_export_refuses_an_existing_path_and_bad_arguments(point_net, tmp_path):
+def test_export_refuses_an_existing_path_and_bad_arguments(point_net, packages, tmp_path):
     (tmp_path / "there").mkdir()
     (tmp_path / "there" / "mine.txt").write_text("keep")
     with pytest.raises(ValueError, match="path must not exist"):
@@ -193,6 +193,8 @@ def test_export_refuses_an_existing_path_and_bad_arguments(point_net, tmp_path):
         api.export_bioimageio(point_net, tmp_path / "x", weight_format="keras")
     with pytest.raises(ValueError, match="point-only U-Net"):
         api.export_bioimageio(build_network("residual", depth=1, base_channels=2), tmp_path / "y")
+    with pytest.raises(ValueError, match="already a bioimage.io package"):
+        api.export_bioimageio(api.load_model(packages["onnx"]), tmp_path / "z")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["there"]  # nothing left behind
 
 
@@ -291,3 +293,43 @@ def test_cli_export_says_what_is_wrong_in_flag_names(tmp_path, capsys):
     assert "PATH must not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["export", "tem-sr4x-quantile", str(tmp_path / "p"), "--format", "keras"])
+
+
+def test_a_point_package_gets_tta_intervals_calibrated_and_a_trust_mask(point_net, packages):
+    """Done means: TTA intervals on a package, calibrated by RCPS-HB, a trust mask, applied."""
+    from napari_im2im_uq.models import Im2ImModel
+
+    clear_cache_()
+    wrapped = Im2ImModel(point_net, {"heuristic": "point", "name": "point"})
+    model = api.load_model(packages["onnx"])
+    rng = np.random.default_rng(21)
+    image = rng.random((96, 96)).astype(np.float32)
+    layers = _layers(api.predict(model, image, device="cpu", uncertainty="tta"))
+    outputs = api.model_outputs(layers, layers[0].name)
+    assert {"prediction", "lower", "upper"} <= set(outputs)
+    direct = wrapped(image)["prediction"]
+    spread = float(direct.std())  # an untrained network: small outputs; truth near them
+    truth = (direct + spread * rng.standard_normal(direct.shape)).astype(np.float32)
+    cal = api.calibrate(outputs, truth, method="intervals", alpha=0.2, delta=0.2, rule="rcps",
+                        bound="hoeffding_bentkus", tile_shape=(16, 16))
+    assert np.isfinite(cal.result.lam) and cal.record["model"]["sha256"] == model.sha256
+    mask = api.calibrate(outputs, truth, method="trust_mask", alpha=0.5, sigma="std_smoothed",
+                         data_range=(-1.0, 2.0), tile_shape=(16, 16))
+    assert mask.result.valid and mask.result.lam > 0  # inf: small errors, every pixel trusted
+    (trusted, _, _), = api.apply_record(mask.record, outputs)
+    assert np.asarray(trusted).shape == (96, 96)
+    (width, _, _), = api.apply_record(cal.record, outputs)
+    assert np.all(np.asarray(width) >= 0)
+
+
+def test_model_widget_opens_a_package_and_shows_its_weight_format(make_napari_viewer, packages):
+    from napari_im2im_uq._widgets import ModelWidget
+    from napari_im2im_uq._widgets._model import ON_DISK
+
+    widget = ModelWidget(make_napari_viewer())
+    widget.model.value = ON_DISK
+    widget.folder.value = packages["onnx"]
+    assert widget.status.value == ""
+    assert "onnx (bioimage.io package)" in widget.card.value and "point-unet" in widget.card.value
+    widget.folder.value = packages["pytorch_state_dict"]
+    assert "only with trust_code=True" in widget.card.value

@@ -10,6 +10,8 @@ from .. import api
 from ._common import Panel, session, text
 
 ON_DISK = "(bundle folder on disk)"
+#: A folder holding one of these is a model: a bundle, or a bioimage.io package.
+_MODEL_FILES = ("model.json", "rdf.yaml", "bioimageio.yaml")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -28,7 +30,8 @@ class ModelWidget(Panel):
                               value=self.session.model if self.session.model in zoo else zoo[0],
                               tooltip="a model shipped with the plugin, or a bundle folder")
         self.folder = FileEdit(label="bundle folder", mode="d", visible=False,
-                               tooltip="a folder with model.json and weights.safetensors")
+                               tooltip="a folder with model.json and weights.safetensors, or a "
+                                       "bioimage.io package folder (rdf.yaml)")
         self.device = ComboBox(label="device", choices=DEVICES, value=self.session.device,
                                tooltip="auto: CUDA, then Apple MPS, then the CPU")
         self.card = text(rich=True)
@@ -46,9 +49,11 @@ class ModelWidget(Panel):
         self.folder.visible = self.model.value == ON_DISK
         if self.model.value == ON_DISK:
             folder = self.folder.value
-            if not folder or str(folder) in ("", ".") or not (folder / "model.json").is_file():
+            if not folder or str(folder) in ("", ".") or not any(
+                    (folder / f).is_file() for f in _MODEL_FILES):
                 self.card.value = ""
-                return f"bundle folder must contain model.json; got {str(folder)!r}"
+                return (f"bundle folder must contain model.json (or a bioimage.io package's "
+                        f"rdf.yaml); got {str(folder)!r}")
         try:
             card = api.model_card(self.choice())
         except ValueError as err:
@@ -63,7 +68,8 @@ def render_card(card: dict) -> str:
     """Return a model card as rich text for the widget."""
     rows = [("task", card["task"]), ("heuristic", card["heuristic"]), ("scale", card["scale"]),
             ("inputs", card["inputs"]), ("training data", card["data"]),
-            ("licence", card["licence"]), ("quality", card["quality"])]
+            ("licence", card["licence"]), ("quality", card["quality"]),
+            ("weights", card.get("weights", "?"))]
     body = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>"
                    for k, v in rows)
     return f"<b>{html.escape(card['name'])}</b><table>{body}</table>"

@@ -47,7 +47,8 @@ def model_card(model) -> dict:
     -------
     dict of str to str
         Keys "name", "task", "heuristic", "scale", "inputs", "data", "licence", "quality",
-        "citation", "sha256".
+        "citation", "sha256", "weights" (the weight format: a bundle's safetensors, or the
+        format of a bioimage.io package that runs and the others it holds).
 
     Examples
     --------
@@ -77,7 +78,19 @@ def model_card(model) -> dict:
         "quality": "; ".join(quality) if quality else "not measured",
         "citation": str(spec.get("citation", "")),
         "sha256": str(spec.get("sha256", "")),
+        "weights": _weights(spec),
     }
+
+
+def _weights(spec: dict) -> str:
+    fmt = spec.get("weight_format")
+    if fmt is None:
+        return "safetensors (bundle)"
+    others = [f for f in spec.get("weight_formats", []) if f != fmt]
+    text = f"{fmt} (bioimage.io package)" + (f"; also {', '.join(others)}" if others else "")
+    if fmt == "pytorch_state_dict":
+        text += ": runs the package's own Python code, only with trust_code=True"
+    return text
 
 
 
@@ -93,7 +106,8 @@ def model_io(model) -> dict:
     dict
         "name"; "given_channels": the input channels the user gives (the channels the bundle
         derives itself, such as a Tikhonov phase, left out); "needs_prediction": True for a
-        mask model, which takes the prediction it rates; "tile_side": the default tile side in
+        mask model, which takes the prediction it rates; "point_only": True for a model with
+        one output, the prediction (it offers ``uncertainty=``); "tile_side": the default tile side in
         input pixels per device kind ("cpu", "cuda"; None when the bundle does not say).
 
     Examples
@@ -110,6 +124,7 @@ def model_io(model) -> dict:
         "name": str(spec.get("name", model)),
         "given_channels": given_channels(spec),
         "needs_prediction": spec.get("heuristic") == "mask",
+        "point_only": spec.get("heuristic") == "point",
         "tile_side": {d: tile_side_from_spec(spec, d) for d in ("cpu", "cuda")},
     }
 
