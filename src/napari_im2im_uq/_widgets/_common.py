@@ -70,6 +70,36 @@ def text(rich: bool = False) -> Label:
     return label
 
 
+#: Milliseconds after a Predict dock opens before torch is imported in a background thread
+#: (None: never warm it; the first prediction imports it). Importing torch holds the GIL for
+#: about 0.4 s even from a worker thread, which stalls the viewer once: better while the user
+#: reads the model card than during the first prediction.
+WARM_UP_MS: int | None = 1500
+
+_warming: list = []
+
+
+def warm_up_torch(delay_ms: int | None = None) -> None:
+    """Import torch in a background thread ``delay_ms`` after now (once per process).
+
+    Opening the widgets stays free of torch (the timer fires only when the event loop runs).
+    """
+    import sys
+    import threading
+
+    delay_ms = WARM_UP_MS if delay_ms is None else delay_ms
+    if delay_ms is None or _warming or "torch" in sys.modules:
+        return
+    _warming.append(True)
+
+    def start():
+        if "torch" not in sys.modules:
+            threading.Thread(target=__import__, args=("torch",), name="im2im-uq torch warm-up",
+                             daemon=True).start()
+
+    QTimer.singleShot(int(delay_ms), start)
+
+
 def dock_of(widget):
     """Return the QDockWidget that holds a widget (magicgui or Qt), or None when not docked."""
     from qtpy.QtWidgets import QDockWidget

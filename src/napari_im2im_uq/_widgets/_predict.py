@@ -7,10 +7,16 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox
 
 from .. import api
+from . import _common
 from ._common import NONE, JobRunner, Panel, kind, layer_picker, meta, prefer, session, text
 
 OUTPUTS = {"auto (in memory up to 1 GiB, else lazy)": "auto", "in memory": "memory",
            "lazy (computed as shown)": "lazy", "zarr store": "zarr"}
+
+#: The uncertainty a point-prediction model offers (the ensemble needs other models: the API).
+UNCERTAINTY = {"test-time augmentation (8 rotations and flips)": "tta",
+               "MC dropout (networks with dropout)": "mc_dropout",
+               "constant width (baseline)": "constant", "none (the prediction only)": None}
 
 
 def _is_image(layer) -> bool:
@@ -33,6 +39,10 @@ class PredictWidget(Panel):
         self.prediction = layer_picker(
             viewer, "prediction", lambda ly: meta(ly).get("output") == "prediction",
             optional=NONE, tooltip="mask models: the prediction whose mask to compute")
+        self.uncertainty = ComboBox(
+            label="uncertainty", choices=list(UNCERTAINTY), value=next(iter(UNCERTAINTY)),
+            visible=False, tooltip="a point-prediction model: where its prediction varies "
+            "(lower/upper, std) for the Calibrate widget to calibrate")
         self.tile_rows = SpinBox(label="tile rows", value=0, min=0, max=8192, step=8,
                                  tooltip="input pixels per tile; 0 = the model's default")
         self.tile_cols = SpinBox(label="tile columns", value=0, min=0, max=8192, step=8,
@@ -45,7 +55,8 @@ class PredictWidget(Panel):
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel")
         self.message = text()
-        self.extend([self.model_label, self.image, self.second, self.prediction, self.tile_rows,
+        self.extend([self.model_label, self.image, self.second, self.prediction,
+                     self.uncertainty, self.tile_rows,
                      self.tile_cols, self.batch, self.defaults, self.output, self.store, self.run_button,
                      self.cancel, self.status, self.message])
         prefer(self.image, lambda ly: meta(ly).get("role") == "input")
@@ -57,6 +68,7 @@ class PredictWidget(Panel):
         self.session.changed.connect(self.refresh)
         self.connect_layers()
         self.refresh()
+        _common.warm_up_torch(_common.WARM_UP_MS)  # in the background, once the viewer is idle
 
     def run_buttons(self):
         return [self.run_button]
@@ -78,6 +90,7 @@ class PredictWidget(Panel):
         is_mask = io["needs_prediction"]
         self.second.visible = len(channels) > 1
         self.prediction.visible = is_mask
+        self.uncertainty.visible = bool(io.get("point_only"))
         self.store.visible = self.output.value == "zarr store"
         image = self.image.value
         if image is None:
@@ -115,6 +128,7 @@ class PredictWidget(Panel):
             second_image=self.second.value if self.second.visible else None,
             prediction=self.prediction.value if self.prediction.visible else None,
             tile_shape=tile, batch_size=self.batch.value or None, device=self.session.device,
+            uncertainty=UNCERTAINTY[self.uncertainty.value] if self._io()["point_only"] else None,
             output=output, store=str(self.store.value) if output == "zarr" else None,
         )
 
