@@ -333,3 +333,38 @@ def test_model_widget_opens_a_package_and_shows_its_weight_format(make_napari_vi
     assert "onnx (bioimage.io package)" in widget.card.value and "point-unet" in widget.card.value
     widget.folder.value = packages["pytorch_state_dict"]
     assert "only with trust_code=True" in widget.card.value
+
+
+def test_the_readme_section_your_own_model_runs_as_written(tmp_path):
+    """The README's "Your own model" commands, verbatim (the install line left to CI)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tifffile
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
+    lines = [ln for ln in block.splitlines() if ln.startswith("napari-im2im-uq")]
+    assert [ln.split()[1] for ln in lines] == ["export", "predict"]
+    rng = np.random.default_rng(4)
+    image = rng.random((48, 48)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "volume.tif", image)
+    layers = _layers(api.predict("tem-sr4x-quantile", image, device="cpu"))
+    outputs = api.model_outputs(layers, layers[0].name)
+    truth = np.clip(np.asarray(outputs["prediction"].data)
+                    + 0.03 * rng.standard_normal((192, 192)), 0, 1).astype(np.float32)
+    cal = api.calibrate(outputs, truth, method="intervals", alpha=0.2, rule="crc",
+                        tile_shape=(32, 32))
+    api.save_record(cal, tmp_path / "record.json")
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep
+               + os.environ.get("PATH", ""))
+    script = "\n".join(ln.split("  #", 1)[0] for ln in lines)
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "sr4x.zip").is_file() and (tmp_path / "out.zarr").is_dir()
+    assert api.record_of(tmp_path / "sr4x.zip") == json.loads(json.dumps(cal.record))
