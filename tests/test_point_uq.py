@@ -311,3 +311,32 @@ def test_cli_uncertainty_writes_the_same_outputs_to_zarr(tmp_path, capsys):
     assert "needs --member" in capsys.readouterr().err
     got = zarr.open_array(str(out / "std" / "0"), mode="r")[...]  # refused: nothing replaced
     np.testing.assert_allclose(got, ref["std"], atol=1e-5)
+
+
+def test_predict_widget_offers_uncertainty_for_a_point_model(make_napari_viewer, qtbot, tmp_path):
+    pytest.importorskip("napari")
+    from napari_im2im_uq._widgets import ModelWidget, PredictWidget
+    from napari_im2im_uq._widgets._model import ON_DISK
+    from napari_im2im_uq._widgets._predict import UNCERTAINTY
+    from napari_im2im_uq.models import save_model
+
+    viewer = make_napari_viewer()
+    image = np.random.default_rng(15).random((40, 36)).astype(np.float32)
+    viewer.add_image(image, name="raw")
+    model_w, predict_w = ModelWidget(viewer), PredictWidget(viewer)
+    predict_w.image.value = viewer.layers["raw"]
+    predict_w.refresh()
+    assert predict_w.uncertainty.native.isHidden()  # the zoo's default model has its own head
+    model_w.model.value = ON_DISK
+    model_w.folder.value = save_model(_point_model(seed=16), tmp_path / "point")
+    model_w.device.value = "cpu"
+    predict_w.refresh()
+    assert not predict_w.uncertainty.native.isHidden(), (predict_w.status.value, predict_w.session.model,
+                                                      model_w.status.value)
+    assert UNCERTAINTY[predict_w.uncertainty.value] == "tta"
+    predict_w.start()
+    qtbot.waitUntil(lambda: not predict_w.runner.running, timeout=180_000)
+    names = {ly.name for ly in viewer.layers}
+    assert {"prediction (point, tta)", "std (point, tta)", "std_smoothed (point, tta)"} <= names
+    layer = viewer.layers["upper (point, tta)"]
+    assert layer.metadata["im2im_uq"]["uncertainty"] == "tta"

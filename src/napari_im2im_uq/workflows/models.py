@@ -57,8 +57,8 @@ def model_card(model) -> dict:
     ('quantile', '4x (output pixels per input pixel, per axis)')
     """
     spec = _spec(model)
-    card = spec.get("card", {})
-    training = spec.get("training_data", {})
+    card = spec.get("card") or {}
+    training = spec.get("training_data") or {}  # null in a bundle saved from memory
     held = card.get("held_out", {})
     quality = _fmt_quality(held)
     if held.get("held_out"):
