@@ -205,11 +205,13 @@ def _pair(name, rng):
     return x if n > 1 else x[0]
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 @pytest.mark.parametrize("name", list_models())
-def test_every_zoo_model_round_trips_with_the_same_predictions(name, tmp_path):
+def test_every_zoo_model_round_trips_with_the_same_predictions(name, fmt, tmp_path):
+    """TorchScript: identical to the bit; ONNX (its own kernels): within 1e-5 (measured 2.4e-6)."""
     clear_cache_()
     original = api.load_model(name)
-    pkg = api.export_bioimageio(name, tmp_path / f"{name}.zip")
+    pkg = api.export_bioimageio(name, tmp_path / f"{name}.zip", weight_format=fmt)
     model = api.load_model(pkg)
     assert model.output_names == original.output_names
     assert model.sha256 == original.sha256  # the weights written at export: the same model
@@ -228,7 +230,10 @@ def test_every_zoo_model_round_trips_with_the_same_predictions(name, tmp_path):
     full = np.asarray(full)
     want, got = original(full, **kwargs), model(full, **kwargs)
     for key in original.output_names:
-        np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
+        if fmt == "torchscript":
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        else:
+            np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
     tiled = tiled_predict(model, x, axes=axes, tile_shape=(24, 24), device="cpu",
                           **({"prediction": kwargs["prediction"]} if kwargs else {}))
     for key in original.output_names:
