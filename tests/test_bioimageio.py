@@ -373,3 +373,36 @@ def test_the_readme_section_your_own_model_runs_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "sr4x.zip").is_file() and (tmp_path / "out.zarr").is_dir()
     assert api.record_of(tmp_path / "sr4x.zip") == json.loads(json.dumps(cal.record))
+
+
+def test_a_package_from_elsewhere_takes_its_units_and_tiling_from_the_rdf(
+        packages, point_net, tmp_path):
+    """No config of this plugin: per-sample scale_range on the whole image, clip per pixel."""
+    import shutil
+
+    from bioimageio.spec.utils import read_yaml, write_yaml
+
+    clear_cache_()
+    folder = tmp_path / "care-like"
+    shutil.copytree(packages["torchscript"], folder)
+    rdf = read_yaml(folder / "rdf.yaml")
+    rdf.pop("config", None)
+    rdf["name"] = "care-like"
+    rdf["inputs"][0]["preprocessing"] = [{"id": "scale_range", "kwargs": {
+        "axes": ["y", "x"], "min_percentile": 1.0, "max_percentile": 99.0}}]
+    rdf["outputs"][0]["postprocessing"] = [{"id": "clip", "kwargs": {"min": 0.0, "max": 0.02}}]
+    write_yaml(rdf, folder / "rdf.yaml")
+    model = api.load_model(folder)
+    assert model.heuristic == "point" and model.output_names == ("prediction",)
+    assert model.spec["preprocessing"][0]["id"] == "scale_range"
+    assert model.halo == point_net.halo and model.divisor == point_net.divisor
+    raw = (1000 + 200 * np.random.default_rng(8).random((70, 90))).astype(np.float32)
+    untiled = model(raw)["prediction"]
+    tiled = np.asarray(tiled_predict(model, raw, axes="YX", tile_shape=(16, 24),
+                                     device="cpu")["prediction"].compute())
+    np.testing.assert_allclose(tiled, untiled, atol=1e-5)  # the image's statistics, not a tile's
+    lo, hi = np.percentile(raw, [1.0, 99.0])
+    scaled = ((raw - lo) / (hi - lo + 1e-6)).astype(np.float32)
+    want = np.clip(_reference(point_net, scaled), 0.0, 0.02)
+    np.testing.assert_allclose(untiled, want, atol=1e-4)
+    assert untiled.max() <= 0.02
