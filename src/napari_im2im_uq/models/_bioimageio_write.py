@@ -63,6 +63,7 @@ def _card(spec: dict, names, fmt: str, record) -> str:
 def _trace(exported, args):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is bioimage.io's format
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks of the head
         return torch.jit.trace(exported, args, check_trace=False, strict=False)
 
 
