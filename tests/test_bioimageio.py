@@ -406,3 +406,27 @@ def test_a_package_from_elsewhere_takes_its_units_and_tiling_from_the_rdf(
     want = np.clip(_reference(point_net, scaled), 0.0, 0.02)
     np.testing.assert_allclose(untiled, want, atol=1e-4)
     assert untiled.max() <= 0.02
+
+
+@pytest.mark.parametrize("case", ["remote weights", "no weights", "3-D axes"])
+def test_a_package_that_cannot_run_here_is_refused_saying_why(packages, tmp_path, case):
+    import shutil
+
+    from bioimageio.spec.utils import read_yaml, write_yaml
+
+    clear_cache_()
+    folder = tmp_path / "edited"
+    shutil.copytree(packages["torchscript"], folder)
+    rdf = read_yaml(folder / "rdf.yaml")
+    if case == "remote weights":
+        rdf["weights"]["torchscript"]["source"] = "https://example.org/weights.pt"
+        expected = "remote file .* nothing is downloaded"
+    elif case == "no weights":
+        rdf["weights"] = {}
+        expected = "must be a valid bioimage.io model package"
+    else:
+        rdf["inputs"][0]["axes"].insert(2, {"type": "space", "id": "z", "size": 8})
+        expected = "valid bioimage.io model package|axis 'z'"
+    write_yaml(rdf, folder / "rdf.yaml")
+    with pytest.raises(BundleError, match=expected):
+        api.load_model(folder)  # the autouse fixture fails the test on any connection
