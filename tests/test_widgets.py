@@ -436,3 +436,28 @@ def test_segmentation_path_on_partial_labels(tem_viewer, qtbot):
         assert layer.metadata["im2im_uq"]["record"]["calibration"]["method"] == "segmentation"
     size = viewer.layers["prediction set size (tem-membrane-seg)"].data
     assert size.min() >= 1 and size.max() <= 2
+
+
+def test_contrast_limits_come_from_the_data_and_follow_a_replacement(make_napari_viewer):
+    """Robust limits of a lattice (the issue's 92% saturated width), recomputed on replace."""
+    from napari_im2im_uq import layers
+
+    rng = np.random.default_rng(0)
+    # a nearest-upsampled width: one pixel in 16 small, the rest large (a [::4, ::4] sample
+    # sees only the small ones and saturated 92% of the pixels)
+    width = rng.uniform(0.2, 0.4, (3, 96, 96)).astype(np.float32)
+    width[:, ::4, ::4] = 0.05
+    style = layers.product_style("width", width, limits=(0.0, 0.05))
+    lo, hi = style["contrast_limits"]
+    assert np.mean(width >= hi) < 0.05 and np.mean(width <= lo) < 0.1, (lo, hi)
+    assert style["blending"] == "translucent"
+
+    viewer = make_napari_viewer(show=False)
+    meta = {layers.META_KEY: {"role": "output", "output": "lower"}}
+    (layer,) = layers.show(viewer, [(width, {"name": "lower (m)", "metadata": meta}, "image")])
+    assert viewer.dims.axis_labels == ("plane", "row", "column")
+    bigger = width * 10
+    (again,) = layers.show(viewer, [(bigger, {"name": "lower (m)", "metadata": meta}, "image")])
+    assert again is layer  # replaced, not added
+    lo, hi = layer.contrast_limits
+    assert np.mean(bigger >= hi) < 0.05 and hi > 1.0, (lo, hi)  # the new data's limits
