@@ -335,7 +335,7 @@ def test_saving_a_bundle_keeps_a_users_tmp_files(tmp_path):
     assert (out / "model.json").exists()
 
 
-@pytest.mark.parametrize("call, error, words", [
+@pytest.mark.parametrize(("call", "error", "words"), [
     (lambda api, rec: api.load_record(42), ValueError, "path must be a path to a saved record"),
     (lambda api, rec: api.save_record(rec, 42), ValueError, "path must be a file path ending"),
 ])
