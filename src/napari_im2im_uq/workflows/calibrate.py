@@ -20,7 +20,7 @@ from .._validation import check_bool, check_int, check_range, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
 from .drift import summary_of
-from .records import as_record, make_record
+from .records import as_record, make_record, warn_if_other_model
 from .tiles import calibration_tiles, cut, no_tiles_error, spatial
 
 __all__ = ["Calibration", "apply_record", "calibrate", "calibrate_job", "self_check"]
@@ -307,19 +307,9 @@ def apply_record(record, outputs, *, show_bounds=False, check_drift=True,
             f"it for a prediction layer); got {type(outputs).__name__}"
         )
     show_bounds = check_bool(show_bounds, "show_bounds")
-    record = as_record(record)
-    result = CalibrationResult.from_dict(record["calibration"])
-    model = record.get("model") or {}
-    for v in outputs.values():
-        other = layers.meta(v).get("model", {})
-        if model.get("sha256") and other.get("sha256") and other["sha256"] != model["sha256"]:
-            warnings.warn(
-                f"the record was calibrated for model {model.get('name')} "
-                f"(sha256 {model['sha256'][:12]}); these outputs come from {other.get('name')} "
-                f"(sha256 {other['sha256'][:12]}): the guarantee does not carry over",
-                Im2ImUQWarning, stacklevel=2,
-            )
-            break
+    record = as_record(record)  # checked: schema and checksum
+    result = CalibrationResult.from_dict(record["calibration"], where="record.calibration")
+    warn_if_other_model(record, outputs, stacklevel=3)
     shown = result_layers(methods.get(result.method), result, record, outputs,
                           show_bounds=show_bounds)
     if not (check_drift and isinstance(record.get("drift_summary"), dict)):
