@@ -430,3 +430,17 @@ def test_a_package_that_cannot_run_here_is_refused_saying_why(packages, tmp_path
     write_yaml(rdf, folder / "rdf.yaml")
     with pytest.raises(BundleError, match=expected):
         api.load_model(folder)  # the autouse fixture fails the test on any connection
+
+
+def test_a_point_model_with_scale_and_units_round_trips(tmp_path):
+    """An Im2ImModel with the point head, 2x scale and an output range; a 2-letter name."""
+    from napari_im2im_uq.models import Im2ImModel
+
+    clear_cache_()
+    torch.manual_seed(1)
+    model = Im2ImModel(build_network("point", depth=2, base_channels=4, scale_factor=2),
+                       {"heuristic": "point", "name": "pt", "output_range": [0.0, 2.0]})
+    back = api.load_model(api.export_bioimageio(model, tmp_path / "pt", weight_format="onnx"))
+    assert back.name == "pt model" and back.scale_factor == 2  # the RDF wants 5 characters
+    x = np.random.default_rng(0).random((33, 47)).astype(np.float32)
+    np.testing.assert_allclose(back(x)["prediction"], model(x)["prediction"], atol=1e-5)

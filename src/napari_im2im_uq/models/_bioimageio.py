@@ -23,6 +23,8 @@ the package restores it (``spec["record"]``).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -37,6 +39,7 @@ from ._bioimageio_rdf import (
     is_package,
     read_package_spec,
 )
+from ._errors import BundleError
 
 __all__ = ["export_bioimageio", "load_cached", "load_model", "load_package"]
 
@@ -140,7 +143,10 @@ def load_package(path, *, trust_code: bool = False, weight_format: str | None = 
         architecture = (builder, kwargs, bool(getattr(entry, "strict", True)))
     from . import _cache
 
-    key = (_cache.bundle_identity(spec["path"], f"{fmt}:{spec['weights_sha256']}"), *_cache.CPU_KEY)
+    # The package's path, its weights and what its RDF says: an edited RDF is read again.
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    key = (_cache.bundle_identity(spec["path"], f"{fmt}:{spec['weights_sha256']}:{digest}"),
+           *_cache.CPU_KEY)
 
     def load():
         from ._bioimageio_model import BioimageioModel, load_runner
@@ -149,7 +155,6 @@ def load_package(path, *, trust_code: bool = False, weight_format: str | None = 
         return BioimageioModel(load_runner(fmt, data, architecture), spec)
 
     return _cache.get_or_load(key, load, source=spec["path"])
-
 
 
 # -- export -------------------------------------------------------------------------------
@@ -213,8 +218,14 @@ def export_bioimageio(model, path, *, record: dict | None = None,
     im2im, network = _as_model(model)
     spec = _export_spec(im2im, network)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
-        staged = write_package(im2im, network, spec, Path(tmp) / target.name, record=record,
-                               weight_format=weight_format)
+        try:
+            staged = write_package(im2im, network, spec, Path(tmp) / target.name,
+                                   record=record, weight_format=weight_format)
+        except ValueError as err:  # pydantic's ValidationError: bioimageio.spec refused a field
+            if isinstance(err, BundleError):
+                raise
+            raise BundleError(f"bioimageio.spec refuses the package of {spec.get('name')!r}: "
+                              f"{err}") from None
         _load_descr(staged)  # the field's validator accepts what was written
         shutil.move(str(staged), str(target))
     return target

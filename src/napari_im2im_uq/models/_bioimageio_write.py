@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 import warnings
 from pathlib import Path
 
@@ -58,6 +59,13 @@ def _card(spec: dict, names, fmt: str, record) -> str:
                   f"delta {res.get('delta', '?')}, n {res.get('n', '?')}. "
                   "`napari-im2im-uq` restores it when it loads the package."]
     return "\n".join(lines) + "\n"
+
+
+def _rdf_name(name) -> str:
+    """Return the model's name as the RDF allows it: letters, digits, ``_+- ()``, 5-128 long."""
+    allowed = set(string.ascii_letters + string.digits + "_+- ()")
+    text = "".join(c if c in allowed else "-" for c in str(name or "model"))[:128]
+    return text if len(text) >= 5 else f"{text} model"
 
 
 def _trace(exported, args):
@@ -186,7 +194,7 @@ def write_package(im2im, network, spec: dict, target: Path, *, record, weight_fo
     }
     licence = _licence(spec.get("licence"))
     descr = m.ModelDescr(
-        name=str(spec.get("name") or "model"),
+        name=_rdf_name(spec.get("name")),
         description=str((spec.get("card") or {}).get("description") or
                         f"{heuristic} image-to-image model exported by napari-im2im-uq")[:1024],
         authors=[m.Author(name="napari-im2im-uq")],
