@@ -348,3 +348,21 @@ def test_record_paths_of_the_wrong_type_are_named(call, error, words):
     rec = api.calibrate(out, truth, alpha=0.3, rule="crc", tile_shape=(16, 16)).record
     with pytest.raises(error, match=words):
         call(api, rec)
+
+
+def test_resume_of_a_mask_model_refuses_a_changed_prediction_input(tmp_path):
+    """A mask model reads two inputs: the image and the prediction it rates; both are checked."""
+    torch.manual_seed(0)
+    mask = Im2ImModel(build_network("mask", in_channels=2, depth=1, base_channels=2),
+                      {"heuristic": "mask"})
+    pred = np.random.default_rng(1).random(IMAGE.shape, dtype=np.float32)
+    store = tmp_path / "m.zarr"
+    write_zarr(mask, IMAGE, store, prediction=pred, **KW)
+    before = _hashes(tmp_path)
+    changed = pred.copy()
+    changed[1, 4, 4] += 1
+    with pytest.raises(ValueError, match="image changed since store.*plane 1 "):
+        predict_to_zarr(mask, IMAGE, store, prediction=changed, **KW)
+    assert _hashes(tmp_path) == before
+    arrays = run_to_end(predict_to_zarr(mask, IMAGE, store, prediction=pred, **KW))
+    assert set(arrays) == {"mask"}  # the same inputs resume (nothing to do)

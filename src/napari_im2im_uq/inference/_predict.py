@@ -174,6 +174,7 @@ class Plan:
     image_shape: tuple[int, ...]
     units: dict | None = None  # the resolved preprocessing (models._units.resolve)
     uncertainty: object = None  # inference._uq.Uncertainty, or None
+    prediction: da.Array | None = None  # mask models: (Z, 1, Y * s, X * s), chunked by block
 
     @property
     def scale_factor(self) -> int:
@@ -535,6 +536,7 @@ def make_plan(
         image_shape=tuple(int(v) for v in arr.shape),
         units=units,
         uncertainty=uq,
+        prediction=pred,
     )
 
 

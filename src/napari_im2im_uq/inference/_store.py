@@ -194,22 +194,28 @@ def _fingerprint(pieces) -> np.ndarray:
     return np.frombuffer(digest.digest(), dtype=np.uint8)
 
 
-def fingerprint_tasks(plan, blocks, dsk: dict, name: str):
+def fingerprint_tasks(plan, blocks, dsk: dict, name: str) -> list:
     """Add one task per block to ``dsk``: the fingerprint of the input window it reads.
 
     The window is the block and its halo of the input as given (derived channels follow from
-    it). When the model derives no channel the pieces are the very tasks the prediction reads,
-    so nothing is read twice. Returns the dask array the tasks depend on.
+    it) and, for a mask model, of the prediction it rates (at the output resolution). When the
+    model derives no channel the pieces are the very tasks the prediction reads, so nothing
+    is read twice. Returns the dask arrays the tasks depend on.
     """
     pz, br, bc = plan.block_shape
     src = plan.source.rechunk((pz, plan.source.shape[1], br, bc))
     bounds = [np.cumsum((0, *c)) for c in src.chunks]
+    pred = getattr(plan, "prediction", None)
     for iz, iy, ix in blocks:
         y0, y1 = int(bounds[2][iy]), int(bounds[2][iy + 1])
         x0, x1 = int(bounds[3][ix]), int(bounds[3][ix + 1])
         pieces, _ = _window_pieces(src, iz, y0, y1, x0, x1, plan.halo, 1, dsk, f"{name}-in")
+        if pred is not None:
+            more, _ = _window_pieces(pred, iz, y0, y1, x0, x1, plan.halo, plan.scale_factor,
+                                     dsk, f"{name}-pred")
+            pieces = [*pieces, *more]
         dsk[(name, iz, iy, ix)] = (_fingerprint, pieces)
-    return src
+    return [src] if pred is None else [src, pred]
 
 
 def changed_blocks(plan, done, stored, scheduler) -> list:
@@ -220,8 +226,8 @@ def changed_blocks(plan, done, stored, scheduler) -> list:
 
     name = f"im2im-verify-{uuid.uuid4().hex}"
     dsk: dict = {}
-    src = fingerprint_tasks(plan, done, dsk, name)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[src])
+    sources = fingerprint_tasks(plan, done, dsk, name)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=sources)
     now = {}
     keys = [(name, *b) for b in done]
     for _ in run_graph(graph, keys, scheduler=scheduler,

@@ -283,7 +283,7 @@ def _store_graph(plan, pending, path: str, run_id: str):
     bounds = [np.cumsum((0, *c)) for c in stacked.chunks]
     name = f"im2im-store-{run_id}"
     dsk = {}
-    src = fingerprint_tasks(plan, pending, dsk, f"im2im-print-{run_id}")
+    sources = fingerprint_tasks(plan, pending, dsk, f"im2im-print-{run_id}")
     for iz, iy, ix in pending:
         origin = (int(bounds[0][iz]), int(bounds[2][iy]), int(bounds[3][ix]))
         func = partial(
@@ -298,7 +298,7 @@ def _store_graph(plan, pending, path: str, run_id: str):
         dsk[(name, iz, iy, ix)] = (func, (stacked.name, iz, 0, iy, ix),
                                    (f"im2im-print-{run_id}", iz, iy, ix))
     keys = [k for k in dsk if k[0] == name]
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[stacked, src])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[stacked, *sources])
     return graph, keys
 
 
