@@ -22,19 +22,28 @@ WHOLE = "(whole image: everything is ground truth)"
 
 
 class Session:
-    """The model and device chosen in the Model widget, shared by one viewer's widgets."""
+    """The model, device and trust chosen in the Model widget, shared by one viewer's widgets.
+
+    ``trust_code`` (let a bioimage.io package's ``pytorch_state_dict`` architecture, its
+    author's Python, run) belongs to the model it was given for: choosing another model
+    withdraws it.
+    """
 
     changed = Signal()
 
     def __init__(self):
         self.model = "tem-sr4x-quantile"
         self.device = "auto"
+        self.trust_code = False
 
-    def set(self, *, model=None, device=None):
-        """Change the model and/or the device and tell the other widgets."""
-        new = (self.model if model is None else model, self.device if device is None else device)
-        if new != (self.model, self.device):
-            self.model, self.device = new
+    def set(self, *, model=None, device=None, trust_code=None):
+        """Change the model, the device and/or the trust, and tell the other widgets."""
+        model = self.model if model is None else model
+        if trust_code is None:  # kept for the same model, withdrawn for another
+            trust_code = self.trust_code and model == self.model
+        new = (model, self.device if device is None else device, bool(trust_code))
+        if new != (self.model, self.device, self.trust_code):
+            self.model, self.device, self.trust_code = new
             self.changed.emit()
 
 

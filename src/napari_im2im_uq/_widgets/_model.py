@@ -1,15 +1,25 @@
-"""The Model dock widget: pick a zoo model or a bundle on disk, read its card, choose the device."""
+"""The Model dock widget: pick a zoo model, a bundle or a bioimage.io package, read its card.
+
+A model on disk is a folder (a bundle, or a bioimage.io package folder) or a package's .zip:
+two entries of the model list, each with its own picker, since one file dialog picks either
+folders or files. A package whose weights are ``pytorch_state_dict`` runs its author's Python
+when loaded: a checkbox, shown for such a package only and withdrawn when another model is
+chosen, gives the session's ``trust_code``.
+"""
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
-from magicgui.widgets import ComboBox, FileEdit
+from magicgui.widgets import CheckBox, ComboBox, FileEdit
 
 from .. import api
 from ._common import Panel, session, text
 
-ON_DISK = "(bundle folder on disk)"
+ON_DISK = "(folder on disk: bundle or bioimage.io package)"
+ZIP = "(bioimage.io package .zip)"
+TRUST = "trust this package's code (pytorch_state_dict runs the author's Python)"
 #: A folder holding one of these is a model: a bundle, or a bioimage.io package.
 _MODEL_FILES = ("model.json", "rdf.yaml", "bioimageio.yaml")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -27,42 +37,95 @@ class ModelWidget(Panel):
         super().__init__(viewer, labels=True)
         self.session = session(viewer)
         zoo = api.list_models()
-        self.model = ComboBox(label="model", choices=[*zoo, ON_DISK],
-                              value=self.session.model if self.session.model in zoo else zoo[0],
-                              tooltip="a model shipped with the plugin, or a bundle folder")
-        self.folder = FileEdit(label="bundle folder", mode="d", visible=False,
+        chosen, folder, package = _initial(self.session.model, zoo)
+        self.model = ComboBox(label="model", choices=[*zoo, ON_DISK, ZIP], value=chosen,
+                              tooltip="a model shipped with the plugin, a folder on disk (a "
+                                      "bundle or a bioimage.io package), or a package's .zip")
+        self.folder = FileEdit(label="bundle folder", mode="d", value=folder, visible=False,
                                tooltip="a folder with model.json and weights.safetensors, or a "
                                        "bioimage.io package folder (rdf.yaml)")
+        self.zip = FileEdit(label="package .zip", mode="r", filter="*.zip", value=package,
+                            visible=False, tooltip="a bioimage.io model package as one .zip file "
+                                                   "(as downloaded from bioimage.io)")
+        self.trust = CheckBox(
+            text=TRUST, value=self.session.trust_code, visible=False,
+            tooltip="This package's weights are a PyTorch state dict: its network is built by a "
+                    "Python file from the package's author, which runs on this computer when "
+                    "the model loads. Tick only if you trust the author. TorchScript and ONNX "
+                    "packages run without it. Choosing another model withdraws it.")
+        self.trust.text = TRUST  # as written: the constructor turns "_" into spaces
+        self._last = self.session.model  # the model the checkbox was last shown for
         self.device = ComboBox(label="device", choices=DEVICES, value=self.session.device,
                                tooltip="auto: CUDA, then Apple MPS, then the CPU")
         self.card = text(rich=True)
-        self.extend([self.model, self.folder, self.device, self.card, self.status])
-        self.watch(self.model, self.folder, self.device)
+        self.extend([self.model, self.folder, self.zip, self.trust, self.device, self.card,
+                     self.status])
+        self.watch(self.model, self.folder, self.zip, self.device, self.trust)
         self.refresh()
 
     def choice(self):
-        """Return the chosen zoo name or bundle folder."""
+        """Return the chosen zoo name, model folder or package zip."""
         if self.model.value == ON_DISK:
             return str(self.folder.value)
+        if self.model.value == ZIP:
+            return str(self.zip.value)
         return self.model.value
+
+    def _no_trust(self):
+        self.trust.visible = False
+        with self.trust.changed.blocked():
+            self.trust.value = False
 
     def problems(self):
         self.folder.visible = self.model.value == ON_DISK
-        if self.model.value == ON_DISK:
-            folder = self.folder.value
-            if not folder or str(folder) in ("", ".") or not any(
-                    (folder / f).is_file() for f in _MODEL_FILES):
-                self.card.value = ""
-                return (f"bundle folder must contain model.json (or a bioimage.io package's "
-                        f"rdf.yaml); got {str(folder)!r}")
-        try:
-            card = api.model_card(self.choice())
-        except ValueError as err:
+        self.zip.visible = self.model.value == ZIP
+        choice = self.choice()
+        if choice != self._last:  # trust is given to one package, never carried over
+            self._last = choice
+            with self.trust.changed.blocked():
+                self.trust.value = False
+        reason = _missing(self.model.value, self.folder.value, self.zip.value)
+        if reason is None:
+            try:
+                card, io = api.model_card(choice), api.model_io(choice)
+            except ValueError as err:
+                reason = str(err)
+        if reason is not None:
             self.card.value = ""
-            return str(err)
+            self._no_trust()
+            return reason
         self.card.value = render_card(card)
-        self.session.set(model=self.choice(), device=self.device.value)
+        self.trust.visible = io["needs_trust"]
+        trusted = bool(self.trust.value) and io["needs_trust"]
+        self.session.set(model=choice, device=self.device.value, trust_code=trusted)
         return None
+
+
+def _initial(model: str, zoo: list) -> tuple[str, str, str]:
+    """Return the model list's entry, folder and zip that show the session's ``model``."""
+    if model in zoo:
+        return model, "", ""
+    path = Path(model)
+    if path.suffix.lower() == ".zip" and path.is_file():
+        return ZIP, "", model
+    if path.is_dir():
+        return ON_DISK, model, ""
+    return zoo[0], "", ""
+
+
+def _missing(entry: str, folder, package) -> str | None:
+    """Return why the chosen folder or zip is not a model, or None."""
+    if entry == ON_DISK:
+        if not folder or str(folder) in ("", ".") or not any(
+                (Path(folder) / f).is_file() for f in _MODEL_FILES):
+            return (f"bundle folder must contain model.json (or a bioimage.io package's "
+                    f"rdf.yaml or bioimageio.yaml); got {str(folder)!r}")
+    elif entry == ZIP:
+        path = Path(str(package or ""))
+        if str(package or "") in ("", ".") or path.suffix.lower() != ".zip" or not path.is_file():
+            return (f"package .zip must be an existing .zip file of a bioimage.io package; got "
+                    f"{str(package or '')!r}")
+    return None
 
 
 def render_card(card: dict) -> str:

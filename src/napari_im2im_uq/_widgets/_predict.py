@@ -81,7 +81,9 @@ class PredictWidget(Panel):
 
     def problems(self):
         io = self._io()
-        self.model_label.value = f"{io['name']} on {self.session.device}"
+        trusted = io.get("needs_trust") and self.session.trust_code
+        self.model_label.value = (f"{io['name']} on {self.session.device}"
+                                  + (" (its code trusted)" if trusted else ""))
         cpu, gpu = io["tile_side"]["cpu"], io["tile_side"]["cuda"]
         self.defaults.value = (
             f"0 = the model's defaults: tiles of {cpu} x {cpu} input pixels and batch 1 on a "
@@ -92,6 +94,10 @@ class PredictWidget(Panel):
         self.prediction.visible = is_mask
         self.uncertainty.visible = bool(io.get("point_only"))
         self.store.visible = self.output.value == "zarr store"
+        if io.get("needs_trust") and not self.session.trust_code:
+            return (f"{io['name']} holds pytorch_state_dict weights: its network is Python code "
+                    "from the package's author, which runs only if you tick \"trust this "
+                    "package's code\" in the Model widget")
         image = self.image.value
         if image is None:
             return "choose an input image layer"
@@ -130,6 +136,7 @@ class PredictWidget(Panel):
             tile_shape=tile, batch_size=self.batch.value or None, device=self.session.device,
             uncertainty=UNCERTAINTY[self.uncertainty.value] if self._io()["point_only"] else None,
             output=output, store=str(self.store.value) if output == "zarr" else None,
+            trust_code=self.session.trust_code,
         )
 
     def start(self, *_):

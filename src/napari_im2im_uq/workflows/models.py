@@ -93,7 +93,6 @@ def _weights(spec: dict) -> str:
     return text
 
 
-
 def model_io(model) -> dict:
     """Return what a model takes and its default tiles, from ``model.json`` alone (no torch).
 
@@ -108,7 +107,11 @@ def model_io(model) -> dict:
         derives itself, such as a Tikhonov phase, left out); "needs_prediction": True for a
         mask model, which takes the prediction it rates; "point_only": True for a model with
         one output, the prediction (it offers ``uncertainty=``); "tile_side": the default tile side in
-        input pixels per device kind ("cpu", "cuda"; None when the bundle does not say).
+        input pixels per device kind ("cpu", "cuda"; None when the bundle does not say);
+        "weight_format": the weights that would run ("safetensors" for a bundle, the format of
+        a bioimage.io package); "needs_trust": True when they are a package's
+        ``pytorch_state_dict``, whose architecture is the author's Python code (it runs only
+        with ``trust_code=True``).
 
     Examples
     --------
@@ -126,6 +129,8 @@ def model_io(model) -> dict:
         "needs_prediction": spec.get("heuristic") == "mask",
         "point_only": spec.get("heuristic") == "point",
         "tile_side": {d: tile_side_from_spec(spec, d) for d in ("cpu", "cuda")},
+        "weight_format": str(spec.get("weight_format") or "safetensors"),
+        "needs_trust": spec.get("weight_format") == "pytorch_state_dict",
     }
 
 

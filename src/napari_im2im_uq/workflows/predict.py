@@ -16,20 +16,25 @@ __all__ = ["MEMORY_LIMIT", "predict", "predict_job"]
 MEMORY_LIMIT = 1 << 30
 
 
-def _load_model(model):
-    """Return a loaded model: an Im2ImModel as is, a name or folder from the one model cache."""
+def _load_model(model, *, trust_code: bool = False):
+    """Return a loaded model: an Im2ImModel as is, a name, folder or package from the one cache.
+
+    ``trust_code`` lets a bioimage.io package's ``pytorch_state_dict`` architecture (its
+    author's Python) run; without it such a package is refused with its own message, before
+    any of its code runs.
+    """
     if hasattr(model, "spec") and hasattr(model, "network"):
         return model
     import os
 
     if not isinstance(model, str | os.PathLike):
         raise ValueError(
-            "model must be the name of a model in the zoo, a bundle folder or an Im2ImModel; "
-            f"got {type(model).__name__}"
+            "model must be the name of a model in the zoo, a bundle folder, a bioimage.io "
+            f"package (folder or .zip) or an Im2ImModel; got {type(model).__name__}"
         )
     from ..models import load_cached
 
-    return load_cached(model)
+    return load_cached(model, trust_code=trust_code)
 
 
 def _model_info(model) -> dict:
@@ -68,7 +73,7 @@ def _infer_axes(shape, n_channels: int, axes) -> str:
 
 def predict_job(model, image, *, second_image=None, prediction=None, axes=None, tile_shape=None,
                 batch_size=None, device="auto", precision="auto", output="auto", store=None,
-                overwrite=False, uncertainty=None):
+                overwrite=False, uncertainty=None, trust_code=False):
     """Predict every output of a model over an image, as a generator (see :func:`predict`).
 
     Yields ``(done_blocks, total_blocks)``; returns the list of layer-data tuples.
@@ -86,7 +91,8 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
             f"store={store!r}"
         )
     overwrite = check_bool(overwrite, "overwrite")
-    loaded = _load_model(model)
+    trust_code = check_bool(trust_code, "trust_code")
+    loaded = _load_model(model, trust_code=trust_code)
     data = layers.data_of(image, "image")
     if np.dtype(data.dtype).kind not in "biuf":
         raise ValueError(f"image must be a real numeric array; got dtype {data.dtype}")
@@ -179,7 +185,8 @@ def predict(model, image, *, progress=None, **kwargs) -> list:
     Parameters
     ----------
     model : str, path-like or Im2ImModel
-        A zoo name (:func:`list_models`), a bundle folder or a loaded model.
+        A zoo name (:func:`list_models`), a bundle folder, a bioimage.io package (its folder
+        or zip) or a loaded model.
     image : napari Image layer or array-like
         Raw input in data units. A two-input model (QPI: top and bottom oblique images) takes
         a layer with a channel axis first (channels, rows, columns) or ``second_image``; the
@@ -210,6 +217,11 @@ def predict(model, image, *, progress=None, **kwargs) -> list:
         are then prediction, lower, upper (and std, std_smoothed), named
         "<output> (<model>, <kind>)", with ``metadata["im2im_uq"]["uncertainty"]`` the kind
         and the model's description (hence the record's) stating the source.
+    trust_code : bool
+        bioimage.io packages only: let ``pytorch_state_dict`` weights run, whose architecture
+        is Python code from the package's author. Without it such a package is refused (a
+        ``BundleError`` saying so) before any of its code runs; give it only for a package
+        whose author you trust. Its card (:func:`model_card`) is read without it.
 
     Returns
     -------
