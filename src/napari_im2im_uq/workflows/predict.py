@@ -29,8 +29,8 @@ def _load_model(model, *, trust_code: bool = False):
 
     if not isinstance(model, str | os.PathLike):
         raise ValueError(
-            "model must be the name of a model in the zoo, a bundle folder, a bioimage.io "
-            f"package (folder or .zip) or an Im2ImModel; got {type(model).__name__}"
+            "model must be the name of a model in the zoo, a bundle folder or an Im2ImModel; "
+            f"got {type(model).__name__}"
         )
     from ..models import load_cached
 
