@@ -45,20 +45,9 @@ def register(subparsers) -> None:
 
 def read_outputs(path) -> dict:
     """Return the outputs of a store written by ``predict`` as dask arrays, by name."""
-    import dask.array as da
-    import zarr
+    from .inference._store import read_outputs as read
 
-    path = Path(path)
-    try:
-        root = zarr.open_group(store=str(path), mode="r")
-        info = dict(root.attrs)["napari_im2im_uq"]
-    except Exception as err:  # noqa: BLE001 - any unreadable store gets the same answer
-        raise ValueError(f"prediction must be a zarr store written by `napari-im2im-uq predict`; "
-                         f"{path}: {err}") from None
-    if not info.get("complete", True):
-        print(f"warning: {path} is not complete (an interrupted run): unwritten tiles are "
-              "NaN and read as 0", file=sys.stderr)
-    return {name: da.from_zarr(root[spec["path"]]) for name, spec in info["outputs"].items()}
+    return read(path)
 
 
 def _regions(text: str):

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "napari_im2im_uq.training._cli",
     "napari_im2im_uq.inference._cli",
     "napari_im2im_uq._cli_drift",
+    "napari_im2im_uq._cli_calibration",
     "napari_im2im_uq._cli_export",
 )
 

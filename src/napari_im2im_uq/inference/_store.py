@@ -39,7 +39,8 @@ from .._warnings import Im2ImUQWarning
 from ._predict import _window_pieces
 
 __all__ = ["ATTRS_KEY", "LOCK", "StoreLock", "changed_blocks", "check_apart", "fingerprint_tasks",
-           "input_paths", "ours_and_foreign", "read_root", "remove_ours", "where", "write_root"]
+           "input_paths", "ours_and_foreign", "read_outputs", "read_root", "remove_ours", "where",
+           "write_root"]
 
 ATTRS_KEY = "napari_im2im_uq"
 LOCK = "_lock"
@@ -67,6 +68,31 @@ def read_root(path: Path):
     attrs = doc.get("attributes") if isinstance(doc, dict) else None
     ours = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
     return ours if isinstance(ours, dict) else None
+
+
+def read_outputs(path, *, name: str = "prediction", warn_incomplete: bool = True) -> dict:
+    """Return the outputs of a store written by ``predict`` as dask arrays, by name.
+
+    ``name`` is how the store is said in the error (a command's argument). An interrupted
+    run's store is read with a warning on stderr (unwritten tiles are NaN).
+    """
+    import sys
+
+    import dask.array as da
+    import zarr
+
+    path = Path(path)
+    try:
+        root = zarr.open_group(store=str(path), mode="r")
+        info = dict(root.attrs)[ATTRS_KEY]
+        outputs = {k: da.from_zarr(root[spec["path"]]) for k, spec in info["outputs"].items()}
+    except Exception as err:  # noqa: BLE001 - any unreadable store gets the same answer
+        raise ValueError(f"{name} must be a zarr store written by `napari-im2im-uq predict`; "
+                         f"{path}: {err}") from None
+    if warn_incomplete and not info.get("complete", True):
+        print(f"warning: {path} is not complete (an interrupted run): unwritten tiles are "
+              "NaN and read as 0", file=sys.stderr)
+    return outputs
 
 
 def write_root(path: Path, description: dict) -> None:

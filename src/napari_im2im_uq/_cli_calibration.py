@@ -1,0 +1,458 @@
+"""``napari-im2im-uq calibrate | apply | evaluate``: a calibration headless, on a prediction store.
+
+- ``calibrate`` reads the outputs of a store ``napari-im2im-uq predict`` wrote (lazily, dask
+  over zarr) and ground truth (.tif/.npy/zarr), calibrates on the given regions or on a random
+  plan of tiles, and writes the record (JSON).
+- ``apply`` applies a record to a store and writes each calibrated product (interval width,
+  untrusted mask, calibrated bounds, sets...) as an OME image group ``calibrated/<product>`` of
+  the same store, block by block through the one executor, under the store's lock. The
+  prediction's own arrays are never written. A rerun replaces the ``calibrated/`` groups an
+  earlier ``apply`` wrote (it is not resumed block by block) and refuses anything else there.
+- ``evaluate`` measures a record on held-out ground truth and writes a report folder: the
+  figure (PNG) and one self-contained HTML page.
+
+Nothing heavy is imported when the parser is built.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run_apply", "run_calibrate", "run_evaluate"]
+
+#: Where ``apply`` writes, inside the prediction store.
+GROUP = "calibrated"
+#: The attribute of the ``calibrated`` group that lists what ``apply`` wrote.
+ATTRS = "napari_im2im_uq_calibrated"
+#: Argument names of the API said as this module's flags in its error messages.
+_FLAGS = {"tile_shape": "--tile", "alpha": "--alpha", "delta": "--delta", "rule": "--rule",
+          "method": "--method", "bound": "--bound", "sigma": "--sigma", "seed": "--seed",
+          "data_range": "--data-range", "n_tiles": "--plan", "regions": "--regions",
+          "truth": "--truth", "INPUT": "--truth", "scheduler": "--scheduler",
+          "n_splits": "--splits"}
+
+
+def register(subparsers) -> None:
+    """Add ``calibrate``, ``apply`` and ``evaluate`` to ``subparsers`` (argparse)."""
+    from ._validation import int_flag, level_flag
+
+    cal = subparsers.add_parser(
+        "calibrate",
+        help="calibrate a prediction store on ground truth and write the record (.json)",
+        description=(
+            "Calibrate the outputs in PREDICTION.zarr (written by `napari-im2im-uq predict`) on "
+            "ground truth given on the outputs' grid, over the rectangles of --regions or a "
+            "random plan of --plan N tiles, and write the calibration record. Prints the "
+            "guarantee."
+        ),
+    )
+    cal.add_argument("prediction", metavar="PREDICTION.zarr",
+                     help="store written by `napari-im2im-uq predict`")
+    cal.add_argument("--truth", required=True, metavar="TRUTH",
+                     help="ground truth on the outputs' grid: .tif/.tiff, .npy or .zarr")
+    where = cal.add_mutually_exclusive_group(required=True)
+    where.add_argument("--regions", metavar="REGIONS.json",
+                       help="JSON list of rectangles where ground truth exists, each a list of "
+                            "4 [row, column] (or [plane, row, column]) vertices in output pixels")
+    where.add_argument("--plan", type=int_flag(), metavar="N",
+                       help="calibrate on a random plan of N whole tiles (see --seed)")
+    cal.add_argument("--seed", type=int_flag(minimum=0), default=0,
+                     help="seed of the --plan draw and of the WSR order (default 0)")
+    cal.add_argument("--method", required=True,
+                     help="intervals, trust_mask, mask or segmentation")
+    cal.add_argument("--rule", help="rcps or crc (intervals, segmentation); conformal, crc or "
+                                    "paper (mask); default the first")
+    cal.add_argument("--bound", default="hoeffding_bentkus",
+                     help="RCPS bound: hoeffding_bentkus (default), hoeffding or wsr")
+    cal.add_argument("--alpha", type=level_flag(), default=0.1, help="risk level (default 0.1)")
+    cal.add_argument("--delta", type=level_flag(), default=0.1,
+                     help="RCPS error level (default 0.1)")
+    cal.add_argument("--tile", nargs=2, type=int_flag(), default=(64, 64),
+                     metavar=("ROWS", "COLUMNS"), help="calibration tile (default 64 64)")
+    cal.add_argument("--sigma", help="trust mask score: std, residual, width or mask")
+    cal.add_argument("--data-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                     help="declared range of the data (trust mask: B, the largest error)")
+    cal.add_argument("-o", "--output", required=True, metavar="RECORD.json",
+                     help="where to write the record")
+    cal.set_defaults(func=run_calibrate)
+
+    app = subparsers.add_parser(
+        "apply",
+        help="apply a record to a prediction store: write the calibrated layers into it",
+        description=(
+            "Apply RECORD to the outputs in PREDICTION.zarr and write each calibrated product "
+            f"as an OME image group {GROUP}/<product> of the same store, block by block. The "
+            "prediction's arrays are never written; a rerun replaces the groups an earlier "
+            "apply wrote. Prints the drift verdict."
+        ),
+    )
+    app.add_argument("record", metavar="RECORD", help="calibration record (.json)")
+    app.add_argument("prediction", metavar="PREDICTION.zarr",
+                     help="store written by `napari-im2im-uq predict`")
+    app.add_argument("--accept-edited", action="store_true",
+                     help="apply a record whose checksum does not match its content")
+    app.add_argument("--bounds", action="store_true",
+                     help="also write the calibrated lower and upper bounds (intervals)")
+    app.add_argument("--no-drift", action="store_true", help="skip the drift check")
+    app.add_argument("--scheduler", metavar="ADDR", help="dask scheduler address")
+    app.add_argument("--no-progress", action="store_true", help="no progress bar")
+    app.set_defaults(func=run_apply)
+
+    ev = subparsers.add_parser(
+        "evaluate",
+        help="measure a record on held-out ground truth: a PNG figure and an HTML report",
+        description=(
+            "Diagnose RECORD on the outputs in PREDICTION.zarr against held-out ground truth "
+            "(the tiles used to calibrate are left out) and write REPORT/diagnostics.png and "
+            "REPORT/report.html (self-contained: open it in a browser)."
+        ),
+    )
+    ev.add_argument("record", metavar="RECORD", help="calibration record (.json)")
+    ev.add_argument("prediction", metavar="PREDICTION.zarr",
+                    help="store written by `napari-im2im-uq predict`")
+    ev.add_argument("--truth", required=True, metavar="HELD_OUT",
+                    help="held-out ground truth on the outputs' grid: .tif/.tiff, .npy or .zarr")
+    ev.add_argument("--regions", metavar="REGIONS.json",
+                    help="rectangles where the held-out truth exists (default everywhere)")
+    ev.add_argument("--splits", type=int_flag(minimum=2), default=100,
+                    help="random calibration/test splits for the risk histogram (default 100)")
+    ev.add_argument("--seed", type=int_flag(minimum=0), default=0, help="default 0")
+    ev.add_argument("--accept-edited", action="store_true",
+                    help="evaluate a record whose checksum does not match its content")
+    ev.add_argument("-o", "--output", required=True, metavar="REPORT",
+                    help="report folder (created)")
+    ev.set_defaults(func=run_evaluate)
+
+
+# -- shared ----------------------------------------------------------------------------------
+
+
+def _error(err) -> int:
+    from ._validation import in_flags
+
+    print(f"error: {in_flags(str(err), _FLAGS)}", file=sys.stderr)
+    return 2
+
+
+def _truth(path):
+    """Return the ground truth as an array (read lazily where the format allows)."""
+    from .inference._cli import read_input
+
+    try:
+        return read_input(path)[0]
+    except (ValueError, FileNotFoundError) as err:
+        raise ValueError(str(err).replace("INPUT", "--truth")) from None
+
+
+def _regions(path):
+    """Return the rectangles of a JSON file: a list of vertex lists or ``{"regions": [...]}``."""
+    import json
+
+    import numpy as np
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--regions must be a readable JSON file; {path}: {err}") from None
+    if isinstance(doc, dict):
+        doc = doc.get("regions")
+    try:
+        rects = [np.asarray(r, dtype=float) for r in doc]
+    except (TypeError, ValueError):
+        rects = None
+    if not rects or any(r.ndim != 2 or r.shape[1] not in (2, 3) for r in rects):
+        raise ValueError(f"--regions must hold a list of rectangles, each a list of [row, "
+                         f"column] or [plane, row, column] vertices; {path} holds {doc!r:.80}")
+    return rects
+
+
+def _record(path, accept_edited):
+    from .workflows.records import load_record
+
+    return load_record(path, accept_edited=accept_edited)
+
+
+def _product_name(layer_name: str) -> str:
+    """``"interval width (model)"`` -> ``"interval_width"``: the group of a product."""
+    import re
+
+    base = re.sub(r"\s*\([^)]*\)\s*$", "", layer_name)
+    return re.sub(r"[^0-9A-Za-z]+", "_", base).strip("_").lower() or "product"
+
+
+# -- calibrate -------------------------------------------------------------------------------
+
+
+def run_calibrate(args) -> int:
+    """Run ``calibrate``; return the exit status."""
+    from .workflows.calibrate import calibrate_job
+    from .workflows.records import save_record
+    from .workflows.tiles import plan_tiles
+
+    try:
+        outputs = _read(args.prediction)
+        truth = _truth(args.truth)
+        if args.plan is not None:
+            # the truth lies on the outputs' grid (no class axis): the plan's grid
+            regions = plan_tiles(truth, tile_shape=tuple(args.tile), n_tiles=args.plan,
+                                 seed=args.seed)[0]
+        else:
+            regions = _regions(args.regions)
+        job = calibrate_job(outputs, truth, method=args.method, alpha=args.alpha,
+                            delta=args.delta, rule=args.rule, bound=args.bound,
+                            tile_shape=tuple(args.tile), regions=regions, sigma=args.sigma,
+                            data_range=tuple(args.data_range) if args.data_range else None,
+                            seed=args.seed)
+        try:
+            while True:
+                step, total = next(job)
+                print(f"calibrate: step {step}/{total}", file=sys.stderr, flush=True)
+        except StopIteration as stop:
+            cal = stop.value
+        saved = save_record(cal.record, args.output)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        return _error(err)
+    print(cal.result.guarantee)
+    print(f"record: {saved} ({len(cal.tiles)} tiles)")
+    return 0
+
+
+def _read(path, **kwargs):
+    from .inference._store import read_outputs
+
+    return read_outputs(path, name="PREDICTION.zarr", **kwargs)
+
+
+# -- apply -----------------------------------------------------------------------------------
+
+
+def _write_block(block, *, path, region):
+    import zarr
+
+    zarr.open_array(store=path, mode="r+")[region] = block
+    return None
+
+
+def _ome_of(store: Path, reference: str, name: str, ndim: int) -> dict:
+    """OME metadata of a product: the reference output's axes and transformations."""
+    import copy
+
+    import zarr
+
+    ome = copy.deepcopy(dict(zarr.open_group(store=str(store / reference), mode="r").attrs)
+                        .get("ome", {}))
+    try:
+        scales = ome["multiscales"][0]
+        extra = ndim - len(scales["axes"])
+        if extra > 0:  # a class axis in front (sets, probabilities)
+            scales["axes"] = [{"name": "c", "type": "channel"}] * extra + scales["axes"]
+            for t in scales["datasets"][0]["coordinateTransformations"]:
+                key = "scale" if t["type"] == "scale" else "translation"
+                t[key] = [1.0 if key == "scale" else 0.0] * extra + t[key]
+        scales["name"] = name
+    except (KeyError, IndexError, TypeError):
+        return {}
+    return ome
+
+
+def _clear_previous(store: Path) -> None:
+    """Remove the groups an earlier apply wrote; refuse a ``calibrated`` group not ours."""
+    import json
+    import shutil
+
+    folder = store / GROUP
+    if not folder.exists():
+        return
+    try:
+        doc = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
+        ours = set(doc["attributes"][ATTRS]["products"])
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = None
+    entries = sorted(p.name for p in folder.iterdir() if p.name != "zarr.json")
+    foreign = [n for n in entries if ours is None or n not in ours]
+    if foreign:
+        raise FileExistsError(
+            f"PREDICTION.zarr {store} holds a {GROUP}/ group that apply did not write (it holds "
+            f"{', '.join(foreign[:8])}); it is never replaced. Move it out of the store")
+    shutil.rmtree(folder)
+
+
+def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
+    """Write the products of ``record`` into ``store``; a generator of ``(done, total)``.
+
+    Returns ``(products, verdict)``: {group path: layer name} and the drift verdict or None.
+    """
+    import functools
+
+    import dask
+    import dask.array
+    import numpy as np
+    import zarr
+    from dask.highlevelgraph import HighLevelGraph
+
+    from . import layers
+    from .inference._executor import check_scheduler, run_graph
+    from .inference._store import StoreLock, read_root
+    from .workflows.calibrate import apply_record
+
+    check_scheduler(scheduler)
+    stored = read_root(store)
+    if not stored or not stored.get("complete", False):
+        raise ValueError(f"PREDICTION.zarr must be a complete store written by "
+                         f"`napari-im2im-uq predict`; {store} is not (run predict again to "
+                         "finish it)")
+    outputs = _read(store)
+    shown = apply_record(record, outputs, show_bounds=bounds, check_drift=drift)
+    if not shown:
+        raise ValueError(f"RECORD gives no product for the outputs of {store}")
+    verdict = shown[0][1]["metadata"][layers.META_KEY].get("drift")
+    reference = next(iter(stored["outputs"].values()))["path"].split("/")[0]
+    lock = StoreLock(store).acquire()
+    try:
+        _clear_previous(store)
+        products, todo = {}, []
+        for data, kwargs, _ in shown:
+            name = _product_name(kwargs["name"])
+            while name in products:
+                name += "_"
+            arr = data if hasattr(data, "dask") else dask.array.from_array(np.asarray(data))
+            arr = arr.rechunk(arr.chunksize)
+            products[name] = {"layer": kwargs["name"],
+                              "product": kwargs["metadata"][layers.META_KEY].get("product")}
+            todo.append((name, arr))
+        root = zarr.open_group(store=str(store), mode="r+")
+        group = root.create_group(GROUP, attributes={ATTRS: {
+            "products": products, "complete": False, "drift": verdict,
+            "record_checksum": record.get("checksum")}})
+        keys, dsk, deps = [], {}, []
+        task = f"im2im-apply-{dask.base.tokenize(*[a for _, a in todo])}"
+        for name, arr in todo:
+            sub = group.create_group(name, attributes={
+                "ome": _ome_of(store, reference, products[name]["layer"], arr.ndim)})
+            sub.create_array("0", shape=arr.shape, chunks=arr.chunksize,
+                             dtype=arr.dtype, fill_value=0)
+            target = str(store / GROUP / name / "0")
+            starts = [np.r_[0, np.cumsum(c)] for c in arr.chunks]
+            for idx in np.ndindex(*arr.numblocks):
+                region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx,
+                                                                                strict=True))
+                key = (task, len(keys))
+                dsk[key] = (functools.partial(_write_block, path=target, region=region),
+                            (arr.name, *idx))
+                keys.append(key)
+            deps.append(arr)
+        graph = HighLevelGraph.from_collections(task, dsk, dependencies=deps)
+        yield 0, len(keys)
+        yield from run_graph(graph, keys, scheduler=scheduler)
+        group.attrs[ATTRS] = {**dict(group.attrs)[ATTRS], "complete": True}
+    finally:
+        lock.release()
+    return {f"{GROUP}/{n}": p["layer"] for n, p in products.items()}, verdict
+
+
+def run_apply(args) -> int:
+    """Run ``apply``; return the exit status."""
+    from .inference._cli import _progress_bar
+
+    store = Path(args.prediction).expanduser().resolve()
+    bar = None
+    try:
+        record = _record(args.record, args.accept_edited)
+        job = _apply_job(record, store, bounds=args.bounds, drift=not args.no_drift,
+                         scheduler=args.scheduler)
+        try:
+            while True:
+                done, total = next(job)
+                if args.no_progress:
+                    continue
+                if bar is None:
+                    bar = _progress_bar(total, done)
+                else:
+                    bar.update(done - bar.n)
+        except StopIteration as stop:
+            products, verdict = stop.value
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        return _error(err)
+    finally:
+        if bar is not None:
+            bar.close()
+    for path, name in products.items():
+        print(f"{name}: {store / path / '0'}")
+    if verdict:
+        print(verdict["message"])
+    return 0
+
+
+# -- evaluate --------------------------------------------------------------------------------
+
+
+def _html(record_path, report: dict, guarantee: str, png: bytes) -> str:
+    import base64
+    import html
+
+    rows = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                     for k, v in report["summary"])
+    image = base64.b64encode(png).decode("ascii")
+    title = f"Calibration report: {html.escape(Path(record_path).name)}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}
+th{{text-align:left;vertical-align:top;padding-right:1em;white-space:nowrap}}
+td,th{{border-bottom:1px solid #ddd;padding:.3em}}table{{border-collapse:collapse}}
+img{{max-width:100%}}.g{{background:#f4f4f4;padding:1em}}</style></head>
+<body><h1>{title}</h1>
+<h2>Held-out result</h2><p>{html.escape(report["held_out"]["message"])}</p>
+<h2>Summary</h2><table>
+{rows}
+</table>
+<h2>The guarantee</h2><p class="g">{html.escape(guarantee)}</p>
+<h2>Figures</h2><img alt="diagnostics" src="data:image/png;base64,{image}">
+</body></html>
+"""
+
+
+def run_evaluate(args) -> int:
+    """Run ``evaluate``; return the exit status."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from ._diagnostics import plot_diagnostics
+    from .calibration import CalibrationResult
+    from .workflows.diagnose import diagnose_job
+
+    out = Path(args.output)
+    try:
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"--output must be a folder for the report; {out} is a file")
+        record = _record(args.record, args.accept_edited)
+        outputs = _read(args.prediction)
+        truth = _truth(args.truth)
+        regions = _regions(args.regions) if args.regions else None
+        job = diagnose_job(record, outputs, truth, regions=regions, n_splits=args.splits,
+                           seed=args.seed)
+        try:
+            while True:
+                next(job)
+        except StopIteration as stop:
+            report = stop.value
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        return _error(err)
+    guarantee = CalibrationResult.from_dict(record["calibration"],
+                                           where="record.calibration").guarantee
+    figure = Figure(figsize=(10, 8))
+    plot_diagnostics(report, figure, ncols=2)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "diagnostics.png").write_bytes(buffer.getvalue())
+    page = _html(args.record, report, guarantee, buffer.getvalue())
+    (out / "report.html").write_text(page, encoding="utf-8")
+    for label, text in report["summary"]:
+        print(f"{label}: {text}")
+    print(f"report: {out / 'report.html'}")
+    return 0
