@@ -38,6 +38,17 @@ def _coverage_inputs(lower: Any, upper: Any, truth: Any | None, valid: Any) -> t
     return lower, upper, truth, valid
 
 
+def _ordered_blocks(named: dict, valid: Any):
+    """Yield ``(slice, blocks, valid block, lower, upper)`` with lower <= upper checked.
+
+    Every named array must be finite on valid pixels; ``lower`` and ``upper`` come as float64.
+    """
+    for sl, b, v in _batches(named, valid, finite=tuple(named)):
+        lo, up = _f64(b["lower"]), _f64(b["upper"])
+        check_order_block(lo, up, v, sl.start)
+        yield sl, b, v, lo, up
+
+
 def interval_miscoverage(lower: Any, upper: Any, truth: Any, *, valid: Any = None) -> np.ndarray:
     """Fraction of each tile's pixels whose true value falls outside its interval.
 
@@ -77,9 +88,8 @@ def interval_miscoverage(lower: Any, upper: Any, truth: Any, *, valid: Any = Non
     lower, upper, truth, valid = _coverage_inputs(lower, upper, truth, valid)
     out = np.empty(int(lower.shape[0]), dtype=np.float64)
     named = {"lower": lower, "upper": upper, "truth": truth}
-    for sl, b, v in _batches(named, valid, finite=tuple(named)):
-        lo, up, y = _f64(b["lower"]), _f64(b["upper"]), _f64(b["truth"])
-        check_order_block(lo, up, v, sl.start)
+    for sl, b, v, lo, up in _ordered_blocks(named, valid):
+        y = _f64(b["truth"])
         with np.errstate(invalid="ignore"):
             miss = (y < lo) | (y > up)
         out[sl] = _tile_mean(miss, v)
@@ -120,9 +130,7 @@ def interval_size(lower: Any, upper: Any, *, valid: Any = None) -> np.ndarray:
     """
     lower, upper, _, valid = _coverage_inputs(lower, upper, None, valid)
     out = np.empty(int(lower.shape[0]), dtype=np.float64)
-    for sl, b, v in _batches({"lower": lower, "upper": upper}, valid, finite=("lower", "upper")):
-        lo, up = _f64(b["lower"]), _f64(b["upper"])
-        check_order_block(lo, up, v, sl.start)
+    for sl, _, v, lo, up in _ordered_blocks({"lower": lower, "upper": upper}, valid):
         with np.errstate(invalid="ignore"):
             out[sl] = _tile_mean(up - lo, v)
     return out
@@ -188,9 +196,8 @@ def size_stratified_risk(
     lower, upper, truth, valid = _coverage_inputs(lower, upper, truth, valid)
     sizes, misses = [], []
     named = {"lower": lower, "upper": upper, "truth": truth}
-    for sl, b, v in _batches(named, valid, finite=tuple(named)):
-        lo, up, y = _f64(b["lower"]), _f64(b["upper"]), _f64(b["truth"])
-        check_order_block(lo, up, v, sl.start)
+    for _, b, v, lo, up in _ordered_blocks(named, valid):
+        y = _f64(b["truth"])
         keep = np.ones(lo.shape, dtype=bool) if v is None else v
         with np.errstate(invalid="ignore"):
             sizes.append((up - lo)[keep])
@@ -285,9 +292,7 @@ def spearman_size_error(
     if per == "tile":
         mean_size = np.empty(n)
         mean_error = np.empty(n)
-        for sl, b, v in _batches(named, valid, finite=tuple(named)):
-            lo, up = _f64(b["lower"]), _f64(b["upper"])
-            check_order_block(lo, up, v, sl.start)
+        for sl, b, v, lo, up in _ordered_blocks(named, valid):
             with np.errstate(invalid="ignore"):
                 mean_size[sl] = _tile_mean(up - lo, v)
                 mean_error[sl] = _tile_mean(np.abs(_f64(b["truth"]) - _f64(b["prediction"])), v)
@@ -308,9 +313,7 @@ def spearman_size_error(
         chosen = np.sort(rng.choice(total, size=max_pixels, replace=False))
     sizes, errors = [], []
     offset = 0
-    for sl, b, v in _batches(named, valid, finite=tuple(named)):
-        lo, up = _f64(b["lower"]), _f64(b["upper"])
-        check_order_block(lo, up, v, sl.start)
+    for _, b, v, lo, up in _ordered_blocks(named, valid):
         keep = np.ones(lo.shape, dtype=bool) if v is None else v
         with np.errstate(invalid="ignore"):
             size = (up - lo)[keep]
@@ -363,9 +366,8 @@ def spatial_miscoverage(lower: Any, upper: Any, truth: Any, *, valid: Any = None
     missed = np.zeros(tile_shape, dtype=np.float64)
     seen = np.zeros(tile_shape, dtype=np.float64)
     named = {"lower": lower, "upper": upper, "truth": truth}
-    for sl, b, v in _batches(named, valid, finite=tuple(named)):
-        lo, up, y = _f64(b["lower"]), _f64(b["upper"]), _f64(b["truth"])
-        check_order_block(lo, up, v, sl.start)
+    for _, b, v, lo, up in _ordered_blocks(named, valid):
+        y = _f64(b["truth"])
         with np.errstate(invalid="ignore"):
             miss = (y < lo) | (y > up)
         if v is None:
