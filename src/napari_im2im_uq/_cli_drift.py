@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["read_outputs", "register", "run"]
+__all__ = ["register", "run"]
 
 #: Exit status when the alarm sounds (with ``--fail-on-drift``).
 DRIFT_STATUS = 3
@@ -43,19 +43,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def read_outputs(path) -> dict:
-    """Return the outputs of a store written by ``predict`` as dask arrays, by name."""
-    from .inference._store import read_outputs as read
-
-    return read(path)
-
-
 def _regions(text: str):
     return int(text) if text.isdigit() else text
 
 
 def run(args) -> int:
     """Run the ``drift`` command; return the exit status."""
+    from .inference._store import read_outputs
     from .workflows.drift import check_drift
     from .workflows.records import load_record
 
