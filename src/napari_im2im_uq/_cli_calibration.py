@@ -33,6 +33,17 @@ _FLAGS = {"tile_shape": "--tile", "alpha": "--alpha", "delta": "--delta", "rule"
           "n_splits": "--splits"}
 
 
+def _store_argument(parser) -> None:
+    parser.add_argument("prediction", metavar="PREDICTION.zarr",
+                        help="store written by `napari-im2im-uq predict`")
+
+
+def _record_arguments(parser) -> None:
+    """Add the positional ``RECORD PREDICTION.zarr`` of ``apply`` and ``evaluate``."""
+    parser.add_argument("record", metavar="RECORD", help="calibration record (.json)")
+    _store_argument(parser)
+
+
 def register(subparsers) -> None:
     """Add ``calibrate``, ``apply`` and ``evaluate`` to ``subparsers`` (argparse)."""
     from ._validation import int_flag, level_flag
@@ -47,8 +58,7 @@ def register(subparsers) -> None:
             "guarantee."
         ),
     )
-    cal.add_argument("prediction", metavar="PREDICTION.zarr",
-                     help="store written by `napari-im2im-uq predict`")
+    _store_argument(cal)
     cal.add_argument("--truth", required=True, metavar="TRUTH",
                      help="ground truth on the outputs' grid: .tif/.tiff, .npy or .zarr")
     where = cal.add_mutually_exclusive_group(required=True)
@@ -87,9 +97,7 @@ def register(subparsers) -> None:
             "apply wrote. Prints the drift verdict."
         ),
     )
-    app.add_argument("record", metavar="RECORD", help="calibration record (.json)")
-    app.add_argument("prediction", metavar="PREDICTION.zarr",
-                     help="store written by `napari-im2im-uq predict`")
+    _record_arguments(app)
     app.add_argument("--accept-edited", action="store_true",
                      help="apply a record whose checksum does not match its content")
     app.add_argument("--bounds", action="store_true",
@@ -108,9 +116,7 @@ def register(subparsers) -> None:
             "REPORT/report.html (self-contained: open it in a browser)."
         ),
     )
-    ev.add_argument("record", metavar="RECORD", help="calibration record (.json)")
-    ev.add_argument("prediction", metavar="PREDICTION.zarr",
-                    help="store written by `napari-im2im-uq predict`")
+    _record_arguments(ev)
     ev.add_argument("--truth", required=True, metavar="HELD_OUT",
                     help="held-out ground truth on the outputs' grid: .tif/.tiff, .npy or .zarr")
     ev.add_argument("--regions", metavar="REGIONS.json",
@@ -186,6 +192,7 @@ def _product_name(layer_name: str) -> str:
 
 def run_calibrate(args) -> int:
     """Run ``calibrate``; return the exit status."""
+    from ._jobs import run_to_end
     from .workflows.calibrate import calibrate_job
     from .workflows.records import save_record
     from .workflows.tiles import plan_tiles
@@ -204,12 +211,8 @@ def run_calibrate(args) -> int:
                             tile_shape=tuple(args.tile), regions=regions, sigma=args.sigma,
                             data_range=tuple(args.data_range) if args.data_range else None,
                             seed=args.seed)
-        try:
-            while True:
-                step, total = next(job)
-                print(f"calibrate: step {step}/{total}", file=sys.stderr, flush=True)
-        except StopIteration as stop:
-            cal = stop.value
+        cal = run_to_end(job, callback=lambda step: print(
+            f"calibrate: step {step[0]}/{step[1]}", file=sys.stderr, flush=True))
         saved = save_record(cal.record, args.output)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return _error(err)
@@ -353,25 +356,25 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
 
 def run_apply(args) -> int:
     """Run ``apply``; return the exit status."""
+    from ._jobs import run_to_end
     from .inference._cli import _progress_bar
 
     store = Path(args.prediction).expanduser().resolve()
     bar = None
+
+    def progress(step):
+        nonlocal bar
+        done, total = step
+        if bar is None:
+            bar = _progress_bar(total, done)
+        else:
+            bar.update(done - bar.n)
+
     try:
         record = _record(args.record, args.accept_edited)
         job = _apply_job(record, store, bounds=args.bounds, drift=not args.no_drift,
                          scheduler=args.scheduler)
-        try:
-            while True:
-                done, total = next(job)
-                if args.no_progress:
-                    continue
-                if bar is None:
-                    bar = _progress_bar(total, done)
-                else:
-                    bar.update(done - bar.n)
-        except StopIteration as stop:
-            products, verdict = stop.value
+        products, verdict = run_to_end(job, callback=None if args.no_progress else progress)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return _error(err)
     finally:
@@ -422,6 +425,7 @@ def run_evaluate(args) -> int:
     from matplotlib.figure import Figure
 
     from ._diagnostics import plot_diagnostics
+    from ._jobs import run_to_end
     from .calibration import CalibrationResult
     from .workflows.diagnose import diagnose_job
 
@@ -433,13 +437,8 @@ def run_evaluate(args) -> int:
         outputs = _read(args.prediction)
         truth = _truth(args.truth)
         regions = _regions(args.regions) if args.regions else None
-        job = diagnose_job(record, outputs, truth, regions=regions, n_splits=args.splits,
-                           seed=args.seed)
-        try:
-            while True:
-                next(job)
-        except StopIteration as stop:
-            report = stop.value
+        report = run_to_end(diagnose_job(record, outputs, truth, regions=regions,
+                                         n_splits=args.splits, seed=args.seed))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return _error(err)
     guarantee = CalibrationResult.from_dict(record["calibration"],
