@@ -313,8 +313,17 @@ def check_same_shape(reference_name: str, reference, **others) -> None:
             )
 
 
-def first_bad_tile(bad: np.ndarray, offset: int) -> tuple[int, int]:
-    """Return ``(tile index, count)`` of the first tile with a True in ``bad`` (n, ...)."""
+def first_bad_tile(bad: np.ndarray, offset: int,
+                   where: np.ndarray | None = None) -> tuple[int, int] | None:
+    """Return ``(tile index, count)`` of the first tile with a True in ``bad`` (n, ...).
+
+    Only pixels where ``where`` is True count; None when no pixel is bad. ``offset`` is the
+    index of the block's first tile.
+    """
+    if where is not None:
+        bad = bad & where
+    if not bad.any():
+        return None
     per_tile = bad.reshape(bad.shape[0], -1).sum(axis=1)
     i = int(np.flatnonzero(per_tile)[0])
     return offset + i, int(per_tile[i])
@@ -331,11 +340,9 @@ def check_finite(block: np.ndarray, name: str, *, where: np.ndarray | None = Non
     finite = np.isfinite(block)
     if where is None and finite.all():  # the common case: one pass, no other array
         return
-    bad = ~finite
-    if where is not None:
-        bad &= where
-    if bad.any():
-        tile, count = first_bad_tile(bad, offset)
+    found = first_bad_tile(~finite, offset, where)
+    if found is not None:
+        tile, count = found
         pixels = "valid pixels" if where is not None else "every pixel"
         raise ValueError(
             f"{name} must be finite on {pixels}; tile {tile} has {count} NaN or inf value(s)"
@@ -366,11 +373,9 @@ def check_valid_block(valid, offset: int) -> np.ndarray | None:
 def check_order_block(lower: np.ndarray, upper: np.ndarray, valid: np.ndarray | None,
                       offset: int) -> None:
     """Raise if ``lower > upper`` anywhere (where ``valid``) in a block of tiles."""
-    bad = lower > upper
-    if valid is not None:
-        bad &= valid
-    if bad.any():
-        tile, count = first_bad_tile(bad, offset)
+    found = first_bad_tile(lower > upper, offset, valid)
+    if found is not None:
+        tile, count = found
         raise ValueError(
             f"lower must not exceed upper; tile {tile} has {count} pixel(s) with lower > upper"
         )
@@ -381,11 +386,9 @@ def check_unit_block(block: np.ndarray, name: str, valid: np.ndarray | None,
     """Raise if a (non-boolean) block of tiles has values outside [0, 1] (where ``valid``)."""
     if block.dtype.kind == "b":
         return
-    bad = (block < 0) | (block > 1)
-    if valid is not None:
-        bad &= valid
-    if bad.any():
-        tile, count = first_bad_tile(bad, offset)
+    found = first_bad_tile((block < 0) | (block > 1), offset, valid)
+    if found is not None:
+        tile, count = found
         raise ValueError(
             f"{name} must lie in [0, 1]; tile {tile} has {count} value(s) outside [0, 1]"
         )

@@ -112,11 +112,9 @@ def fidelity_error(mask: Any, error_map: Any, *, valid: Any = None) -> np.ndarra
     out = np.empty(int(mask.shape[0]), dtype=np.float64)
     for sl, b, v in _batches({"mask": mask, "error_map": error_map}, valid, finite=("error_map",)):
         err = _f64(b["error_map"])
-        negative = err < 0
-        if v is not None:
-            negative &= v
-        if negative.any():
-            tile, count = first_bad_tile(negative, sl.start)
+        found = first_bad_tile(err < 0, sl.start, v)
+        if found is not None:
+            tile, count = found
             raise ValueError(
                 f"error_map must be >= 0 (a distance); tile {tile} has {count} negative value(s)"
             )
