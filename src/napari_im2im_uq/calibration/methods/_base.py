@@ -177,6 +177,16 @@ class Method:
         """Calibrate ``tiles`` with every setting of ``result``."""
         raise NotImplementedError
 
+    @staticmethod
+    def risk_control_options(result) -> dict:
+        """Return ``delta``, ``bound`` and ``seed`` of ``result`` as the calibrators take them.
+
+        A CRC result stores no delta or bound; the calibrators' defaults stand in.
+        """
+        return {"delta": result.delta if result.delta is not None else 0.1,
+                "bound": result.bound or "hoeffding_bentkus",
+                "seed": int(result.params.get("seed", 0))}
+
     def required_keys(self, result) -> tuple[str, ...]:
         """Return the held-out tile keys diagnostics need for ``result``."""
         return self.tile_keys

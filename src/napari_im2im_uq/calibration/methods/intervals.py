@@ -68,9 +68,8 @@ class _Intervals(Method):
     def recalibrate(self, result, tiles):
         return calibrate_intervals(
             tiles["prediction"], tiles["lower"], tiles["upper"], tiles["truth"],
-            alpha=result.alpha, delta=result.delta if result.delta is not None else 0.1,
-            rule=result.rule, bound=result.bound or "hoeffding_bentkus",
-            valid=tiles.get("valid"), seed=int(result.params.get("seed", 0)),
+            alpha=result.alpha, rule=result.rule, valid=tiles.get("valid"),
+            **self.risk_control_options(result),
         )
 
     def held_out_words(self, result):

@@ -135,8 +135,7 @@ class _Segmentation(Method):
             tiles["scores"], tiles["labels"], alpha=result.alpha, scores_are=p["scores_are"],
             loss=result.loss, tau=p.get("tau"), class_weights=p.get("class_weights"),
             ignore_label=p.get("ignore_label"), rule=result.rule,
-            delta=result.delta if result.delta is not None else 0.1,
-            bound=result.bound or "hoeffding_bentkus", seed=int(p.get("seed", 0)),
+            **self.risk_control_options(result),
         )
 
     def pixel_key(self, result):
