@@ -286,13 +286,7 @@ class BioimageioModel(Im2ImModel):
     __slots__ = ()
 
     def __init__(self, network, spec: dict[str, Any], *, sha256: str | None = None):
-        full = copy.deepcopy(dict(spec))
-        if sha256 is not None:
-            full["sha256"] = sha256
-        object.__setattr__(self, "_spec", full)
-        object.__setattr__(self, "_network", network)
-        object.__setattr__(self, "_sha256", full.get("sha256"))
-        object.__setattr__(self, "_frozen", True)
+        self._freeze(network, copy.deepcopy(dict(spec)), sha256)
 
     def __repr__(self) -> str:
         return (f"BioimageioModel(name={self.name!r}, weight_format={self.weight_format!r}, "

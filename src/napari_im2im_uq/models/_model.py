@@ -89,10 +89,14 @@ class Im2ImModel:
         self, network: torch.nn.Module, spec: dict[str, Any], *, sha256: str | None = None
     ):
         full = complete_spec(network, spec)
+        self._freeze(network.eval(), full, sha256)
+
+    def _freeze(self, network, full: dict[str, Any], sha256: str | None) -> None:
+        """Set the read-only state: ``full`` (the model's own spec), ``network``, ``sha256``."""
         if sha256 is not None:
             full["sha256"] = sha256
         object.__setattr__(self, "_spec", full)
-        object.__setattr__(self, "_network", network.eval())
+        object.__setattr__(self, "_network", network)
         object.__setattr__(self, "_sha256", full.get("sha256"))
         object.__setattr__(self, "_frozen", True)
 
