@@ -110,17 +110,6 @@ def bundle_source(model) -> tuple[str, str] | None:
     return None
 
 
-def put(key: tuple, model, *, count: bool = False) -> None:
-    """Hold ``model`` under ``key`` (a model the caller has already placed on key's device)."""
-    with _LOCK:
-        if key not in _CACHE and count:
-            _STATS["loads"] += 1
-        source = _CACHE[key][1] if key in _CACHE else None
-        _CACHE[key] = (model, source)
-        _CACHE.move_to_end(key)
-        _evict()
-
-
 def cache_info() -> dict:
     """Return the models loaded by this process so far and held now (tests, benchmarks)."""
     with _LOCK:
