@@ -285,11 +285,6 @@ def _block_shape(planes: int, rows: int, cols: int, tile, batch: int):
     return pz, tile[0] * k_r, tile[1] * k_c
 
 
-def _chunks(total: int, size: int) -> tuple[int, ...]:
-    n, last = divmod(total, size)
-    return (size,) * n + ((last,) if last else ())
-
-
 def _window_pieces(
     arr: da.Array,
     iz: int,
