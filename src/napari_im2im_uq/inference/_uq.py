@@ -287,7 +287,10 @@ class UQModel:
         self.scale_factor, self.divisor = first.scale_factor, uq.divisor
         self.device, self.dtype = first.device, first.dtype
         self.output_names = uq.names
-        self.spec = first.spec
+
+    @property
+    def spec(self) -> dict:
+        return self.members[0].spec  # a copy: made when asked, not once per block
 
     def _run(self, model, x, offset: int):
         """``prediction`` of ``model`` over the window ``x``, skipping ``offset`` rows/columns."""

@@ -174,9 +174,10 @@ def output_channels(model, uq=None) -> list[tuple[str, int]]:
     """``(name, channels)`` of each output, in the order they are stacked in a block."""
     if uq is not None:
         return [(name, 1) for name in uq.names]
-    spec = model.spec
+    # model.spec is a copy: made only for the class count (this runs once per block).
     return [
-        (name, len(spec["classes"]) if name == "probabilities" else 1) for name in model.output_names
+        (name, len(model.spec["classes"]) if name == "probabilities" else 1)
+        for name in model.output_names
     ]
 
 
