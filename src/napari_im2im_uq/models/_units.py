@@ -166,14 +166,18 @@ def _sample(x4) -> tuple[np.ndarray, str]:
                   f"({part[:, 0].size} values per channel)")
 
 
-def _channel_stat(fn, arr: np.ndarray) -> np.ndarray:
-    """``fn`` of each channel of a (Z, C, Y, X) array, NaN and inf ignored."""
-    out = []
+def _channel_stats(arr: np.ndarray, *fns) -> list[np.ndarray]:
+    """Each of ``fns`` of each channel of a (Z, C, Y, X) array, NaN and inf ignored.
+
+    Each channel's finite values are gathered once for all of ``fns``.
+    """
+    out: list[list] = [[] for _ in fns]
     for c in range(arr.shape[1]):
         v = arr[:, c].astype(np.float64, copy=False).ravel()
         v = v[np.isfinite(v)]
-        out.append(fn(v) if v.size else np.nan)
-    return np.asarray(out, dtype=np.float64)
+        for values, fn in zip(out, fns, strict=True):
+            values.append(fn(v) if v.size else np.nan)
+    return [np.asarray(values, dtype=np.float64) for values in out]
 
 
 def resolve(spec: dict, x4, *, dtype=None) -> dict:
@@ -238,8 +242,8 @@ def resolve(spec: dict, x4, *, dtype=None) -> dict:
             eps = float(kw.get("eps", 1e-6))
             if sid == "scale_range":
                 vals = current()
-                lo = _channel_stat(partial(np.percentile, q=kw["min_percentile"]), vals)
-                hi = _channel_stat(partial(np.percentile, q=kw["max_percentile"]), vals)
+                lo, hi = _channel_stats(vals, partial(np.percentile, q=kw["min_percentile"]),
+                                        partial(np.percentile, q=kw["max_percentile"]))
                 used["statistics"] = {"min": lo.tolist(), "max": hi.tolist()}
                 center, width = lo, hi - lo + eps
             elif kw["mode"] == "fixed":
@@ -247,7 +251,7 @@ def resolve(spec: dict, x4, *, dtype=None) -> dict:
                 width = np.asarray(_per_channel("std", kw["std"], n)) + eps
             else:
                 vals = current()
-                center, std = _channel_stat(np.mean, vals), _channel_stat(np.std, vals)
+                center, std = _channel_stats(vals, np.mean, np.std)
                 used["statistics"] = {"mean": center.tolist(), "std": std.tolist()}
                 width = std + eps
             center, width = np.nan_to_num(center), np.where(np.isfinite(width), width, 1.0)
@@ -258,7 +262,8 @@ def resolve(spec: dict, x4, *, dtype=None) -> dict:
     declared = spec.get("input_range")
     if declared is not None:
         vals = current()
-        lo, hi = np.nanmin(_channel_stat(np.min, vals)), np.nanmax(_channel_stat(np.max, vals))
+        mins, maxs = _channel_stats(vals, np.min, np.max)
+        lo, hi = np.nanmin(mins), np.nanmax(maxs)
         if np.isfinite(lo) and np.isfinite(hi):
             units["observed_range"] = [float(lo), float(hi)]
             units["statistics_from"] = sample_note
