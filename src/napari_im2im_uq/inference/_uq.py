@@ -33,7 +33,6 @@ multiple of the divisor so the pooling grid stays put).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import threading
@@ -243,9 +242,8 @@ def _mc_model(model, key):
     with _MC_LOCK:
         held = _MC_NETS.get(key)
         if held is None or held[0] is not model:
-            net = copy.deepcopy(model.network)
-            twin = type(model)(net, model.spec, sha256=model.sha256)
-            for m in net.modules():
+            twin = model._copy()
+            for m in twin.network.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
                     m.train()
             held = (model, twin, threading.Lock())

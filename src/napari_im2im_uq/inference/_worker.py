@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -137,9 +136,7 @@ def register(ref: ModelRef, model, *, device: str, precision: str) -> None:
     def place():
         if str(model.device) == dev and model.dtype == dtype and _cache.bundle_source(model):
             return model  # the cached bundle model itself: already where it runs
-        return type(model)(copy.deepcopy(model.network), model.spec, sha256=model.sha256).to(
-            dev, dtype
-        )
+        return model._copy().to(dev, dtype)
 
     _cache.get_or_load(key, place, count=False)
 

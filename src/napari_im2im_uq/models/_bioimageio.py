@@ -22,7 +22,6 @@ the package restores it (``spec["record"]``).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -77,8 +76,7 @@ def load_model(name_or_path, *, device="cpu", search_paths=(), trust_code: bool 
 
         model = load_package(name_or_path, trust_code=trust_code)
         if torch.device(device) != model.device:  # the cached model is never moved
-            model = type(model)(copy.deepcopy(model.network), model.spec,
-                                sha256=model.sha256).to(device)
+            model = model._copy().to(device)
         return model
     from ._bundle import load_model as load_bundle
 

@@ -100,6 +100,10 @@ class Im2ImModel:
         object.__setattr__(self, "_sha256", full.get("sha256"))
         object.__setattr__(self, "_frozen", True)
 
+    def _copy(self):
+        """Return a model of the same type on a deep copy of the network (cached ones never move)."""
+        return type(self)(copy.deepcopy(self._network), self.spec, sha256=self._sha256)
+
     def __setattr__(self, name, value):
         raise AttributeError(f"Im2ImModel is read-only; cannot set {name!r}")
 
