@@ -20,6 +20,7 @@ from .._validation import check_bool, check_int, check_range, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
 from .drift import summary_of
+from .leakage import check_leakage, leakage_figures, leaked_tiles, refusal, training_regions
 from .records import as_record, make_record, warn_if_other_model
 from .tiles import calibration_tiles, cut, no_tiles_error, spatial
 
@@ -47,11 +48,19 @@ class Collected:
     geometry: tuple  # (scale, translate, ndim) of the outputs' grid
     tile_shape: tuple
     truth_range: list
+    leaked: dict | None = None  # n_leaked, planes_matched: the tiles checked against training
 
 
-def collect(outputs, truth, *, method, tile_shape, regions=None, sigma=None) -> Collected:
-    """Check the inputs, choose the tiles in ``regions`` and cut what ``method`` reads."""
+def collect(outputs, truth, *, method, tile_shape, regions=None, sigma=None,
+            leakage=None) -> Collected:
+    """Check the inputs, choose the tiles in ``regions`` and cut what ``method`` reads.
+
+    ``leakage`` ("refuse" or "report"; None: not checked) compares the tiles with the
+    training regions of the outputs' model (:mod:`.leakage`): "refuse" raises when any leaks.
+    """
     entry = methods.get(method)
+    if leakage is not None:
+        leakage = check_leakage(leakage)
     sigma = _score(sigma)
     if not isinstance(outputs, dict):
         raise ValueError(
@@ -99,11 +108,26 @@ def collect(outputs, truth, *, method, tile_shape, regions=None, sigma=None) -> 
     kept_truth = tiles["truth"] if "truth" in tiles else truth_tiles[keep]
     if "prediction" in raw:  # regression truth: same units as the prediction?
         check_units(kept_truth, raw["prediction"][keep])
+    trained, model = training_regions(outputs) if leakage else (None, "model")
+    leaked = None
+    if trained is not None:
+        hit, planes = leaked_tiles(truth_data, origins, (th, tw), trained)
+        leaked = {"n_leaked": int(hit.sum()), "planes_matched": planes}
+        if hit.any() and leakage == "refuse":
+            raise refusal(int(hit.sum()), len(origins), model)
     return Collected(
         method=entry, arrays=arrays, tiles=tiles, origins=origins,
         geometry=(scale, translate, ndim_img), tile_shape=(th, tw),
-        truth_range=[float(kept_truth.min()), float(kept_truth.max())],
+        truth_range=[float(kept_truth.min()), float(kept_truth.max())], leaked=leaked,
     )
+
+
+def _leakage_field(col: Collected, result) -> dict:
+    """Return the record's ``leakage``: the counts and, in expectation, the bound."""
+    return leakage_figures(
+        result.n, col.leaked["n_leaked"], level=col.method.level(result),
+        expectation=result.delta is None, valid=bool(result.valid),
+        what=col.method.held_out_words(result), planes_matched=col.leaked["planes_matched"])
 
 
 def check_units(truth, prediction, *, ratio=20.0) -> None:
@@ -189,13 +213,14 @@ def _calibrate_tiles(col: Collected, outputs, *, alpha, delta, rule, bound, beta
 def calibrate_job(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, rule=None,
                   bound="hoeffding_bentkus", beta=0.9, tile_shape=(64, 64), regions=None,
                   sigma=None, distance="l1", data_range=None, seed=0, show_bounds=False,
-                  image=None):
+                  image=None, leakage="refuse"):
     """Calibrate as a generator (see :func:`calibrate`): yields ``(step, 3)``."""
     seed = check_int(seed, "seed", minimum=0)
     show_bounds = check_bool(show_bounds, "show_bounds")
+    leakage = check_leakage(leakage)
     yield 0, 3
     col = collect(outputs, truth, method=method, tile_shape=tile_shape, regions=regions,
-                  sigma=sigma)
+                  sigma=sigma, leakage=leakage)
     yield 1, 3
     result = _calibrate_tiles(col, outputs, alpha=alpha, delta=delta, rule=rule, bound=bound,
                               beta=beta, distance=distance, data_range=data_range, seed=seed)
@@ -205,6 +230,8 @@ def calibrate_job(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, r
     grid = spatial(col.arrays[col.method.needs[0]], class_axis=col.method.class_axis).shape[-3:]
     extra["drift_summary"] = summary_of(col.method, col.tiles, col.origins, col.tile_shape,
                                         tuple(grid), image=image)
+    if col.leaked is not None:  # the model names its training regions: the tiles were checked
+        extra["leakage"] = _leakage_field(col, result)
     record = make_record(result, outputs, truth, col.origins, col.geometry, col.tile_shape,
                          extra)
     shown = result_layers(col.method, result, record, outputs, show_bounds=show_bounds,
@@ -252,6 +279,13 @@ def calibrate(outputs, truth, *, progress=None, **kwargs) -> Calibration:
     image : layer or array, optional
         The model's input of these outputs; its intensity and texture under each calibration
         tile join the record's ``drift_summary`` (what :func:`check_drift` compares).
+    leakage : {"refuse", "report"}
+        What to do with calibration tiles inside the regions the model was trained or
+        validated on (a model trained by ``train`` names them; its outputs carry them): "refuse"
+        (default) raises a ValueError saying how many of the tiles leak; "report" calibrates
+        anyway and the record's ``leakage`` states the counts and the bound of Adame et al.,
+        Prop. 3.2 (``alpha * (n + 1) / (n_new + 1)`` for a guarantee in expectation; none for
+        a high-probability one). Ground truth of other data never leaks.
     progress : callable, optional
         Called with ``(step, 3)``.
 
@@ -260,8 +294,9 @@ def calibrate(outputs, truth, *, progress=None, **kwargs) -> Calibration:
     Calibration
         ``result`` (:class:`~napari_im2im_uq.calibration.CalibrationResult`), ``record`` (a
         JSON-ready dict: the result, the model name and sha256, the tiles in world
-        coordinates, the data range, and ``drift_summary``: a few statistics per calibration
-        tile, no pixels, for :func:`check_drift`), ``layers`` (tuples carrying the record in
+        coordinates, the data range, ``drift_summary``: a few statistics per calibration
+        tile, no pixels, for :func:`check_drift`, and ``leakage`` when the model names its
+        training regions), ``layers`` (tuples carrying the record in
         ``metadata["im2im_uq"]["record"]``) and ``tiles`` (their (plane, row, column)).
 
     Examples
@@ -333,7 +368,7 @@ def apply_record(record, outputs, *, show_bounds=False, check_drift=True,
 
 def self_check(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, rule=None,
                bound="hoeffding_bentkus", beta=0.9, tile_shape=(64, 64), regions=None, sigma=None,
-               distance="l1", data_range=None, seed=0) -> dict:
+               distance="l1", data_range=None, seed=0, leakage="refuse") -> dict:
     """Calibrate on a random half of the labeled tiles and measure the risk on the other half.
 
     A warning (:class:`~napari_im2im_uq.Im2ImUQWarning`) is issued when the held-out risk is
@@ -348,17 +383,20 @@ def self_check(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, rule
         As for :func:`calibrate`.
     seed : int
         Seed of the split (and of the WSR order).
+    leakage : {"refuse", "report"}
+        As for :func:`calibrate`: tiles the model was trained on are refused, or counted.
 
     Returns
     -------
     dict
         "n_calibration", "n_test", "test_risk" (mean held-out loss; for the mask method's
         conformal rule, the fraction of tiles above alpha), "level", "passed", "message",
-        and "result" (the half-calibration).
+        "result" (the half-calibration) and "leakage" (``{"n_leaked", "planes_matched"}`` of
+        all the labeled tiles when the model names its training regions, else None).
     """
     seed = check_int(seed, "seed", minimum=0)
     col = collect(outputs, truth, method=method, tile_shape=tile_shape, regions=regions,
-                  sigma=sigma)
+                  sigma=sigma, leakage=check_leakage(leakage))
     tiles = col.tiles
     n = len(col.origins)
     if n < 4:
@@ -391,5 +429,5 @@ def self_check(outputs, truth, *, method="intervals", alpha=0.1, delta=0.1, rule
         warnings.warn(message, Im2ImUQWarning, stacklevel=2)
     return {"n_calibration": int(len(cal_idx)), "n_test": int(len(test_idx)), "test_risk": risk,
             "standard_error": se, "level": level, "passed": bool(passed), "message": message,
-            "result": result}
+            "result": result, "leakage": col.leaked}
 

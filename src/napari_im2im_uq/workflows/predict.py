@@ -38,13 +38,23 @@ def _load_model(model, *, trust_code: bool = False):
 
 
 def _model_info(model) -> dict:
-    return {
+    """Describe the model as every output layer's metadata (and every record) names it.
+
+    A model trained by ``training.train`` adds its ``training_regions`` (the regions of each
+    target plane it trained and validated on), so calibration can refuse tiles inside them.
+    """
+    info = {
         "name": model.name,
         "sha256": model.sha256,
         "heuristic": model.heuristic,
         "scale_factor": int(model.scale_factor),
         "output_range": model.spec.get("output_range"),
     }
+    if model.spec.get("training_regions") is not None:
+        import copy
+
+        info["training_regions"] = copy.deepcopy(model.spec["training_regions"])
+    return info
 
 
 def _infer_axes(shape, n_channels: int, axes) -> str:

@@ -205,6 +205,8 @@ def _check_fields(rec: dict, where: str) -> None:
     if rec.get("drift_summary") is not None and not isinstance(rec["drift_summary"], dict):
         raise RecordError(f"{where}.drift_summary must be a dict; got "
                           f"{type(rec['drift_summary']).__name__}")
+    if rec.get("leakage") is not None:
+        _check_leakage(rec["leakage"], f"{where}.leakage", result)
     fp = rec.get("tiles_fingerprint")
     if fp is not None:
         prints = fp.get("truth") if isinstance(fp, dict) else None
@@ -214,6 +216,44 @@ def _check_fields(rec: dict, where: str) -> None:
                 f"{where}.tiles_fingerprint must be {{'kind': ..., 'truth': [...]}} with one "
                 f"16-digit hex fingerprint per calibration tile ({result.n}); got "
                 f"{type(prints).__name__ if not isinstance(prints, list) else len(prints)}")
+
+
+def _check_leakage(value, where: str, result) -> None:
+    """Check a record's ``leakage`` (workflows.leakage): counts and Prop. 3.2's figures agree."""
+    from ..calibration import methods
+
+    if not isinstance(value, dict):
+        raise RecordError(f"{where} must be a dict (n, n_leaked, n_new, factor, bound, ...); "
+                          f"got {type(value).__name__}")
+    n = integer(value.get("n"), f"{where}.n", lo=1)
+    if n != result.n:
+        raise RecordError(f"{where}.n must be the number of calibration tiles {result.n}; got {n}")
+    leaked = integer(value.get("n_leaked"), f"{where}.n_leaked", lo=0)
+    new = integer(value.get("n_new"), f"{where}.n_new", lo=0)
+    if leaked > n or new != n - leaked:
+        raise RecordError(f"{where} must have n_leaked <= n and n_new = n - n_leaked; got n={n}, "
+                          f"n_leaked={leaked}, n_new={new}")
+    factor = number(value.get("factor"), f"{where}.factor")
+    if not np.isclose(factor, (n + 1) / (new + 1), rtol=1e-9, atol=0):
+        raise RecordError(f"{where}.factor must be (n + 1) / (n_new + 1) = {(n + 1) / (new + 1)!r}"
+                          f"; got {factor!r}")
+    bound, covered = value.get("bound"), value.get("covered")
+    if not isinstance(covered, bool):
+        raise RecordError(f"{where}.covered must be true or false; got {covered!r}")
+    expected = result.delta is None and bool(result.valid)  # in expectation, and proven
+    if covered != expected:
+        raise RecordError(f"{where}.covered must say whether Prop. 3.2 covers this guarantee "
+                          f"({str(expected).lower()}); got {str(covered).lower()}")
+    if covered:
+        level = methods.get(result.method).level(result)
+        if not np.isclose(number(bound, f"{where}.bound"), level * factor, rtol=1e-9, atol=0):
+            raise RecordError(f"{where}.bound must be level x factor = {level * factor!r}; got "
+                              f"{bound!r}")
+    elif bound is not None:
+        raise RecordError(f"{where}.bound must be null when Prop. 3.2 does not cover the "
+                          f"guarantee; got {bound!r}")
+    for key in ("message", "reference"):
+        text(value.get(key), f"{where}.{key}")
 
 
 def _checksum_state(rec: dict, where: str):
