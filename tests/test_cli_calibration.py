@@ -151,3 +151,42 @@ def test_missing_store_or_truth_names_the_argument(store, tmp_path, capsys):
     assert main(["calibrate", str(path), "--truth", str(tmp_path / "none.npy"), "--plan", "4",
                  "--method", "intervals", "-o", str(tmp_path / "r.json")]) == 2
     assert "--truth" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_tiles_of_the_training_regions_unless_allowed(store, tmp_path,
+                                                                        capsys):
+    """A store whose run names the model's training_regions (as predict writes them for a
+    model trained by ``train``): the trained tiles are refused; --allow-leakage reports."""
+    import shutil
+
+    from napari_im2im_uq._fingerprints import plane_fingerprints
+
+    folder, path = store
+    truth = np.load(folder / "truth.npy")  # 192 x 192: the top-left 64 x 64 trained on
+    split = {"region_shape": [64, 64], "images": [{
+        "fingerprint": plane_fingerprints(truth)[0], "shape": list(truth.shape),
+        "train": [[0, 0, 64, 64]], "validation": [[0, 64, 64, 128]],
+        "held_back": [[64, 0, 192, 192]]}]}
+    trained = tmp_path / "trained.zarr"
+    shutil.copytree(path, trained)
+    doc = json.loads((trained / "zarr.json").read_text())
+    doc["attributes"]["napari_im2im_uq"]["run"]["model"]["training_regions"] = split
+    (trained / "zarr.json").write_text(json.dumps(doc))
+    whole = tmp_path / "whole.json"  # every 32 x 32 tile: 36, of which 8 trained or validated on
+    whole.write_text(json.dumps([[[-0.5, -0.5], [-0.5, 191.5], [191.5, 191.5], [191.5, -0.5]]]))
+    (folder / "record.json").unlink(missing_ok=True)
+    code, record = _calibrate(folder, trained, "--regions", str(whole))
+    assert code == 2 and not record.exists()
+    err = capsys.readouterr().err
+    assert "8 of the 36 calibration tiles lie in regions model 'tem-sr4x-quantile'" in err
+    assert "--allow-leakage" in err and "leakage='report'" not in err
+    code, record = _calibrate(folder, trained, "--regions", str(whole), "--allow-leakage")
+    assert code == 0
+    leak = api.load_record(record)["leakage"]
+    assert (leak["n"], leak["n_leaked"], leak["bound"]) == (36, 8, pytest.approx(0.2 * 37 / 29))
+    assert "Leakage: 8 of the 36 calibration tiles" in capsys.readouterr().out
+    regions = tmp_path / "held.json"  # the held-back rows only: nothing to refuse
+    regions.write_text(json.dumps([[[63.5, -0.5], [63.5, 191.5], [191.5, 191.5],
+                                    [191.5, -0.5]]]))
+    code, record = _calibrate(folder, trained, "--regions", str(regions))
+    assert code == 0 and api.load_record(record)["leakage"]["n_leaked"] == 0

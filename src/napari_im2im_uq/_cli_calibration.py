@@ -30,7 +30,7 @@ _FLAGS = {"tile_shape": "--tile", "alpha": "--alpha", "delta": "--delta", "rule"
           "method": "--method", "bound": "--bound", "sigma": "--sigma", "seed": "--seed",
           "data_range": "--data-range", "n_tiles": "--plan", "regions": "--regions",
           "truth": "--truth", "INPUT": "--truth", "scheduler": "--scheduler",
-          "n_splits": "--splits"}
+          "n_splits": "--splits", "leakage='report'": "--allow-leakage"}
 
 
 def _store_argument(parser) -> None:
@@ -83,6 +83,10 @@ def register(subparsers) -> None:
     cal.add_argument("--sigma", help="trust mask score: std, residual, width or mask")
     cal.add_argument("--data-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
                      help="declared range of the data (trust mask: B, the largest error)")
+    cal.add_argument("--allow-leakage", action="store_true",
+                     help="calibrate even on tiles the model was trained or validated on (its "
+                          "training_regions) and write the leakage bound (Adame et al., Prop. "
+                          "3.2) in the record; without it such tiles are refused")
     cal.add_argument("-o", "--output", required=True, metavar="RECORD.json",
                      help="where to write the record")
     cal.set_defaults(func=run_calibrate)
@@ -198,7 +202,7 @@ def run_calibrate(args) -> int:
     from .workflows.tiles import plan_tiles
 
     try:
-        outputs = _read(args.prediction)
+        outputs = _with_training_regions(_read(args.prediction), args.prediction)
         truth = _truth(args.truth)
         if args.plan is not None:
             # the truth lies on the outputs' grid (no class axis): the plan's grid
@@ -210,15 +214,38 @@ def run_calibrate(args) -> int:
                             delta=args.delta, rule=args.rule, bound=args.bound,
                             tile_shape=tuple(args.tile), regions=regions, sigma=args.sigma,
                             data_range=tuple(args.data_range) if args.data_range else None,
-                            seed=args.seed)
+                            seed=args.seed,
+                            leakage="report" if args.allow_leakage else "refuse")
         cal = run_to_end(job, callback=lambda step: print(
             f"calibrate: step {step[0]}/{step[1]}", file=sys.stderr, flush=True))
         saved = save_record(cal.record, args.output)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return _error(err)
     print(cal.result.guarantee)
+    if cal.record.get("leakage"):
+        print(cal.record["leakage"]["message"])
     print(f"record: {saved} ({len(cal.tiles)} tiles)")
     return 0
+
+
+def _with_training_regions(outputs: dict, path) -> dict:
+    """Give the outputs the model's training regions when the store's run names them.
+
+    The store's ``run.model`` describes the model; a model trained by ``train`` has
+    ``training_regions`` there, which calibration checks the tiles against (as it does for
+    prediction layers). Without them the arrays are returned as they are.
+    """
+    from types import SimpleNamespace
+
+    from .inference._store import read_root
+
+    model = ((read_root(Path(path)) or {}).get("run") or {}).get("model") or {}
+    if not isinstance(model, dict) or model.get("training_regions") is None:
+        return outputs
+    info = {"name": model.get("name"), "training_regions": model["training_regions"]}
+    return {k: SimpleNamespace(data=v, name=k, metadata={"im2im_uq": {"model": info}},
+                               scale=(1.0,) * v.ndim, translate=(0.0,) * v.ndim)
+            for k, v in outputs.items()}
 
 
 def _read(path, **kwargs):
