@@ -30,7 +30,7 @@ from napari_im2im_uq.training import (  # noqa: E402
     softmax_bin_loss,
     softmax_bin_targets,
     ssim,
-    train,
+    train_network,
 )
 
 LN2 = math.log(2.0)
@@ -312,7 +312,7 @@ def _tiny_run(tmp_path=None, *, seed=0, steps=6, stop_after=None, resume=False, 
     xs, ys = _noisy_pairs(n=2, size=32)
     sampler = PatchSampler(xs, ys, patch_shape=(16, 16))
     net = init_network("quantile", seed=seed, depth=2, base_channels=4)
-    job = train(net, sampler, heuristic="quantile", steps=steps, batch_size=4, seed=seed,
+    job = train_network(net, sampler, heuristic="quantile", steps=steps, batch_size=4, seed=seed,
                 checkpoint_dir=tmp_path, checkpoint_every=every, resume=resume)
     events = []
     for event in job:
@@ -369,12 +369,12 @@ def test_train_errors_name_the_argument():
     sampler = PatchSampler(xs, ys, patch_shape=(8, 8))
     net = init_network("quantile", depth=1, base_channels=2)
     with pytest.raises(ValueError, match="steps must be an integer >= 1; got 0"):
-        next(train(net, sampler, heuristic="quantile", steps=0))
+        next(train_network(net, sampler, heuristic="quantile", steps=0))
     with pytest.raises(ValueError, match="sampler must be a PatchSampler"):
-        next(train(net, (xs, ys), heuristic="quantile", steps=1))
+        next(train_network(net, (xs, ys), heuristic="quantile", steps=1))
     bad = PatchSampler(xs, [np.full_like(y, np.nan) for y in ys], patch_shape=(8, 8))
     with pytest.raises(FloatingPointError, match="loss became"):
-        next(train(net, bad, heuristic="quantile", steps=1))
+        next(train_network(net, bad, heuristic="quantile", steps=1))
 
 
 # -- CLI and laziness ----------------------------------------------------------------------------

@@ -8,7 +8,10 @@ anything with ``data``, ``scale``, ``translate``, ``metadata`` and ``name``.
 Long jobs are generators (``*_job``) that yield ``(done, total)`` and return their result
 (``StopIteration.value``); the widgets run them in napari thread workers with a progress bar
 and a cancel button, and the plain functions (:func:`predict`, :func:`calibrate`,
-:func:`diagnose`) run them to the end.
+:func:`diagnose`) run them to the end. :func:`train` (a model trained or fine-tuned on your own
+pairs, with a recorded spatial split) is a job generator too: it yields phase dicts and
+returns a :class:`~napari_im2im_uq.training.TrainResult`; :func:`held_back_shapes` gives its
+held-back regions as Shapes rectangles to calibrate on.
 
 This module only re-exports: the work lives in :mod:`napari_im2im_uq.workflows` (one module
 per job), :mod:`napari_im2im_uq.layers` (layer access, metadata, styles) and the method
@@ -48,6 +51,7 @@ __all__ = [
     "UNTRUSTED_RGBA",
     "Calibration",
     "RecordError",
+    "TrainResult",
     "apply_record",
     "calibrate",
     "calibrate_job",
@@ -57,6 +61,7 @@ __all__ = [
     "diagnose",
     "diagnose_job",
     "export_bioimageio",
+    "held_back_shapes",
     "list_models",
     "load_model",
     "load_record",
@@ -74,10 +79,12 @@ __all__ = [
     "save_record",
     "self_check",
     "show",
+    "train",
     "untrusted_style",
 ]
 
 if TYPE_CHECKING:  # the names resolved by __getattr__, for linters and type checkers
+    from .training import TrainResult, held_back_shapes, train
     from .workflows.calibrate import (
         Calibration,
         apply_record,
@@ -115,6 +122,8 @@ _HOMES = {
     "RecordError": "records", "MAX_RECORD_BYTES": "records",
     "calibration_tiles": "tiles", "plan_tiles": "tiles",
 }
+#: Public names of the training job (imported from :mod:`napari_im2im_uq.training` on use).
+_TRAINING = ("TrainResult", "held_back_shapes", "train")
 
 
 def _workflow(module: str):
@@ -157,6 +166,8 @@ def plot_diagnostics(report: dict, figure, **kwargs) -> list:
 def __getattr__(name: str):
     if name in _HOMES:
         return getattr(_workflow(_HOMES[name]), name)
+    if name in _TRAINING:
+        return getattr(importlib.import_module(f"{__package__}.training"), name)
     if name == "METHODS":
         return method_names()
     if name == "RULES":
@@ -167,4 +178,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES) | {"METHODS", "RULES", "NEEDS"})
+    return sorted(set(globals()) | set(_HOMES) | set(_TRAINING) | {"METHODS", "RULES", "NEEDS"})

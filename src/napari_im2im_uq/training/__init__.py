@@ -8,10 +8,15 @@ Losses (raw network channels and normalised targets in, a scalar tensor out)
     :func:`gaussian_nll_loss`, :func:`softmax_bin_loss`, :func:`segmentation_loss`,
     :func:`mask_loss` (with a differentiable :func:`ssim`), and :func:`heuristic_loss`
     which picks one by heuristic.
+Your own pairs
+    :func:`train` (a job generator: layers, arrays or files in, a bundle out, returning a
+    :class:`TrainResult`), its recorded spatial split :func:`spatial_split` / :class:`Split`
+    and :func:`held_back_shapes` (the held-back regions as napari rectangles).
 Loop
     :class:`PatchSampler` (random aligned patches with flip/rot90 augmentation),
-    :func:`train` (a generator of progress dicts that returns the trained
-    :class:`~napari_im2im_uq.models.Im2ImModel`), :func:`fit` and :func:`run_to_end`,
+    :func:`train_network` (a generator of progress dicts that returns the trained
+    :class:`~napari_im2im_uq.models.Im2ImModel`; optional validation, early stopping, CUDA
+    with mixed precision), :func:`fit` and :func:`run_to_end`, :func:`resolve_device`,
     :func:`init_network`, :func:`learning_rate`, :func:`save_checkpoint` /
     :func:`load_checkpoint` (safetensors + JSON, no pickle).
 Recipes
@@ -29,8 +34,11 @@ __all__ = [
     "POINT_LOSSES",
     "SCHEDULES",
     "PatchSampler",
+    "Split",
+    "TrainResult",
     "fit",
     "gaussian_nll_loss",
+    "held_back_shapes",
     "heuristic_loss",
     "init_network",
     "learning_rate",
@@ -42,14 +50,17 @@ __all__ = [
     "pinball_loss",
     "quantile_loss",
     "residual_loss",
+    "resolve_device",
     "run_recipe",
     "run_to_end",
     "save_checkpoint",
     "segmentation_loss",
     "softmax_bin_loss",
     "softmax_bin_targets",
+    "spatial_split",
     "ssim",
     "train",
+    "train_network",
 ]
 
 _LAZY = {
@@ -72,8 +83,14 @@ _LAZY = {
     "fit": "._loop",
     "init_network": "._loop",
     "learning_rate": "._loop",
+    "resolve_device": "._loop",
     "run_to_end": "._loop",
-    "train": "._loop",
+    "train_network": "._loop",
+    "Split": "._split",
+    "held_back_shapes": "._split",
+    "spatial_split": "._split",
+    "TrainResult": "._pairs",
+    "train": "._pairs",
     "load_checkpoint": "._checkpoint",
     "save_checkpoint": "._checkpoint",
     "list_recipes": "._recipes",

@@ -445,7 +445,7 @@ def run_recipe(
     ------
     dict
         ``phase`` ("data", "train", "evaluate", "saved") and, while training, the events of
-        :func:`~napari_im2im_uq.training.train`.
+        :func:`~napari_im2im_uq.training.train_network`.
 
     Returns
     -------
@@ -466,7 +466,7 @@ def run_recipe(
 
     from ..models import load_model, save_model
     from ._checkpoint import check_bundle_output
-    from ._loop import init_network, train
+    from ._loop import init_network, train_network
 
     recipe = get_recipe(name)
     output = Path(output)
@@ -491,7 +491,7 @@ def run_recipe(
     net_kwargs = dict(recipe.network)
     network = init_network(recipe.heuristic, seed=seed, **net_kwargs)
     t_train = time.perf_counter()
-    job = train(
+    job = train_network(
         network, sampler, heuristic=recipe.heuristic, steps=steps,
         batch_size=recipe.batch_size, lr=recipe.lr, schedule="cosine", seed=seed,
         loss_options=recipe.loss_options, spec=spec, checkpoint_dir=checkpoint_dir,
