@@ -97,3 +97,19 @@ def test_errors_name_the_argument(tmp_path, arrays):
         read_pairs(folder, other)
     with pytest.raises(TypeError, match="input must be a path"):
         read_pairs(x, tmp_path / "x.npy")
+
+
+def test_read_images_one_side(tmp_path, arrays):
+    from napari_im2im_uq.data import read_images
+
+    x, _ = arrays
+    zarr.save_array(str(tmp_path / "b.zarr"), x[1])
+    np.save(tmp_path / "a.npy", x[0])
+    got, names = read_images(tmp_path, name="input")
+    assert names == ["a.npy", "b.zarr"]
+    np.testing.assert_array_equal(got[0], x[0])
+    np.testing.assert_array_equal(got[1], x[1])
+    got, names = read_images(tmp_path / "b.zarr")
+    assert names == ["b.zarr"] and got[0].shape == (16, 20)
+    with pytest.raises(FileNotFoundError, match="input: no such file"):
+        read_images(tmp_path / "nope.tif", name="input")

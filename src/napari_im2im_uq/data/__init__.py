@@ -9,14 +9,15 @@ Simulators
 Readers
     :func:`shared_data_root`, :func:`load_em_drosophila`, :func:`load_isbi2012` and
     :func:`load_qpi_dpc` read ``../shared/data`` (or ``$NAPARI_IM2IM_UQ_DATA``);
-    :func:`read_pairs` reads the user's own training pairs (TIFF, ``.npy``, zarr, folders).
+    :func:`read_pairs` / :func:`read_images` read the user's own training pairs (TIFF,
+    ``.npy``, zarr arrays, folders of them).
 
 Nothing here imports torch, napari or Qt.
 """
 
 from ._calibration_sets import tem_calibration_tiles
 from ._em import degrade_tem, synthetic_em_tissue
-from ._pairs import Pairs, read_pairs
+from ._pairs import Pairs, read_images, read_pairs
 from ._qpi import cell_phase_object, dpc_tikhonov, dpc_transfer_functions, simulate_dpc
 from ._readers import load_em_drosophila, load_isbi2012, load_qpi_dpc, shared_data_root
 
@@ -29,6 +30,7 @@ __all__ = [
     "load_em_drosophila",
     "load_isbi2012",
     "load_qpi_dpc",
+    "read_images",
     "read_pairs",
     "shared_data_root",
     "simulate_dpc",

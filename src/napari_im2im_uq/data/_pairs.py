@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Pairs", "read_pairs"]
+__all__ = ["Pairs", "read_images", "read_pairs"]
 
 _TIFF = (".tif", ".tiff")
 _NPY = (".npy",)
@@ -87,6 +87,42 @@ def _as_path(value, name: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{name}: no such file or folder: {path}")
     return path
+
+
+def read_images(path, *, name: str = "path") -> tuple[list[np.ndarray], list[str]]:
+    """Read the images of one file, zarr array or folder (entries sorted by name).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        As one side of :func:`read_pairs`.
+    name : str
+        How errors name the argument.
+
+    Returns
+    -------
+    (list of numpy.ndarray, list of str)
+        The arrays as stored and their file names.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from napari_im2im_uq.data import read_images
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> np.save(folder / "b.npy", np.zeros((4, 4)))
+    >>> np.save(folder / "a.npy", np.ones((4, 4)))
+    >>> arrays, names = read_images(folder)
+    >>> names, float(arrays[0][0, 0])
+    (['a.npy', 'b.npy'], 1.0)
+    """
+    p = _as_path(path, name)
+    if p.is_dir() and not _is_zarr(p):
+        entries = _entries(p)
+        if not entries:
+            raise ValueError(f"{name}: the folder {p} holds no {_WHAT.rsplit(', or', 1)[0]}")
+        return [_read_file(e, name) for e in entries], [e.name for e in entries]
+    return [_read_file(p, name)], [p.name]
 
 
 def read_pairs(input, target) -> Pairs:  # noqa: A002 (the CLI's --input)
