@@ -281,19 +281,14 @@ def _sampler(recipe: Recipe, *, root, base_model=None):
         sampler = PatchSampler([x], [y], patch_shape=patch, augment=recipe.augment)
         return sampler, {"normalization": norm, **_qpi_baseline_fit(qpi)}
     if recipe.task == "tem-mask":
-        import torch
-        import torch.nn.functional as F
+        from ._pairs_data import mask_pair
 
         hr = _em(_EM_TRAIN, root)["raw"]
         inputs, targets = [], []
         for y in hr:
-            x = y[::4, ::4]
-            yhat = base_model(x)["prediction"]
-            xt = base_model.normalize_input(torch.from_numpy(np.ascontiguousarray(x))[None, None])
-            up = F.interpolate(xt, scale_factor=4, mode="bilinear", align_corners=False)[0, 0]
-            pn = base_model.normalize_target(torch.from_numpy(yhat))
-            inputs.append(np.stack([up.numpy(), pn.numpy()]).astype(np.float32))
-            targets.append(base_model.normalize_target(torch.from_numpy(y)).numpy())
+            net_input, target = mask_pair(base_model, y[::4, ::4], y)
+            inputs.append(net_input)
+            targets.append(target)
         sampler = PatchSampler(inputs, targets, patch_shape=patch, augment=recipe.augment)
         return sampler, {}
     raise AssertionError(recipe.task)  # pragma: no cover
