@@ -461,3 +461,48 @@ def test_contrast_limits_come_from_the_data_and_follow_a_replacement(make_napari
     assert again is layer  # replaced, not added
     lo, hi = layer.contrast_limits
     assert np.mean(bigger >= hi) < 0.05 and hi > 1.0, (lo, hi)  # the new data's limits
+
+
+def test_calibrate_refuses_the_training_regions_unless_the_box_is_ticked(tem_viewer, qtbot,
+                                                                          monkeypatch):
+    from napari_im2im_uq._fingerprints import plane_fingerprints
+    from napari_im2im_uq._widgets import CalibrateWidget, _common
+
+    shown = []
+    monkeypatch.setattr(_common, "show_error", lambda msg: shown.append(msg))
+    viewer = tem_viewer
+    _predict(qtbot, viewer)
+    truth = viewer.layers["tem truth (high-res)"]
+    split = {"region_shape": [128, 128], "images": [{
+        "fingerprint": plane_fingerprints(np.asarray(truth.data))[0],
+        "shape": list(truth.data.shape), "train": [[0, 0, 128, 128]], "validation": [],
+        "held_back": [[128, 0, truth.data.shape[0], truth.data.shape[1]]]}]}
+    for layer in viewer.layers:  # the run's outputs, as a model trained by train names them
+        mine = dict(layer.metadata.get("im2im_uq", {}))
+        if mine.get("role") == "output":
+            mine["model"] = dict(mine["model"], training_regions=split)
+            layer.metadata = {**layer.metadata, "im2im_uq": mine}
+    cal_w = CalibrateWidget(viewer)
+    assert cal_w.allow_leakage.value is False
+    cal_w.reset_choices()
+    cal_w.prediction.value = viewer.layers[f"prediction ({MODEL})"]
+    cal_w.truth.value = truth
+    cal_w.rule.value = "crc"
+    cal_w.start()
+    _wait(qtbot, cal_w)
+    assert shown and shown[0].startswith("napari-im2im-uq: 4 of the 108 calibration tiles lie "
+                                         f"in regions model '{MODEL}'"), shown
+    assert "tick 'calibrate on tiles the model was trained on" in shown[0]
+    assert cal_w.message.value.startswith("error:") and cal_w.last is None
+    cal_w.allow_leakage.value = True
+    cal = _calibrate(qtbot, viewer, cal_w, "intervals", 0.1)
+    assert cal.record["leakage"]["n_leaked"] == 4
+    assert cal.record["leakage"]["bound"] == pytest.approx(0.1 * 109 / 105)
+    assert "Leakage: 4 of the 108 calibration tiles" in cal_w.guarantee.value
+    cal_w.start_self_check()
+    _wait(qtbot, cal_w)
+    assert "4 of the labeled tiles lie in the model's training regions" in cal_w.message.value
+    cal_w.allow_leakage.value = False
+    cal_w.start_self_check()
+    _wait(qtbot, cal_w)
+    assert "tick 'calibrate on tiles the model was trained on" in shown[-1]

@@ -33,6 +33,9 @@ REGION_NOTE = (
     "makes it hold by design."
 )
 
+#: The box that lets calibration use tiles of the model's training regions.
+LEAKAGE_BOX = "calibrate on tiles the model was trained on (report the leakage bound)"
+
 
 class CalibrateWidget(Panel):
     """Calibrate a prediction run; shows the risk curve, the guarantee and the result layers."""
@@ -64,6 +67,11 @@ class CalibrateWidget(Panel):
         self.sigma = ComboBox(label="trust score", choices=["auto", "width", "std", "residual",
                                                             "mask"], visible=False)
         self.bounds_box = CheckBox(label="also add calibrated lower/upper", value=False)
+        self.allow_leakage = CheckBox(
+            label=LEAKAGE_BOX, value=False,
+            tooltip="off: tiles inside the regions the model was trained or validated on are "
+                    "refused; on: they are used and the record states how many leaked and the "
+                    "bound of Adame et al., Prop. 3.2")
         self.calibrate_button = PushButton(text="Calibrate")
         self.check_button = PushButton(text="Self-check (half / half)")
         self.cancel = PushButton(text="Cancel")
@@ -79,7 +87,8 @@ class CalibrateWidget(Panel):
         self._legends = {}
         self.extend([self.prediction, self.truth, self.regions, self.tile_rows, self.tile_cols,
                      self.method, self.rule, self.bound, self.alpha, self.delta, self.beta,
-                     self.sigma, self.bounds_box, self.calibrate_button, self.check_button,
+                     self.sigma, self.bounds_box, self.allow_leakage, self.calibrate_button,
+                     self.check_button,
                      self.cancel, self.n_plan, self.seed, self.plan_button, self.saved,
                      self.apply_button, self.status,
                      self.message, self.legend, self.guarantee])
@@ -160,6 +169,7 @@ class CalibrateWidget(Panel):
             "rule": self.rule.value,
             "tile_shape": (int(self.tile_rows.value), int(self.tile_cols.value)),
             "regions": self.regions.value,
+            "leakage": "report" if self.allow_leakage.value else "refuse",
         }
         if self.rule.value == "rcps":
             opts.update(delta=float(self.delta.value), bound=self.bound.value)
@@ -180,7 +190,10 @@ class CalibrateWidget(Panel):
         height = self.plot.height
 
         def job():
-            cal = yield from api.calibrate_job(outputs, truth, **opts)
+            try:
+                cal = yield from api.calibrate_job(outputs, truth, **opts)
+            except ValueError as err:  # said with this widget's field
+                raise ValueError(in_widget(err)) from None
             return cal, render(plot_curve, cal.result, height=height)  # drawn off the main thread
 
         return self.runner.run(job, self._done, "calibrating")
@@ -194,7 +207,7 @@ class CalibrateWidget(Panel):
         """Show a calibration's guarantee, numbers and risk curve in the widget."""
         self.last = cal
         res = cal.result
-        self.guarantee.value = f"{res.guarantee}\n\n{REGION_NOTE}"
+        self.guarantee.value = guarantee_text(cal.record)
         self.message.value = (f"lam_hat = {res.lam:.6g} from {res.n} tiles; calibration risk "
                               f"{res.empirical_risk:.4g}; layers: "
                               + ", ".join(kw["name"] for _, kw, _ in cal.layers))
@@ -226,7 +239,10 @@ class CalibrateWidget(Panel):
             yield 0, 1
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Im2ImUQWarning)
-                report = api.self_check(outputs, truth, seed=seed, **opts)
+                try:
+                    report = api.self_check(outputs, truth, seed=seed, **opts)
+                except ValueError as err:
+                    raise ValueError(in_widget(err)) from None
             yield 1, 1
             return report
 
@@ -234,7 +250,10 @@ class CalibrateWidget(Panel):
 
     def _checked(self, report):
         self.last_check = report
-        self.message.value = report["message"]
+        leak = report.get("leakage") or {}
+        self.message.value = report["message"] + (
+            f" {leak['n_leaked']} of the labeled tiles lie in the model's training regions."
+            if leak.get("n_leaked") else "")
         if report["passed"]:
             show_info(f"napari-im2im-uq self-check: {report['message']}")
         else:
@@ -279,7 +298,7 @@ class CalibrateWidget(Panel):
         self.message.value = (f"applied lam = {record['calibration']['lam']:.6g} "
                               f"({record['calibration']['method']}) from "
                               f"{self.saved.value.name}")
-        self.guarantee.value = f"{record['guarantee']}\n\n{REGION_NOTE}"
+        self.guarantee.value = guarantee_text(record)
         drift = meta_of_tuple(layers[0]).get("drift")
         if drift is not None:  # the drift check ran on what was applied: say it by the guarantee
             self.guarantee.value += f"\n\nDrift check: {drift['message']}"
@@ -288,6 +307,18 @@ class CalibrateWidget(Panel):
         self.explain(layers)
         self.runner.show(self.viewer, layers)
         return layers
+
+
+def in_widget(err) -> str:
+    """Say an error of calibrate with this widget's fields instead of its arguments."""
+    return str(err).replace("pass leakage='report'", f"tick '{LEAKAGE_BOX}'")
+
+
+def guarantee_text(record) -> str:
+    """Return the guarantee as the widget states it: with the leakage line when there is one."""
+    leak = record.get("leakage") or {}
+    return "\n\n".join([record["guarantee"], *([leak["message"]] if leak.get("message") else []),
+                        REGION_NOTE])
 
 
 def meta_of_tuple(layer_tuple) -> dict:
