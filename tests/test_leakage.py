@@ -277,3 +277,37 @@ def test_figures_refuse_impossible_counts():
     f = leakage_figures(5, 5, level=0.1, expectation=True)
     assert f["n_new"] == 0 and f["factor"] == 6 and f["bound"] == pytest.approx(0.6)
     assert leakage_figures(5, 1, level=0.1, expectation=True, valid=False)["bound"] is None
+
+
+def _sim_tiles(rng, n, *, perfect=False):
+    """Intervals [-1, 1] around 0 on 4 x 4 tiles; truth N(0, s^2) with s per tile, or 0."""
+    s = rng.uniform(0.3, 3.0, (n, 1, 1))
+    pred = np.zeros((n, 4, 4))
+    truth = pred.copy() if perfect else s * rng.standard_normal((n, 4, 4))
+    return pred, pred - 1, pred + 1, truth
+
+
+@pytest.mark.parametrize(("n_new", "n_leaked"), [(20, 20), (10, 30)])
+def test_crc_risk_on_new_tiles_stays_under_the_leakage_bound(n_new, n_leaked):
+    """Prop. 3.2: perfectly predicted leaked tiles (zero loss) lower lam_hat; the mean risk on
+    new tiles over 200 calibration draws stays under alpha * (n + 1) / (n_new + 1) (3 standard
+    errors), and is above alpha: the leakage matters."""
+    from napari_im2im_uq.calibration.intervals import calibrate_intervals
+    from napari_im2im_uq.calibration.metrics import interval_miscoverage
+
+    alpha = 0.1
+    test = _sim_tiles(np.random.default_rng(10**6), 5000)
+    risks = []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        cal = [np.concatenate(pair) for pair in zip(_sim_tiles(rng, n_new),
+                                                    _sim_tiles(rng, n_leaked, perfect=True))]
+        result = calibrate_intervals(*cal, alpha=alpha, rule="crc")
+        lo, hi = result.intervals(*test[:3])
+        risks.append(interval_miscoverage(lo, hi, test[3]).mean())
+    risks = np.asarray(risks)
+    se = risks.std(ddof=1) / np.sqrt(len(risks))
+    bound = leakage_figures(n_new + n_leaked, n_leaked, level=alpha, expectation=True)["bound"]
+    assert bound == pytest.approx(alpha * (n_new + n_leaked + 1) / (n_new + 1))
+    assert risks.mean() <= bound + 3 * se
+    assert risks.mean() > alpha
