@@ -294,3 +294,49 @@ def test_bad_arguments_name_the_argument(tmp_path):
     with pytest.raises(FileExistsError, match="never replaced"):
         _run(x, x, tmp_path, "mine")
     assert (tmp_path / "mine" / "README.md").read_text() == "my notes"
+
+
+class _Layer:
+    """A stand-in for a napari layer (what napari_im2im_uq.layers reads)."""
+
+    def __init__(self, data, name):
+        self.data, self.name, self.metadata = data, name, {}
+        self.scale, self.translate = (1.0, 1.0), (0.0, 0.0)
+
+
+class Labels(_Layer):
+    """A stand-in for a napari Labels layer (its type name makes it one)."""
+
+
+def test_synthetic_qpi_layers_two_channels_beat_the_baseline(tmp_path):
+    from napari_im2im_uq._sample_data import sample_qpi
+
+    (images, kx, _), (phase, ky, _) = sample_qpi(seed=0)
+    result, _ = _run(_Layer(images, kx["name"]), _Layer(phase, ky["name"]), tmp_path,
+                     steps=150, lr=5e-3, region_shape=None)
+    assert result.model.in_channels == ["channel 0", "channel 1"]
+    assert result.split["region_shape"] == [48, 48]  # the default for 256 x 256
+    assert result.split["images"][0]["source"] == "qpi phase truth"
+    q = result.quality
+    assert q["model"]["rmse"] < 0.7 * q["baseline"]["rmse"], q
+    assert q["model"]["psnr_db"] > q["baseline"]["psnr_db"] + 3
+
+
+def test_a_labels_layer_is_a_segmentation_target(tmp_path):
+    x = _field(9, (96, 96))
+    labels = Labels((x > 0).astype(np.int32) + 1, "membranes")
+    result, _ = _run(_Layer(x, "raw"), labels, tmp_path, steps=2, validate_every=2)
+    assert result.model.heuristic == "segmentation"
+    assert result.model.spec["card"]["training"]["task"] == "segmentation"
+    with pytest.raises(ValueError, match="head must be 'segmentation'"):
+        _run(_Layer(x, "raw"), labels, tmp_path, "bad", head="gaussian")
+
+
+def test_mask_network_from_a_truth_file(tmp_path):
+    hr = _field(10, (128, 128))
+    base, _ = _run(hr[::2, ::2], hr, tmp_path, "base", steps=4, validate_every=2)
+    np.save(tmp_path / "truth.npy", hr)
+    result, _ = _run(str(tmp_path / "truth.npy"), None, tmp_path, "mask", base_model=base.path,
+                     steps=2, validate_every=2)
+    assert result.model.heuristic == "mask"
+    assert result.split["images"][0]["source"] == "truth.npy"

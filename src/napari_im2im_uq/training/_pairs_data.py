@@ -131,7 +131,13 @@ def gather_pairs(input, target, *, task=None, base_model=None, scale_factor=None
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {TASKS} or None; got {task!r}")
-    if _is_path(input) or _is_path(target):
+    if _is_path(input) and target is None:  # the mask network's truth, read from files
+        from ..data import read_images
+
+        arrays, names = read_images(input, name="input")
+        x_items = [(np.asarray(a), str(n), False) for a, n in zip(arrays, names, strict=True)]
+        y_items = None
+    elif _is_path(input) or _is_path(target):
         if not (_is_path(input) and _is_path(target)):
             raise ValueError("input and target must both be paths (files or folders) or "
                              f"neither; got {type(input).__name__} and {type(target).__name__}")
