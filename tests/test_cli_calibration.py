@@ -190,3 +190,34 @@ def test_calibrate_refuses_tiles_of_the_training_regions_unless_allowed(store, t
                                     [191.5, -0.5]]]))
     code, record = _calibrate(folder, trained, "--regions", str(regions))
     assert code == 0 and api.load_record(record)["leakage"]["n_leaked"] == 0
+
+
+def test_predict_writes_the_training_regions_into_the_store_and_calibrate_refuses(store, tmp_path,
+                                                                                  capsys):
+    """A model whose spec names training_regions: predict records them in the store's run, so
+    the headless calibrate refuses the trained tiles without any hand edit of the store."""
+    from napari_im2im_uq._fingerprints import plane_fingerprints
+    from napari_im2im_uq._jobs import run_to_end
+    from napari_im2im_uq.inference import predict_to_zarr
+    from napari_im2im_uq.models import save_model
+
+    folder, _ = store
+    truth = np.load(folder / "truth.npy")
+    split = {"region_shape": [64, 64], "images": [{
+        "fingerprint": plane_fingerprints(truth)[0], "shape": list(truth.shape),
+        "train": [[0, 0, 64, 64]], "validation": [], "held_back": [[64, 0, 192, 192]]}]}
+    zoo = api.load_model(MODEL)
+    bundle = save_model(zoo, tmp_path / "trained", spec={**zoo.spec, "training_regions": split})
+    image = np.random.default_rng(0).random((48, 48)).astype(np.float32)
+    path = tmp_path / "pred.zarr"
+    run_to_end(predict_to_zarr(api.load_model(bundle), image, str(path), axes="YX",
+                               device="cpu"))
+    run = json.loads((path / "zarr.json").read_text())["attributes"]["napari_im2im_uq"]["run"]
+    assert run["model"]["training_regions"] == split
+    record, whole = tmp_path / "record.json", tmp_path / "whole.json"
+    whole.write_text(json.dumps([[[-0.5, -0.5], [-0.5, 191.5], [191.5, 191.5], [191.5, -0.5]]]))
+    code = main(["calibrate", str(path), "--truth", str(folder / "truth.npy"), "--method",
+                 "intervals", "--rule", "crc", "--alpha", "0.2", "--tile", "32", "32",
+                 "--regions", str(whole), "-o", str(record)])
+    assert code == 2 and not record.exists()
+    assert "4 of the 36 calibration tiles" in capsys.readouterr().err

@@ -106,6 +106,8 @@ def _describe(plan) -> dict:
             "id": plan.ref.model_id,
             "heuristic": model.heuristic,
             "scale_factor": plan.scale_factor,
+            **({"training_regions": model.spec["training_regions"]}
+               if model.spec.get("training_regions") else {}),
         },
         "input": {
             "shape": list(plan.image_shape),
