@@ -150,6 +150,10 @@ def test_fine_tuning_starts_from_the_base_weights(tmp_path):
         _run(x, x, tmp_path, "bad", base_model=base.model, head="gaussian", network=None)
     with pytest.raises(ValueError, match=r"input must have the 1 channel\(s\) of base_model"):
         _run(np.stack([x, x]), x, tmp_path, "bad2", base_model=base.model, network=None)
+    with pytest.raises(ValueError, match=r"target values span .* keeps its units"):
+        _run(x, 100 * x, tmp_path, "bad3", base_model=base.model, network=None)
+    with pytest.raises(ValueError, match=r"input values span .* far outside"):
+        _run(100 * x, 3 * x + 1, tmp_path, "bad4", base_model=base.model, network=None)
 
 
 def test_mask_network_of_a_base_model(tmp_path):

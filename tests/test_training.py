@@ -413,3 +413,53 @@ def test_importing_training_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_validation_keeps_the_best_weights_and_resumes_exactly(tmp_path):
+    from napari_im2im_uq.training._loop import _validation_loss
+
+    xs, ys = _noisy_pairs(n=2, size=32)
+    sampler = PatchSampler(xs[:1], ys[:1], patch_shape=(16, 16))
+    batches = [(xs[1][None, :, :16, :16], ys[1][None, None, :16, :16]),
+               (xs[1][None, :, 16:, 16:], ys[1][None, None, 16:, 16:])]
+
+    def run(folder, stop_after=None, resume=False):
+        net = init_network("quantile", seed=0, depth=1, base_channels=4)
+        job = train_network(net, sampler, heuristic="quantile", steps=12, batch_size=4,
+                            lr=0.05, validation=batches, validate_every=3, patience=3,
+                            checkpoint_dir=folder, resume=resume)
+        events = []
+        try:
+            while True:
+                events.append(next(job))
+                if events[-1]["step"] == stop_after:
+                    job.close()
+                    return None, events
+        except StopIteration as stop:
+            return stop.value, events
+
+    model, events = run(tmp_path / "full")
+    val = [e for e in events if e["phase"] == "validate"]
+    assert [e["step"] for e in val] == [3, 6, 9, 12][:len(val)]
+    best = min(val, key=lambda e: e["val_loss"])
+    assert val[-1]["best_step"] == best["step"] != val[-1]["step"]  # the last is not the best
+    # the returned weights are the best ones: their validation loss is the best one
+    again = _validation_loss(model.network, batches, heuristic="quantile", loss_options={},
+                             device=torch.device("cpu"), amp=False)
+    assert again == pytest.approx(best["val_loss"], rel=1e-6)
+    # cancelled after step 7 (between validations), then resumed: the same weights
+    run(tmp_path / "split", stop_after=7)
+    resumed, events2 = run(tmp_path / "split", resume=True)
+    assert events2[0]["step"] == 8 and events2[0]["resumed_from"] == 7
+    sa, sb = model.network.state_dict(), resumed.network.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # a callable validation, and patience without validation is refused
+    seen = []
+    net = init_network("quantile", seed=0, depth=1, base_channels=4)
+    fit(net, sampler, heuristic="quantile", steps=4, batch_size=2,
+        validation=lambda n: seen.append(n.training) or 1.0, validate_every=2)
+    assert seen == [False, False]  # called in eval mode
+    with pytest.raises(ValueError, match="patience needs validation"):
+        fit(net, sampler, heuristic="quantile", steps=2, patience=2)
+    with pytest.raises(ValueError, match="validation must be a callable"):
+        fit(net, sampler, heuristic="quantile", steps=2, validation=[(np.zeros(3), 1)])

@@ -212,6 +212,34 @@ def _validation_batches(xs, ys, boxes, s, divisor, batch_size, task):
 
 
 
+def _check_base_units(base, pairs: Pairs, spec: dict[str, Any], task: str) -> None:
+    """Refuse pairs far outside the units of the base model (fine-tuning and mask keep them)."""
+    from ..models._units import FAR, apply, resolve
+
+    declared = spec.get("input_range")
+    if declared is not None:
+        lo, hi = (float(v) for v in declared)
+        pre = {"preprocessing": spec.get("preprocessing") or []}
+        mapped = [apply(x[None], resolve(pre, x[None])["ops"], channel_axis=1)
+                  for x in pairs.inputs]
+        olo = min(float(np.nanmin(v)) for v in mapped)
+        ohi = max(float(np.nanmax(v)) for v in mapped)
+        if olo < lo - FAR * (hi - lo) or ohi > hi + FAR * (hi - lo):
+            raise ValueError(
+                f"input values span [{olo:.4g}, {ohi:.4g}] after base_model {base.name!r}'s "
+                f"preprocessing, far outside [{lo:.4g}, {hi:.4g}], the range it was trained on: "
+                "give the input in its units (e.g. a float image in 0-255 divided by 255)")
+    if task in ("regression", "mask") and spec.get("output_range") is not None:
+        lo, hi = (float(v) for v in spec["output_range"])
+        tlo = min(float(np.min(t)) for t in pairs.targets)
+        thi = max(float(np.max(t)) for t in pairs.targets)
+        if tlo < lo - (hi - lo) or thi > hi + (hi - lo):
+            raise ValueError(
+                f"target values span [{tlo:.4g}, {thi:.4g}], but base_model {base.name!r} "
+                f"predicts in [{lo:.4g}, {hi:.4g}] (its output_range) and training from it "
+                "keeps its units: give the target in them (e.g. a uint8 image divided by 255)")
+
+
 def prepare(input, target, *, head, task, base_model, scale_factor, region_shape, fractions,
             seed, network, patch, steps, batch_size, lr, validate_every, patience,
             device) -> Setup:
@@ -233,6 +261,8 @@ def prepare(input, target, *, head, task, base_model, scale_factor, region_shape
         spec.update(input_units(pairs.inputs, train_boxes, pairs.scale_factor))
         if task == "regression":
             spec.update(target_units(pairs.targets, train_boxes))
+    else:
+        _check_base_units(base, pairs, spec, task)
     xs, ys, s = _planes_for_network(task, base, pairs, spec)
     divisor = int(net.divisor)
     region_in = min(split.region_shape) // s
