@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -243,10 +242,17 @@ def test_resume_after_a_cancel_and_after_a_crash(tmp_path, monkeypatch):
     assert next(e for e in events if e["phase"] == "train")["step"] == 17
     c = _weights(crashed.model)
     assert all(torch.equal(a[k], c[k]) for k in a)
+    assert not ckpt.exists()  # removed once the bundle is written
     # a checkpoint of other data or another split is refused
-    shutil.rmtree(tmp_path / "crashed")
+    monkeypatch.setattr(_loop, "heuristic_loss", crashing)
+    calls["n"] = 0
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(x, y, tmp_path, "other", **common)
+    monkeypatch.setattr(_loop, "heuristic_loss", real)
     with pytest.raises(ValueError, match="made from other data, another split"):
-        _run(x, y, tmp_path, "crashed", resume=True, **{**common, "seed": 2})
+        _run(x, y, tmp_path, "other", resume=True, **{**common, "seed": 2})
+    with pytest.raises(ValueError, match="made from other data, another split"):
+        _run(x, y + 1, tmp_path, "other", resume=True, **common)
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path):
@@ -332,6 +338,8 @@ def test_a_labels_layer_is_a_segmentation_target(tmp_path):
     result, _ = _run(_Layer(x, "raw"), labels, tmp_path, steps=2, validate_every=2)
     assert result.model.heuristic == "segmentation"
     assert result.model.spec["card"]["training"]["task"] == "segmentation"
+    with pytest.raises(ValueError, match=r"labels must be 1..K with K <= 32"):
+        _run(x, (x > 0).astype(np.uint8) * 255, tmp_path, "binary")
     with pytest.raises(ValueError, match="head must be 'segmentation'"):
         _run(_Layer(x, "raw"), labels, tmp_path, "bad", head="gaussian")
 

@@ -9,6 +9,7 @@ measures the model next to a baseline on the held-back regions, and writes a bun
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -83,6 +84,20 @@ def _check_output(output, overwrite, checkpoint_dir):
         checkpoint_dir = output.with_name(output.name + ".checkpoint")
     check_checkpoint_folder(checkpoint_dir)
     return output, Path(checkpoint_dir)
+
+
+def _remove_checkpoint(folder: Path) -> None:
+    """Remove the files of a finished run's checkpoint (and the folder when it is then empty)."""
+    from ._checkpoint import CHECKPOINT_JSON
+
+    (folder / CHECKPOINT_JSON).unlink(missing_ok=True)  # first: no longer a checkpoint
+    names = ["weights.safetensors", "optimizer.safetensors"]
+    names += [p.name for p in folder.glob("validation-*.json")]
+    names += [p.name for p in folder.glob("best-*.safetensors")]
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: something of the user's is there
+        folder.rmdir()
 
 
 def _check_resume(checkpoint_dir: Path, fingerprint: str, resume: bool) -> None:
@@ -212,7 +227,8 @@ def train(
         Steps between validations (default ``max(10, steps // 20)``).
     resume : bool
         Continue the checkpoint in ``checkpoint_dir`` (after a cancel or a crash); refused
-        when it was made from other data or another split.
+        when it was made from other data or another split. The checkpoint is removed once
+        the bundle is written.
     overwrite : bool
         Replace an earlier bundle at ``output``.
     checkpoint_dir : path-like, optional
@@ -356,5 +372,6 @@ def train(
     path = save_model(model, output, spec=spec, overwrite=True)
     (path / "README.md").write_text(model_card_markdown(json.loads(
         (path / "model.json").read_text(encoding="utf-8"))), encoding="utf-8")
+    _remove_checkpoint(checkpoint_dir)  # the bundle is whole: nothing left to resume
     yield {"phase": "saved", "path": str(path)}
     return TrainResult(path, load_model(path), split_dict, quality, stopped_early)

@@ -34,6 +34,8 @@ DEFAULT_NETWORK = {"depth": 3, "base_channels": 16, "norm": "batch"}
 #: Bins of a new softmax head; quantile levels of the quantile and softmax heads.
 SOFTMAX_BINS = 32
 QUANTILES = [0.05, 0.95]
+#: Most classes of a new segmentation head (labels 1..K).
+MAX_CLASSES = 32
 #: Validations without a lower validation loss before training stops (default ``patience``).
 DEFAULT_PATIENCE = 5
 
@@ -134,6 +136,12 @@ def _network_for(task, head, base, pairs, network, seed):
         for key in ("sha256", "card", "training_regions", "training_data", "name", "licence",
                     "citation", "authors"):
             spec.pop(key, None)
+        if head == "segmentation":
+            k = max(int(t.max()) for t in pairs.targets)
+            if k > len(spec["classes"]):
+                raise ValueError(f"target labels must be 1..{len(spec['classes'])}, the classes "
+                                 f"{spec['classes']} of base_model {base.name!r} (0 = not "
+                                 f"annotated); got labels up to {k}")
         spec["base_model"] = {"name": base.name, "sha256": base.sha256}
         return copy.deepcopy(base.network).float().to("cpu"), spec
     kwargs = dict(DEFAULT_NETWORK if network is None else network)
@@ -164,6 +172,11 @@ def _network_for(task, head, base, pairs, network, seed):
         if k < 2:
             raise ValueError("target must annotate at least 2 classes (labels 1..K, 0 = not "
                              f"annotated); got labels up to {k}")
+        if k > MAX_CLASSES:
+            raise ValueError(
+                f"target labels must be 1..K with K <= {MAX_CLASSES} for segmentation (0 = not "
+                f"annotated); got labels up to {k}. For an image target pass "
+                "task='regression'")
         extra["n_classes"] = k
         spec["classes"] = [f"label {i}" for i in range(1, k + 1)]
         spec["output_range"] = None
