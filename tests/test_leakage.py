@@ -311,3 +311,24 @@ def test_crc_risk_on_new_tiles_stays_under_the_leakage_bound(n_new, n_leaked):
     assert bound == pytest.approx(alpha * (n_new + n_leaked + 1) / (n_new + 1))
     assert risks.mean() <= bound + 3 * se
     assert risks.mean() > alpha
+
+
+def test_diagnose_counts_and_names_tiles_the_model_was_trained_on():
+    """Held-out truth inside the training regions is kept by diagnose but named: the model's
+    error there is optimistic; held-back truth gives no such note."""
+    truth = np.random.default_rng(2).random((128, 128)).astype(np.float32)
+    split = {"region_shape": [64, 128], "fingerprint": FINGERPRINT, "seed": 0,
+             "images": [{"fingerprint": plane_fingerprints(truth)[0], "shape": [128, 128],
+                         "train": [[0, 0, 64, 128]], "validation": [],
+                         "held_back": [[64, 0, 128, 128]]}]}
+    outputs = _outputs(truth, split)
+    cal = api.calibrate(outputs, truth, regions=[_rect(64, 0, 96, 128)], **CAL)
+    report = api.diagnose(cal.record, outputs, truth, regions=[_rect(0, 0, 64, 128)],
+                          n_splits=5)
+    assert report["tiles_in_training_regions"] == len(report["tiles"]) == 32
+    notes = dict(report["summary"])
+    assert "32 of the 32 tiles lie in the regions model 'mine' was trained" in notes["trained on"]
+    held = api.diagnose(cal.record, outputs, truth, regions=[_rect(96, 0, 128, 128)],
+                        n_splits=5)
+    assert held["tiles_in_training_regions"] == 0 and len(held["tiles"]) == 16
+    assert "trained on" not in dict(held["summary"])

@@ -5,7 +5,9 @@ calibrated on are left out, so the measurement is held out by construction; a ca
 is one at the same position AND with the same ground truth (the record's per-tile
 fingerprints), so a record made on one volume and diagnosed on another leaves out nothing.
 When the held-out risk is above the target by more than its Monte-Carlo error,
-:func:`diagnose` warns.
+:func:`diagnose` warns. Tiles inside the regions the model was trained or validated on (a model
+trained by :func:`napari_im2im_uq.training.train`, see :mod:`.leakage`) are kept but counted:
+the report says the model's error there is optimistic.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .._validation import check_bool, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
 from .calibrate import collect
+from .leakage import leaked_tiles, training_regions
 from .records import as_record, matching_tiles, warn_if_other_model
 from .tiles import overlap_mask, world_tiles
 
@@ -53,8 +56,12 @@ def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_spl
             )
         tiles = {k: v[~seen] for k, v in tiles.items()}
         origins, seen = origins[~seen], seen[~seen]
+    trained, model = training_regions(outputs) if isinstance(outputs, dict) else (None, "")
+    in_training = (int(leaked_tiles(truth, origins, tile_shape, trained)[0].sum())
+                   if trained is not None else 0)
     report = yield from diagnose_tiles(result, tiles, n_splits=n_splits, seed=seed)
     report["tiles"] = origins
+    report["tiles_in_training_regions"] = in_training
     report["calibration_tiles_left_out"] = left_out
     report["tiles_used_to_calibrate"] = used = int(seen.sum())
     report["calibration_tiles_with_other_data"] = other_data
@@ -71,6 +78,11 @@ def diagnose_job(record, outputs, truth, *, regions=None, tile_shape=None, n_spl
         notes.append((
             "other data", f"{other_data} of the record's calibration tiles lie in this image but "
                           "hold other ground truth: not calibration tiles here, kept"))
+    if in_training:
+        notes.append((
+            "trained on", f"{in_training} of the {len(origins)} tiles lie in the regions model "
+                          f"{model!r} was trained or validated on: its error there is optimistic "
+                          "(measure on its held-back regions)"))
     if not by_data:
         notes.append((
             "calibration tiles", "identified by position only (the record predates data "
@@ -122,7 +134,8 @@ def diagnose(record, outputs, truth, *, progress=None, **kwargs) -> dict:
         The report of ``napari_im2im_uq.calibration.diagnostics.diagnose_tiles`` plus "tiles",
         "calibration_tiles_left_out", "tiles_used_to_calibrate" and
         "calibration_tiles_with_other_data" (record tiles in this image whose ground truth
-        differs: another volume).
+        differs: another volume) and "tiles_in_training_regions" (tiles the model was trained
+        or validated on, kept and named in the summary).
 
     Examples
     --------
