@@ -128,3 +128,33 @@ def test_held_back_shapes_select_exactly_the_held_back_pixels():
     assert swapped[0][0, 0] == 1.0
     with pytest.raises(ValueError, match="plane_of must give the plane"):
         held_back_shapes(spec, ndim=3, plane_of={"fp0": 1})
+
+
+def test_region_sampler_draws_every_patch_inside_the_boxes_and_no_other():
+    from napari_im2im_uq.training._region_sampler import RegionSampler
+
+    rng = np.random.default_rng(1)
+    for case in range(25):
+        s = int(rng.choice([1, 2]))
+        h, w = int(rng.integers(6, 12)), int(rng.integers(6, 12))
+        p = int(rng.integers(2, 5))
+        split = spatial_split([(h * s, w * s)], region_shape=(2 * s, 2 * s), seed=case,
+                              fingerprints=["f"], sources=["a"], multiple_of=s)
+        boxes = list(split.images[0].train)
+        inside = np.zeros((h, w), bool)
+        for r0, c0, r1, c1 in boxes:
+            inside[r0 // s:r1 // s, c0 // s:c1 // s] = True
+        valid = {(r, c) for r in range(h - p + 1) for c in range(w - p + 1)
+                 if inside[r:r + p, c:c + p].all()}
+        x = np.arange(h * w, dtype=np.float32).reshape(1, h, w)
+        y = np.kron(x[0], np.ones((s, s), np.float32))
+        if not valid:
+            with pytest.raises(ValueError, match="at least one patch"):
+                RegionSampler([x], [y], [boxes], scale_factor=s, patch_shape=(p, p))
+            continue
+        sampler = RegionSampler([x], [y], [boxes], scale_factor=s, patch_shape=(p, p),
+                                augment="none")
+        xb, yb = sampler.sample(np.random.default_rng(case), 60 * len(valid))
+        drawn = {divmod(int(v), w) for v in xb[:, 0, 0, 0]}
+        assert drawn == valid
+        assert np.array_equal(yb[:, 0, ::s, ::s], xb[:, 0])  # the aligned target patch

@@ -45,7 +45,8 @@ class TrainResult:
         The spec's ``training_regions`` (train, validation and held-back boxes per plane).
     quality : dict
         Figures of the model and the baseline on the held-back regions (the card's
-        ``held_out``; empty when they could not be measured).
+        ``held_out``: :func:`~napari_im2im_uq.training._baselines.held_back_quality` with
+        ``held_out``, ``averaging`` and the fitted ``baseline_parameters``).
     stopped_early : bool
         Whether early stopping ended the training.
     """

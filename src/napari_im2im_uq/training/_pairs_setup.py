@@ -224,7 +224,6 @@ def _validation_batches(xs, ys, boxes, s, divisor, batch_size, task):
     return batches or None
 
 
-
 def _check_base_units(base, pairs: Pairs, spec: dict[str, Any], task: str) -> None:
     """Refuse pairs far outside the units of the base model (fine-tuning and mask keep them)."""
     from ..models._units import FAR, apply, resolve
@@ -257,7 +256,7 @@ def prepare(input, target, *, head, task, base_model, scale_factor, region_shape
             seed, network, patch, steps, batch_size, lr, validate_every, patience,
             device) -> Setup:
     """Gather, split and set up a training run (the arguments of ``train``, checked there)."""
-    from ._sampling import PatchSampler
+    from ._region_sampler import RegionSampler
 
     dev = device
     base = _load_base(base_model)
@@ -286,25 +285,19 @@ def prepare(input, target, *, head, task, base_model, scale_factor, region_shape
     if patch < divisor or patch % divisor or patch > region_in:
         raise ValueError(f"patch must be a multiple of {divisor} (the network's divisor) between "
                          f"{divisor} and {region_in} (the region in input pixels); got {patch}")
-    patch_shape = (patch, patch)
-    crops_x, crops_y = [], []
-    for x, y, boxes in zip(xs, ys, train_boxes, strict=True):
-        for box in boxes:
-            yc = _crop(y, box, 1)
-            if task == "segmentation" and not (yc >= 0).any():
-                continue
-            crops_x.append(_crop(x, box, s))
-            crops_y.append(yc)
-    if not crops_x:
+    usable = [[box for box in boxes
+               if task != "segmentation" or (_crop(y, box, 1) >= 0).any()]
+              for y, boxes in zip(ys, train_boxes, strict=True)]
+    if not any(usable):
         raise ValueError("target has no annotated pixel (label > 0) in the train regions; "
                          "annotate more of the image or change seed or region_shape")
-    sampler = PatchSampler(crops_x, crops_y, scale_factor=s, patch_shape=patch_shape,
-                           augment="dihedral")
+    sampler = RegionSampler(xs, ys, usable, scale_factor=s, patch_shape=(patch, patch),
+                            augment="dihedral")
     if batch_size is None:
         batch_size = 32 if dev.type == "cuda" else 8
         defaults["batch_size"] = "8 on the CPU, 32 on a GPU"
     if steps is None:
-        pixels = sum(c.size for c in crops_y)
+        pixels = sum((b[2] - b[0]) * (b[3] - b[1]) for boxes in usable for b in boxes)
         steps = int(np.clip(round(20 * pixels / (patch * s) ** 2), 200, 3000))
         defaults["steps"] = "clip(20 x training pixels / patch pixels, 200, 3000)"
     if lr is None:
