@@ -145,6 +145,15 @@ def test_fine_tuning_starts_from_the_base_weights(tmp_path):
     assert spec["base_model"] == {"name": "base", "sha256": base.model.sha256}
     assert spec["normalization"] == base.model.spec["normalization"]
     assert spec["output_range"] == base.model.spec["output_range"]
+    # the base model's weights are validated too (step 0): a run that only hurts keeps them
+    hurt, events = _run(x, 3 * x + 1, tmp_path, "hurt", base_model=base.model, steps=4,
+                        lr=0.5, validate_every=1, network=None)
+    val = [e for e in events if e["phase"] == "validate"]
+    assert [e["step"] for e in val] == [0, 1, 2, 3, 4]
+    assert all(e["best_step"] == 0 for e in val) and hurt.model.spec["card"]["training"][
+        "best_step"] == 0
+    sa, sb = base.model.network.state_dict(), hurt.model.network.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
     with pytest.raises(ValueError, match="head must match the base model's"):
         _run(x, x, tmp_path, "bad", base_model=base.model, head="gaussian", network=None)
     with pytest.raises(ValueError, match=r"input must have the 1 channel\(s\) of base_model"):

@@ -293,6 +293,7 @@ def train_network(
     device: str | torch.device = "cpu",
     amp: bool = True,
     data_fingerprint: str | None = None,
+    validate_first: bool = False,
 ) -> Generator[dict[str, Any], None, Im2ImModel]:
     """Train a network with Adam on random patches; a generator of progress.
 
@@ -356,6 +357,9 @@ def train_network(
         the CPU.
     data_fingerprint : str, optional
         Identifies the training data (and split); a checkpoint of other data is not resumed.
+    validate_first : bool
+        Also validate the initial weights (step 0), which then compete for the best: when
+        fine-tuning, a run that only makes the model worse returns it unchanged.
 
     Yields
     ------
@@ -435,6 +439,8 @@ def train_network(
     }
     if validation is not None:
         config.update(validate_every=validate_every, patience=patience)
+        if validate_first:
+            config["validate_first"] = True
     if data_fingerprint is not None:
         config["data_fingerprint"] = str(data_fingerprint)
     network.to(device)
@@ -475,6 +481,15 @@ def train_network(
     saved_step = start
     done = start
     try:
+        if validation is not None and validate_first and start == 0:
+            val = _validation_loss(network, validation, heuristic=heuristic,
+                                   loss_options=loss_options, device=device, amp=amp)
+            if not math.isfinite(val):
+                raise FloatingPointError(f"the validation loss of the initial weights is {val}")
+            state.update(history=[{"step": 0, "val_loss": val}], best_step=0, best_val_loss=val,
+                         best_state=_state_copy(network))
+            yield {"phase": "validate", "step": 0, "total": steps, "val_loss": val,
+                   "best_step": 0, "best_val_loss": val}
         for step in range(start, steps if not state["stopped"] else start):
             rng = np.random.default_rng([seed, step])
             x_np, y_np = sampler.sample(rng, batch_size)

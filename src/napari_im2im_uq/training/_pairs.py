@@ -217,7 +217,9 @@ def train(
     steps, batch_size, patch, lr : optional
         Default from the data size and the device (see the card's ``training.defaults``):
         ``patch`` = the region in input pixels, ``steps = clip(20 x training pixels / patch
-        pixels, 200, 3000)``, batch 8 on the CPU and 32 on a GPU, lr 2e-3 (5e-4 fine-tuning).
+        pixels, 200, 3000)``, batch 8 on the CPU and 32 on a GPU, lr 2e-3 (1e-4 fine-tuning).
+        Fine-tuning also validates the base model's weights (step 0): when no step improves
+        on them, they are what the bundle keeps (``best_step`` 0).
     device : str
         "auto" (CUDA when present), "cpu", "cuda", ...
     seed : int
@@ -303,7 +305,7 @@ def train(
         checkpoint_dir=checkpoint_dir, resume=resume, validation=validation,
         validate_every=run.validate_every if validation else None,
         patience=run.patience if validation else None, device=dev,
-        data_fingerprint=fingerprint,
+        data_fingerprint=fingerprint, validate_first=run.fine_tuning,
     )
     losses: list[tuple[int, float]] = []
     history: list[dict] = []

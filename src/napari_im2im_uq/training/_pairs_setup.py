@@ -34,6 +34,8 @@ DEFAULT_NETWORK = {"depth": 3, "base_channels": 16, "norm": "batch"}
 #: Bins of a new softmax head; quantile levels of the quantile and softmax heads.
 SOFTMAX_BINS = 32
 QUANTILES = [0.05, 0.95]
+#: Default learning rates: training from scratch (and mask networks), fine-tuning.
+LR, FINE_TUNING_LR = 2e-3, 1e-4
 #: Most classes of a new segmentation head (labels 1..K).
 MAX_CLASSES = 32
 #: Validations without a lower validation loss before training stops (default ``patience``).
@@ -61,6 +63,11 @@ class Setup:
     patience: int
     loss_options: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fine_tuning(self) -> bool:
+        """Whether the run starts from the base model's weights."""
+        return self.base is not None and self.task != "mask"
 
     @property
     def split_dict(self) -> dict[str, Any]:
@@ -301,8 +308,8 @@ def prepare(input, target, *, head, task, base_model, scale_factor, region_shape
         steps = int(np.clip(round(20 * pixels / (patch * s) ** 2), 200, 3000))
         defaults["steps"] = "clip(20 x training pixels / patch pixels, 200, 3000)"
     if lr is None:
-        lr = 5e-4 if base is not None and task != "mask" else 2e-3
-        defaults["lr"] = "2e-3 (5e-4 fine-tuning)"
+        lr = FINE_TUNING_LR if base is not None and task != "mask" else LR
+        defaults["lr"] = f"{LR} ({FINE_TUNING_LR} fine-tuning)"
     if validate_every is None:
         validate_every = max(10, steps // 20)
         defaults["validate_every"] = "max(10, steps // 20)"
