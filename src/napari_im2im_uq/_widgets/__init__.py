@@ -4,5 +4,6 @@ from ._calibrate import CalibrateWidget
 from ._diagnostics import DiagnosticsWidget
 from ._model import ModelWidget
 from ._predict import PredictWidget
+from ._train import TrainWidget
 
-__all__ = ["CalibrateWidget", "DiagnosticsWidget", "ModelWidget", "PredictWidget"]
+__all__ = ["CalibrateWidget", "DiagnosticsWidget", "ModelWidget", "PredictWidget", "TrainWidget"]
