@@ -125,15 +125,16 @@ def test_em_refuses_bad_arguments(kwargs, match):
 def test_degrade_nearest_is_every_kth_pixel(tissue):
     y = tissue["image"]
     before = y.copy()
-    x = d.degrade_tem(y, factor=4)
+    x = d.degrade_tem(y, factor=4, mode="nearest")
     np.testing.assert_array_equal(x, y[::4, ::4])
     assert x.dtype == y.dtype
     assert not np.shares_memory(x, y)
     np.testing.assert_array_equal(y, before)
     vol = np.random.default_rng(0).random((2, 16, 24))
-    np.testing.assert_array_equal(d.degrade_tem(vol, factor=4), vol[:, ::4, ::4])
+    np.testing.assert_array_equal(d.degrade_tem(vol, factor=4, mode="nearest"),
+                                  vol[:, ::4, ::4])
     u8 = (np.arange(64).reshape(8, 8)).astype(np.uint8)
-    assert d.degrade_tem(u8, factor=2).dtype == np.uint8
+    assert d.degrade_tem(u8, factor=2, mode="nearest").dtype == np.uint8
 
 
 def test_degrade_area_is_block_mean():
@@ -149,7 +150,7 @@ def test_degrade_area_is_block_mean():
 
 def test_degrade_crops_to_multiple_of_factor():
     y = np.arange(10 * 11, dtype=np.float64).reshape(10, 11)
-    x = d.degrade_tem(y, factor=4)
+    x = d.degrade_tem(y, factor=4, mode="nearest")
     assert x.shape == (2, 2)
     np.testing.assert_array_equal(x, y[:8:4, :8:4])
     np.testing.assert_allclose(
@@ -166,9 +167,53 @@ def test_degrade_noise_is_seeded():
     assert not np.array_equal(a, d.degrade_tem(y, factor=2, noise_std=0.1, seed=5))
 
 
+def test_degrade_default_is_binning():
+    y = np.random.default_rng(2).random((16, 16))
+    np.testing.assert_array_equal(d.degrade_tem(y), d.degrade_tem(y, factor=4, mode="area"))
+
+
+def test_binning_preserves_the_mean():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        f = int(rng.integers(1, 6))
+        y = rng.random((f * int(rng.integers(1, 9)), f * int(rng.integers(1, 9))))
+        assert abs(d.degrade_tem(y, factor=f).mean() - y.mean()) < 1e-12
+
+
+@pytest.mark.parametrize(("photons", "read_noise"), [(200.0, 2.0), (100.0, 0.0), (1000.0, 10.0)])
+def test_shot_noise_matches_the_poisson_gaussian_model(photons, read_noise):
+    # many seeds: per intensity, the mean and variance over 40 seeds x 1024 pixels match
+    # I and I / photons + (read_noise / photons)**2 (intensities away from the clip at 0 and 1)
+    levels = np.array([0.2, 0.5, 0.7])
+    y = np.repeat(levels, 128 * 128).reshape(3, 128, 128)
+    samples = np.stack([
+        d.degrade_tem(y, factor=4, photons=photons, read_noise=read_noise, seed=s)
+        for s in range(40)
+    ])  # (seeds, 3, 32, 32)
+    for k, level in enumerate(levels):
+        values = samples[:, k].ravel()
+        var = level / photons + (read_noise / photons) ** 2
+        n = values.size
+        # tolerance: 5 standard errors of the mean and of the variance (kurtosis ~ 3)
+        assert abs(values.mean() - level) < 5 * np.sqrt(var / n)
+        assert abs(values.var() / var - 1) < 5 * np.sqrt(2 / n)
+
+
+def test_shot_noise_is_seeded_clipped_and_leaves_the_input():
+    y = np.full((64, 64), 0.99, np.float32)
+    before = y.copy()
+    a = d.degrade_tem(y, photons=20.0, read_noise=1.0, seed=7)
+    np.testing.assert_array_equal(a, d.degrade_tem(y, photons=20.0, read_noise=1.0, seed=7))
+    assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1 and (a == 1).any()
+    np.testing.assert_array_equal(y, before)
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "match"),
     [
+        ((np.zeros((8, 8)),), {"photons": 0}, "photons must be"),
+        ((np.zeros((8, 8)),), {"photons": 10, "read_noise": -1}, "read_noise must be"),
+        ((np.zeros((8, 8)),), {"read_noise": 2.0}, "read_noise is in counts and needs photons"),
         ((np.zeros(16),), {}, "image must be 2-D or 3-D"),
         ((np.zeros((2, 2)),), {"factor": 4}, "at least factor=4 rows"),
         ((np.zeros((8, 8)),), {"factor": 0}, "factor must be an integer >= 1"),
