@@ -281,3 +281,52 @@ def test_fields_validate_live(qpi_viewer, tmp_path):
     small = viewer.add_image(np.zeros((100, 90), np.float32), name="odd")
     widget.target.value = small
     assert "whole factor" in widget.status.value
+
+
+def test_train_dock_opens_from_the_manifest_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari\n"
+        "v = napari.Viewer(show=False)\n"
+        "dock, widget = v.window.add_plugin_dock_widget('napari-im2im-uq', 'Train')\n"
+        "assert type(widget).__name__ == 'TrainWidget', type(widget)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "v.close()\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_fine_tune_a_zoo_model_and_train_its_mask_network_in_the_dock(
+        make_napari_viewer, qtbot, tmp_path):
+    """A base model: its head is chosen; with no target the dock trains its mask network."""
+    from napari_im2im_uq._sample_data import sample_tem
+
+    viewer = make_napari_viewer(show=True)
+    for data, kwargs, kind in sample_tem():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = _dock(viewer)
+    widget.input.value = viewer.layers["tem input (low-res)"]
+    widget.target.value = viewer.layers["tem truth (high-res)"]
+    widget.head.value = "gaussian"
+    widget.base.value = "tem-sr4x-quantile"
+    assert widget.head.value == "quantile"  # fine-tuning keeps the base model's head
+    result = _train(qtbot, widget, tmp_path / "tuned", steps=10)
+    spec = result.model.spec
+    assert spec["heuristic"] == "quantile" and spec["scale_factor"] == 4
+    _check_done(viewer, widget)
+    assert widget.held_back.data[0].shape == (4, 3)  # (plane, row, column) on the truth stack
+
+    widget.target.value = None  # the mask network of the base model, from the truth alone
+    widget.input.value = viewer.layers["tem truth (high-res)"]
+    assert widget.input.label == "truth (high-res)" and list(widget.head.choices) == ["mask"]
+    result = _train(qtbot, widget, tmp_path / "mask", steps=10)
+    assert result.model.spec["heuristic"] == "mask"
+    _check_done(viewer, widget)
+    truth = viewer.layers["tem truth (high-res)"]
+    corners = np.concatenate(widget.held_back.data)
+    assert corners[:, 1:].max() <= truth.data.shape[-1] - 0.5  # on the truth's grid
