@@ -445,7 +445,8 @@ def test_refuses_wrong_sha256(tmp_path):
 def test_refuses_unknown_architecture(tmp_path):
     _, folder = _save(tmp_path)
     _edit_json(folder, architecture="resnet_evil")
-    with pytest.raises(BundleError, match=r"unknown architecture 'resnet_evil'.*\['unet2d'\]"):
+    known = r"\['srnet2d', 'unet2d'\]"
+    with pytest.raises(BundleError, match=r"unknown architecture 'resnet_evil'.*" + known):
         load_model(folder)
 
 

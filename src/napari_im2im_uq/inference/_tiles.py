@@ -48,7 +48,8 @@ def tile_side_from_spec(spec: dict, device: str = "cpu"):
     True
     """
     kwargs = spec.get("kwargs", {})
-    if "halo" not in spec or "depth" not in kwargs:
+    if "halo" not in spec:
         return None
-    return tile_side(kwargs, int(spec.get("scale_factor", 1)), int(spec["halo"]),
-                     2 ** int(kwargs["depth"]), device)
+    divisor = 2 ** int(kwargs["depth"]) if "depth" in kwargs else 1  # srnet2d: any size
+    return tile_side(kwargs, int(spec.get("scale_factor", 1)), int(spec["halo"]), divisor,
+                     device)

@@ -15,7 +15,7 @@ from safetensors.torch import save as _safetensors_save
 from ._catalog import MODEL_JSON, WEIGHTS_FILE, ZOO_DIR, _resolve, list_models, read_model_json
 from ._errors import LIMITS, BundleError
 from ._model import Im2ImModel
-from ._spec import check_consistency, complete_spec, unet_parameter_count, validate_spec
+from ._spec import check_consistency, complete_spec, parameter_count, validate_spec
 
 __all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ZOO_DIR", "list_models", "load_model", "save_model"]
 
@@ -56,7 +56,7 @@ def _check_weights_size(path: Path, spec: dict) -> None:
     A smaller file is read (it is smaller than the network) and its tensors are checked one
     by one, which says more than its size.
     """
-    n_float, n_int = unet_parameter_count(spec["kwargs"])
+    n_float, n_int = parameter_count(spec["architecture"], spec["kwargs"])
     header_max = LIMITS["safetensors_header_bytes"]
     high = 8 + header_max + 4 * n_float + 8 * n_int
     size = path.stat().st_size

@@ -24,10 +24,12 @@ __all__ = [
     "LIMITS",
     "NORMALIZATION_KINDS",
     "REQUIRED_FIELDS",
+    "SRNET_DEFAULTS",
     "UNET_DEFAULTS",
     "check_kwargs",
     "complete_spec",
     "mask_halo",
+    "parameter_count",
     "unet_parameter_count",
     "validate_spec",
 ]
@@ -51,6 +53,28 @@ UNET_BOUNDS = {
     "scale_factor": (1, 16),
 }
 _UNET_CHOICES = {"norm": NORMS, "upsampling": UPSAMPLINGS}
+#: Keyword arguments of ``SRNet2d`` and their defaults (a test checks they match its signature).
+SRNET_DEFAULTS = {
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": 32,
+    "n_blocks": 8,
+    "scale_factor": 4,
+    "skip": "point",
+}
+#: Inclusive bounds of the integer ``SRNet2d`` kwargs.
+SRNET_BOUNDS = {
+    "in_channels": (1, 64),
+    "out_channels": (1, 1024),
+    "channels": (1, 256),
+    "n_blocks": (0, 64),
+    "scale_factor": (1, 16),
+}
+_SRNET_CHOICES = {"skip": ("point", "bins", "none")}
+_ARCH_KWARGS = {
+    "unet2d": (UNET_DEFAULTS, UNET_BOUNDS, _UNET_CHOICES),
+    "srnet2d": (SRNET_DEFAULTS, SRNET_BOUNDS, _SRNET_CHOICES),
+}
 
 
 #: Fields every ``model.json`` must have (others depend on the heuristic or are optional).
@@ -234,28 +258,48 @@ def check_kwargs(architecture: str, kwargs: dict) -> dict:
     ...
     napari_im2im_uq.models._errors.BundleError: kwargs['depth'] must be an integer in [1, 8]; got 40
     """
-    if architecture != "unet2d":  # the registry's only architecture (checked by the caller)
-        raise BundleError(f"unknown architecture {architecture!r}; known architectures: ['unet2d']")
-    unknown = sorted(k for k in kwargs if k not in UNET_DEFAULTS)
+    if architecture not in _ARCH_KWARGS:  # the registry's architectures (checked by the caller)
+        raise BundleError(
+            f"unknown architecture {architecture!r}; known architectures: {sorted(_ARCH_KWARGS)}"
+        )
+    defaults, bounds, choices = _ARCH_KWARGS[architecture]
+    unknown = sorted(k for k in kwargs if k not in defaults)
     if unknown:
         raise BundleError(
-            f"kwargs {kwargs} are invalid for architecture 'unet2d': unknown argument "
-            f"{unknown[0]!r}; expected some of {sorted(UNET_DEFAULTS)}"
+            f"kwargs {kwargs} are invalid for architecture {architecture!r}: unknown argument "
+            f"{unknown[0]!r}; expected some of {sorted(defaults)}"
         )
-    for key, (lo, hi) in UNET_BOUNDS.items():
+    for key, (lo, hi) in bounds.items():
         if key in kwargs and (not _is_int(kwargs[key]) or not lo <= kwargs[key] <= hi):
             raise BundleError(f"kwargs[{key!r}] must be an integer in [{lo}, {hi}]; got {kwargs[key]!r}")
-    for key, choices in _UNET_CHOICES.items():
-        if key in kwargs and kwargs[key] not in choices:
-            raise BundleError(f"kwargs[{key!r}] must be one of {list(choices)}; got {kwargs[key]!r}")
-    full = {**UNET_DEFAULTS, **kwargs}
-    n = sum(unet_parameter_count(full))
+    for key, allowed in choices.items():
+        if key in kwargs and kwargs[key] not in allowed:
+            raise BundleError(f"kwargs[{key!r}] must be one of {list(allowed)}; got {kwargs[key]!r}")
+    full = {**defaults, **kwargs}
+    n = sum(parameter_count(architecture, full))
     if n > LIMITS["parameters"]:
         raise BundleError(
             f"kwargs {kwargs} describe a network of {n:,} parameters; a bundle may have at most "
             f"{LIMITS['parameters']:,}"
         )
     return full
+
+
+def parameter_count(architecture: str, kwargs: dict) -> tuple[int, int]:
+    """Return ``(floating, integer)`` element counts of a registered architecture's weights.
+
+    Computed from the kwargs alone (nothing is built).
+
+    Examples
+    --------
+    >>> parameter_count("srnet2d", {"channels": 4, "n_blocks": 1, "scale_factor": 2})
+    (632, 0)
+    """
+    if architecture == "srnet2d":
+        from ._srnet import srnet_parameter_count
+
+        return srnet_parameter_count({**SRNET_DEFAULTS, **kwargs})
+    return unet_parameter_count(kwargs)
 
 
 def unet_parameter_count(kwargs: dict) -> tuple[int, int]:

@@ -233,7 +233,9 @@ class UNet2d(nn.Module):
 
 
 #: The fixed registry of architectures a bundle may name; nothing else is ever constructed.
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet2d": UNet2d}
+from ._srnet import SRNet2d  # noqa: E402  (the registry holds both families)
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"unet2d": UNet2d, "srnet2d": SRNet2d}
 
 
 def receptive_field_radius(network: nn.Module) -> int:
