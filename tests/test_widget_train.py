@@ -21,6 +21,7 @@ if not HAS_DISPLAY:
 from napari_im2im_uq import api  # noqa: E402
 from napari_im2im_uq._sample_data import sample_qpi  # noqa: E402
 from napari_im2im_uq._widgets._train import PLOT_INTERVAL_S  # noqa: E402
+from napari_im2im_uq.layers import kind as layer_kind  # noqa: E402
 
 TIMEOUT_MS = 600_000
 STEPS = 60
@@ -105,7 +106,7 @@ def _check_done(viewer, widget):
     name = api.model_card(path)["name"]
     assert PredictWidget(viewer).model_label.value.startswith(name)
     layer = viewer.layers[f"held back ({name})"]
-    assert layer is widget.held_back and layer._type_string == "shapes"
+    assert layer is widget.held_back and layer_kind(layer) == "shapes"
     n_boxes = sum(len(im["held_back"]) for im in widget.result.split["images"])
     assert len(layer.data) == n_boxes > 0
     assert np.all(layer.edge_color[:, 3] > 0) and np.all(layer.face_color[:, 3] == 0)
