@@ -508,7 +508,7 @@ def _describe(event: dict, history: LossHistory) -> str:
     if phase == "data":
         return "reading the pairs and cutting the train / validation / held-back regions..."
     if phase == "train":
-        line = (f"step {event['step']} / {event['total']}: loss {history.smooth[-1]:.4g} "
+        line = (f"step {event['step']} of {event['total']}: loss {history.smooth[-1]:.4g} "
                 f"(smoothed), {float(event.get('seconds', 0.0)):.0f} s")
         if history.val_loss:
             line += f"; validation {history.val_loss[-1]:.4g}"
@@ -516,7 +516,7 @@ def _describe(event: dict, history: LossHistory) -> str:
                 line += f" (best at step {history.best_step})"
         return line
     if phase == "validate":
-        return (f"step {event['step']} / {event['total']}: validation loss "
+        return (f"step {event['step']} of {event['total']}: validation loss "
                 f"{float(event['val_loss']):.4g} (best {float(event['best_val_loss']):.4g} at "
                 f"step {event['best_step']})")
     if phase == "stopped_early":
