@@ -83,7 +83,7 @@ def tem_calibration_tiles(image=None, *, tile=64, factor=4, n_images=1, size=512
     truth_img = truth_img[:, : (truth_img.shape[1] // tile) * tile, : (truth_img.shape[2] // tile)
                           * tile]
     membrane_img = membrane_img[:, : truth_img.shape[1], : truth_img.shape[2]]
-    low = np.stack([degrade_tem(t, factor=factor) for t in truth_img])
+    low = np.stack([degrade_tem(t, factor=factor, mode="nearest") for t in truth_img])
     pred = np.stack([ndimage.zoom(lo, factor, order=3, mode="reflect", grid_mode=True)
                      for lo in low])
     pred = np.clip(pred, 0.0, 1.0)
