@@ -201,7 +201,7 @@ def test_napari_reviewer_checks():
     ids = [c["id"] for c in manifest["contributions"]["commands"]]
     assert ids and all(i.startswith("napari-im2im-uq.") for i in ids)
     assert {w["display_name"] for w in manifest["contributions"]["widgets"]} == {
-        "Model", "Predict", "Calibrate", "Diagnostics"}
+        "Model", "Predict", "Calibrate", "Diagnostics", "Train"}
     cfg = configparser.ConfigParser()
     cfg.read(root / "setup.cfg")
     requires = cfg["options"]["install_requires"].lower()

@@ -95,8 +95,9 @@ def _predict_and_calibrate(viewer, widget, image, truth, *, tile):
     return cal_w, api.model_outputs(viewer.layers, f"prediction ({name})")
 
 
-def _check_done(viewer, widget):
-    """The model is the session's, the held-back Shapes layer is there and visible."""
+def _check_done(viewer, widget, model_w=None):
+    """The model is the session's (an open Model dock follows), the held-back Shapes layer is
+    there and visible."""
     from napari_im2im_uq._widgets import ModelWidget, PredictWidget
     from napari_im2im_uq._widgets._common import session
 
@@ -104,6 +105,9 @@ def _check_done(viewer, widget):
     assert session(viewer).model == path
     assert ModelWidget(viewer).choice() == path  # a Model dock opened now shows the new model
     name = api.model_card(path)["name"]
+    if model_w is not None:  # and one open before training follows the session
+        assert model_w.choice() == path and name in model_w.card.value
+        assert session(viewer).model == path and model_w.status.value == ""
     assert PredictWidget(viewer).model_label.value.startswith(name)
     layer = viewer.layers[f"held back ({name})"]
     assert layer is widget.held_back and layer_kind(layer) == "shapes"
@@ -111,11 +115,17 @@ def _check_done(viewer, widget):
     assert len(layer.data) == n_boxes > 0
     assert np.all(layer.edge_color[:, 3] > 0) and np.all(layer.face_color[:, 3] == 0)
     assert f"'held back ({name})' as the labeled regions in Calibrate" in widget.message.value
+    # ready for another run: a fresh output folder, no "cannot run" above the success message
+    assert str(widget.output.value) == f"{path}-2" and widget.status.value == ""
 
 
 def test_qpi_trained_in_the_dock_beats_its_baseline_and_calibrates_on_held_back(
         qpi_viewer, qtbot, tmp_path):
+    from napari_im2im_uq._widgets import ModelWidget
+
     viewer = qpi_viewer
+    model_w = ModelWidget(viewer)
+    viewer.window.add_dock_widget(model_w, name="Model")
     widget = _dock(viewer)
     assert widget.input.value.name == "qpi oblique images"
     assert widget.target.value.name == "qpi phase truth"
@@ -123,7 +133,7 @@ def test_qpi_trained_in_the_dock_beats_its_baseline_and_calibrates_on_held_back(
     quality = result.quality
     assert quality["model"]["rmse"] < quality["baseline"]["rmse"], quality
     assert "held-back quality" in widget.quality.value
-    _check_done(viewer, widget)
+    _check_done(viewer, widget, model_w)
 
     truth = viewer.layers["qpi phase truth"]
     cal_w, outputs = _predict_and_calibrate(viewer, widget, viewer.layers["qpi oblique images"],

@@ -259,6 +259,32 @@ def test_error_becomes_notification(tem_viewer, qtbot, monkeypatch):
     assert cal_w.calibrate_button.enabled and not cal_w.cancel.enabled
 
 
+def test_a_runtime_error_ends_the_job_and_frees_the_dock(tem_viewer, qtbot, monkeypatch):
+    """torch raises RuntimeError; superqt's worker takes one for a deleted Qt object and would
+    end silently, leaving the dock busy forever: the runner re-raises it as JobFailed."""
+    from napari_im2im_uq._widgets import CalibrateWidget, _common
+
+    shown = []
+    monkeypatch.setattr(_common, "show_error", lambda msg: shown.append(msg))
+    viewer = tem_viewer
+    _predict(qtbot, viewer)
+    cal_w = CalibrateWidget(viewer)
+    cal_w.reset_choices()
+    cal_w.prediction.value = viewer.layers[f"prediction ({MODEL})"]
+    cal_w.truth.value = viewer.layers["tem truth (high-res)"]
+
+    def broken(*args, **kwargs):
+        yield 0, 3
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(api, "calibrate_job", broken)
+    cal_w.start()
+    _wait(qtbot, cal_w)
+    assert shown and "CUDA out of memory (simulated)" in shown[0]
+    assert cal_w.message.value.startswith("error:")
+    assert cal_w.calibrate_button.enabled and not cal_w.cancel.enabled
+
+
 def test_record_writer_and_reader(tem_viewer, qtbot, tmp_path):
     from napari_im2im_uq._widgets import CalibrateWidget
 

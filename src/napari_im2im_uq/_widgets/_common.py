@@ -166,6 +166,14 @@ def prefer(box: ComboBox, accept) -> None:
             return
 
 
+class JobFailed(Exception):
+    """A job raised a RuntimeError (torch's errors do): re-raised as this one.
+
+    superqt's thread worker takes a RuntimeError for the sign that its Qt object was deleted
+    and ends without emitting ``errored`` or ``finished``: the dock would stay busy forever.
+    """
+
+
 class JobRunner:
     """Run api generators in a napari thread worker, with a progress bar and a cancel button.
 
@@ -226,6 +234,8 @@ class JobRunner:
                     yield next(job)
             except StopIteration as stop:
                 return stop.value
+            except RuntimeError as err:  # torch's errors are; see JobFailed
+                raise JobFailed(str(err)) from err
 
         worker = create_worker(drive, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_step)

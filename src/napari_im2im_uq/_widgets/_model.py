@@ -9,6 +9,7 @@ chosen, gives the session's ``trust_code``.
 
 from __future__ import annotations
 
+import contextlib
 import html
 from pathlib import Path
 
@@ -61,6 +62,32 @@ class ModelWidget(Panel):
         self.extend([self.model, self.folder, self.zip, self.trust, self.device, self.card,
                      self.status])
         self.watch(self.model, self.folder, self.zip, self.device, self.trust)
+        self.session.changed.connect(self.follow)
+        self.refresh()
+
+    def follow(self, *_):
+        """Show the session's model and device when another dock chose them.
+
+        The Train dock makes its new bundle the session's model: this dock then shows that
+        folder and its card (fields set with their signals blocked, then one re-validation,
+        so the old choice is never written back to the session on the way).
+        """
+        if (self.choice(), self.device.value) == (self.session.model, self.session.device):
+            return
+        zoo = [c for c in self.model.choices if c not in (ON_DISK, ZIP)]
+        chosen, folder, package = _initial(self.session.model, zoo)
+        widgets = (self.model, self.folder, self.zip, self.device, self.trust)
+        with contextlib.ExitStack() as stack:
+            for w in widgets:
+                stack.enter_context(w.changed.blocked())
+            self.model.value = chosen
+            if folder:
+                self.folder.value = folder
+            if package:
+                self.zip.value = package
+            self.device.value = self.session.device
+            self.trust.value = self.session.trust_code
+        self._last = self.choice()
         self.refresh()
 
     def choice(self):

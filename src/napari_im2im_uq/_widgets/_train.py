@@ -42,14 +42,6 @@ HEAD_TIPS = {
 }
 
 
-class TrainingFailed(Exception):
-    """A training job raised a RuntimeError (torch's errors are): re-raised as this.
-
-    The thread worker treats a RuntimeError as a sign that its Qt object was deleted and ends
-    without telling anyone; this one reaches the error notification and the Resume button.
-    """
-
-
 def _is_input(layer) -> bool:
     return kind(layer) == "image" and not is_output(layer)
 
@@ -104,6 +96,28 @@ def check_output_folder(value, *, overwrite: bool) -> str | None:
         return (f"output folder {path} exists and is not empty: choose a new or empty folder "
                 "(or tick 'overwrite' if it holds a model to replace)")
     return None
+
+
+def next_free_folder(path) -> Path:
+    """Return ``path`` numbered on (``model-2``, ``model-3``, ...) to the first name not taken.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (Path(tmp) / "model").mkdir()
+    ...     (Path(tmp) / "model-2").mkdir()
+    ...     [next_free_folder(Path(tmp) / n).name for n in ("model", "model-2", "new")]
+    ['model-3', 'model-3', 'new-2']
+    """
+    path = Path(path)
+    stem, _, number = path.name.rpartition("-")
+    if not (stem and number.isdigit()):
+        stem, number = path.name, "1"
+    i = int(number) + 1
+    while path.with_name(f"{stem}-{i}").exists():
+        i += 1
+    return path.with_name(f"{stem}-{i}")
 
 
 class _Plotter:
@@ -392,8 +406,6 @@ class TrainWidget(Panel):
                     except StopIteration as stop:
                         result = stop.value
                         break
-                    except RuntimeError as err:  # torch's errors: see TrainingFailed
-                        raise TrainingFailed(f"training failed: {err}") from err
                     if history.add(event):
                         plots.request(history)
                     yield event, plots.take(), _describe(event, history)
@@ -460,6 +472,7 @@ class TrainWidget(Panel):
             f"saved {name} to {path}{stopped}; it is now the model of the Model and Predict "
             f"docks. Next: predict with it, then calibrate on the held-back regions: pick "
             f"'{self.held_back.name}' as the labeled regions in Calibrate.")
+        self.output.value = str(next_free_folder(path))  # ready for another run, nothing lost
 
     def _add_held_back(self, rects: list, name: str, target):
         """Add the held-back regions as a Shapes layer on the target's grid; return it."""
