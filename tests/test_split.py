@@ -158,3 +158,24 @@ def test_region_sampler_draws_every_patch_inside_the_boxes_and_no_other():
         drawn = {divmod(int(v), w) for v in xb[:, 0, 0, 0]}
         assert drawn == valid
         assert np.array_equal(yb[:, 0, ::s, ::s], xb[:, 0])  # the aligned target patch
+
+
+def test_transpose_augmentation_keeps_a_super_resolution_pair_aligned():
+    from napari_im2im_uq.training._region_sampler import RegionSampler
+
+    y = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    x = y[::4, ::4][None]  # corner-aligned nearest down-sampling
+    box = [[(0, 0, 64, 64)]]
+    kept = RegionSampler([x], [y], box, scale_factor=4, patch_shape=(8, 8), augment="transpose")
+    xb, yb = kept.sample(np.random.default_rng(1), 64)
+    assert np.array_equal(xb[:, 0], yb[:, 0, ::4, ::4])
+    code = np.arange(256, dtype=np.float32).reshape(1, 16, 16)  # value = row * 16 + column
+    coded = RegionSampler([code], [np.kron(code[0], np.ones((4, 4)))], box, scale_factor=4,
+                          patch_shape=(8, 8), augment="transpose")
+    xc, _ = coded.sample(np.random.default_rng(1), 64)
+    steps = xc[:, 0, 0, 1] - xc[:, 0, 0, 0]  # along a patch row: +1 as is, +16 transposed
+    assert set(steps.tolist()) == {1.0, 16.0} and 16 < int(np.sum(steps == 16)) < 48
+    # flips of the pair would shift the input by 3 target pixels against its target
+    flipped = RegionSampler([x], [y], box, scale_factor=4, patch_shape=(8, 8), augment="dihedral")
+    xb, yb = flipped.sample(np.random.default_rng(1), 64)
+    assert not np.array_equal(xb[:, 0], yb[:, 0, ::4, ::4])

@@ -346,7 +346,7 @@ def train(
             "stopped_early": stopped_early, "seed": seed, "batch_size": run.batch_size,
             "patch": [run.patch, run.patch], "lr": run.lr,
             "optimizer": f"Adam, lr {run.lr}, cosine schedule to 0",
-            "augmentation": "dihedral", "loss_options": run.loss_options,
+            "augmentation": run.augment, "loss_options": run.loss_options,
             "network": dict(getattr(run.network, "config", {})),
             "region_shape": list(run.split.region_shape),
             "n_regions": {p: sum(len(im[p]) for im in split_dict["images"])

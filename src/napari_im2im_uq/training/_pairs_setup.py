@@ -61,6 +61,7 @@ class Setup:
     lr: float
     validate_every: int
     patience: int
+    augment: str
     loss_options: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
 
@@ -298,8 +299,9 @@ def prepare(input, target, *, head, task, base_model, scale_factor, region_shape
     if not any(usable):
         raise ValueError("target has no annotated pixel (label > 0) in the train regions; "
                          "annotate more of the image or change seed or region_shape")
+    augment = "dihedral" if s == 1 else "transpose"  # flips would misalign an s > 1 pair
     sampler = RegionSampler(xs, ys, usable, scale_factor=s, patch_shape=(patch, patch),
-                            augment="dihedral")
+                            augment=augment)
     if batch_size is None:
         batch_size = 32 if dev.type == "cuda" else 8
         defaults["batch_size"] = "8 on the CPU, 32 on a GPU"
@@ -320,4 +322,5 @@ def prepare(input, target, *, head, task, base_model, scale_factor, region_shape
                                      divisor, batch_size, task)
     loss_options = {"quantiles": list(QUANTILES)} if head == "quantile" else {}
     return Setup(pairs, base, task, head, split, net, spec, sampler, validation, steps,
-                 batch_size, patch, lr, validate_every, patience, loss_options, defaults)
+                 batch_size, patch, lr, validate_every, patience, augment, loss_options,
+                 defaults)

@@ -25,8 +25,13 @@ class RegionSampler(PatchSampler):
         ``(h s, w s)`` targets.
     boxes : list of list of (r0, c0, r1, c1)
         Per plane, the half-open boxes (target pixels, multiples of ``s``) patches may use.
-    scale_factor, patch_shape, augment
+    scale_factor, patch_shape
         As for :class:`PatchSampler` (``patch_shape`` in input pixels).
+    augment : {"dihedral", "flips", "cols", "none", "transpose"}
+        As for :class:`PatchSampler`, and "transpose": the identity or the transpose, the
+        only flips and rotations that keep a super-resolution pair aligned whatever its
+        sampling (with ``input = target[::s, ::s]`` a flipped input sits ``s - 1`` target
+        pixels off the flipped target).
 
     Examples
     --------
@@ -41,8 +46,11 @@ class RegionSampler(PatchSampler):
 
     def __init__(self, inputs, targets, boxes, *, scale_factor: int = 1,
                  patch_shape=(32, 32), augment: str = "dihedral"):
+        transpose = augment == "transpose"
         super().__init__(inputs, targets, scale_factor=scale_factor, patch_shape=patch_shape,
-                         augment=augment)
+                         augment="dihedral" if transpose else augment)
+        if transpose:
+            self._augment = "transpose"
         if len(boxes) != len(self._targets):
             raise ValueError(f"boxes must hold one list per plane ({len(self._targets)}); got "
                              f"{len(boxes)}")
@@ -62,6 +70,11 @@ class RegionSampler(PatchSampler):
             raise ValueError(
                 f"boxes must hold at least one patch of {rows} x {cols} input pixels; none does")
         self._weights = sizes / sizes.sum()
+
+    def _draw_transform(self, rng: np.random.Generator) -> tuple[int, bool, bool]:
+        if self._augment == "transpose":  # flip columns then rotate by 90 degrees: transpose
+            return (1, False, True) if rng.integers(2) else (0, False, False)
+        return super()._draw_transform(rng)
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Draw a batch (see :meth:`PatchSampler.sample`) of patches inside the boxes.
