@@ -98,3 +98,44 @@ def test_bundle_round_trip_and_bounds(tmp_path):
 def test_refuses_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SRNet2d(**kwargs)
+
+
+# ----------------------------------------------------------------- the TEM SR recipe's data
+def test_patch_degradation_is_fresh_per_patch_and_reproducible():
+    from napari_im2im_uq.data import degrade_tem
+    from napari_im2im_uq.training._recipes import _PatchDegradation
+    from napari_im2im_uq.training._recipes_tem import TEM_DEGRADATION
+
+    degrade = _PatchDegradation(TEM_DEGRADATION)
+    rng = np.random.default_rng(0)
+    a = rng.random((1, 32, 32)).astype(np.float32)
+    b = rng.random((1, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(degrade(a), degrade(a))  # a resumed run sees the same pair
+    noise_a = degrade(a) - degrade_tem(a)
+    noise_b = degrade(b) - degrade_tem(b)
+    assert degrade(a).shape == (1, 8, 8)
+    assert not np.allclose(noise_a, noise_b)
+    assert 0.02 < float(np.std(noise_a)) < 0.08  # about sqrt(I / 200) for I ~ 0.5
+
+
+def test_validation_batches_are_fixed_crops_of_the_validation_slice():
+    from napari_im2im_uq.training._recipes import _validation_batches
+    from napari_im2im_uq.training._recipes_tem import TEM_DEGRADATION
+
+    y = np.random.default_rng(1).random((1024, 1024)).astype(np.float32)
+    first = _validation_batches(y, TEM_DEGRADATION)
+    again = _validation_batches(y, TEM_DEGRADATION)
+    assert [(x.shape, t.shape) for x, t in first] == [((4, 1, 64, 64), (4, 1, 256, 256))] * 2
+    for (x1, t1), (x2, t2) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(t1, t2)
+
+
+def test_tem_sr_recipes_hold_out_the_test_slices():
+    from napari_im2im_uq.training._recipes import RECIPES
+    from napari_im2im_uq.training._recipes_tem import _SR_TRAIN, _SR_VALIDATION
+
+    assert set(_SR_TRAIN) | {_SR_VALIDATION} == set(range(14))
+    recipe = RECIPES["tem-sr4x-quantile"]
+    assert recipe.network["architecture"] == "srnet2d"
+    assert recipe.degradation["mode"] == "area" and recipe.validate_every

@@ -164,7 +164,7 @@ def test_fields_validate_live(tem_viewer):
     viewer = tem_viewer
     predict_w = PredictWidget(viewer)
     assert predict_w.image.value is viewer.layers["tem input (low-res)"]  # role "input" first
-    assert "tiles of 208 x 208 input pixels" in predict_w.defaults.value
+    assert "tiles of 128 x 128 input pixels" in predict_w.defaults.value
     predict_w.tile_rows.value = 64
     assert not predict_w.run_button.enabled
     assert "tile rows and columns" in predict_w.status.value
@@ -370,7 +370,10 @@ def test_headless_demo_writes_screenshot_and_record(tmp_path):
     assert records["intervals"]["model"]["name"] == MODEL
     img = iio.imread(shot)[..., :3].astype(int)
     magenta = (img[..., 0] - img[..., 1] > 60) & (img[..., 2] - img[..., 1] > 60)
-    assert magenta.mean() > 0.02  # the untrusted overlay is on the canvas
+    # the untrusted overlay is on the canvas: 0.018 of the window with the binned-input model,
+    # which trusts about two thirds of the sample's pixels (the nearest-sampled one trusted one
+    # pixel in 16 and painted most of the canvas)
+    assert magenta.mean() > 0.01
 
 
 def test_demo_is_readable_at_a_glance(make_napari_viewer, tmp_path):
@@ -422,9 +425,10 @@ def test_demo_is_readable_at_a_glance(make_napari_viewer, tmp_path):
     a, b = (ndimage.gaussian_filter(x.mean(-1), 1.5)[inside] for x in (alone, shot))
     corr = float(np.corrcoef(a, b)[0, 1])
     gain = float(np.cov(a, b)[0, 1] / np.var(a))  # how much of the truth's contrast survives
-    # measured 0.89 and 0.42; the additive width at opacity 0.7 with the overlay at
-    # 0.5 gave 0.74 and 0.29
-    assert corr > 0.8 and gain > 0.35, (corr, gain)
+    # measured 0.89 and 0.42 with the nearest-sampled model, 0.80 and 0.50 with the binned one
+    # (its untrusted pixels are a speckle, not a sheet); the additive width at opacity
+    # 0.7 with the overlay at 0.5 gave 0.74 and 0.29
+    assert corr > 0.77 and gain > 0.35, (corr, gain)
 
 
 def test_segmentation_path_on_partial_labels(tem_viewer, qtbot):

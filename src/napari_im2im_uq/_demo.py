@@ -1,9 +1,10 @@
 """napari-im2im-uq demo: the sample TEM volume, a shipped model and its calibration, in napari.
 
-By default it opens napari with the synthetic TEM sample, runs the shipped model
-tem-sr4x-quantile over the low-resolution input, calibrates per-pixel intervals (RCPS) and a
-trust mask on the sample's high-resolution truth, and shows the prediction, the interval width
-and the untrusted pixels with the four dock widgets.
+By default it opens napari with the synthetic TEM sample (its low-resolution input binned 4 x 4
+with the noise of a short exposure, as a microscope with a coarser pixel records it), runs the
+shipped model tem-sr4x-quantile (trained on that degradation) over the input, calibrates
+per-pixel intervals (RCPS) and a trust mask on the sample's high-resolution truth, and shows the
+prediction, the interval width and the untrusted pixels with the four dock widgets.
 
 --headless runs the same pipeline, saves a screenshot and the calibration records, and exits.
 napari still needs a display for its OpenGL canvas: on a server run it under a virtual display,

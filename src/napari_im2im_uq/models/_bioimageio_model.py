@@ -42,13 +42,16 @@ class ExportedNetwork(torch.nn.Module):
     heuristic : str
         The head, or "point" for a network whose single output channel is the prediction.
     unet : dict
-        Keyword arguments of :class:`~napari_im2im_uq.models.UNet2d`.
+        Keyword arguments of the network (:class:`~napari_im2im_uq.models.UNet2d`, or of
+        ``architecture``'s class).
     quantiles : [lo, hi]
         Quantile levels of the quantile and softmax heads.
     output_range : [lo, hi] or None
         Data units of 0 and 1 in the network's output.
     scale_factor : int
         Output pixels per input pixel (a mask model up-samples its input by it).
+    architecture : str
+        A key of :data:`~napari_im2im_uq.models.ARCHITECTURES` ("unet2d" or "srnet2d").
 
     Examples
     --------
@@ -58,15 +61,18 @@ class ExportedNetwork(torch.nn.Module):
     """
 
     def __init__(self, heuristic: str, unet: dict, quantiles=(0.05, 0.95), output_range=None,
-                 scale_factor: int = 1):
+                 scale_factor: int = 1, architecture: str = "unet2d"):
         super().__init__()
-        from ._unet import UNet2d
+        from ._unet import ARCHITECTURES
 
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}; got "
+                             f"{architecture!r}")
         self.heuristic = str(heuristic)
         self.quantiles = (float(quantiles[0]), float(quantiles[1]))
         self.output_range = None if output_range is None else [float(v) for v in output_range]
         self.scale_factor = int(scale_factor)
-        self.net = UNet2d(**unet)
+        self.net = ARCHITECTURES[architecture](**unet)
 
     def _units(self, name: str, value: torch.Tensor) -> torch.Tensor:
         if self.output_range is None or self.heuristic in ("segmentation", "mask"):

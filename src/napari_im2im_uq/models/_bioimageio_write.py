@@ -92,8 +92,9 @@ def write_package(im2im, network, spec: dict, target: Path, *, record, weight_fo
     names = list(im2im.output_names) if im2im is not None else ["prediction"]
     n_in = len(spec["input_channels"])
     s, halo, div = int(spec["scale_factor"]), int(spec["halo"]), int(network.divisor)
+    arch = spec.get("architecture", "unet2d")
     exported = ExportedNetwork(heuristic, dict(network.config), spec.get("quantiles", (0.05, 0.95)),
-                               spec.get("output_range"), s)
+                               spec.get("output_range"), s, arch)
     exported.net.load_state_dict(
         {k: v.detach().cpu().clone() for k, v in network.state_dict().items()})
     exported.float().eval()
@@ -145,6 +146,8 @@ def write_package(im2im, network, spec: dict, target: Path, *, record, weight_fo
         kwargs = {"heuristic": heuristic, "unet": dict(network.config),
                   "quantiles": list(spec.get("quantiles", (0.05, 0.95))),
                   "output_range": spec.get("output_range"), "scale_factor": s}
+        if arch != "unet2d":  # packages of U-Nets stay as they were
+            kwargs["architecture"] = arch
         entry = {"pytorch_state_dict": m.PytorchStateDictWeightsDescr(
             source=weights, sha256=m.Sha256(_sha(weights)), pytorch_version=torch_version,
             architecture=m.ArchitectureFromLibraryDescr(

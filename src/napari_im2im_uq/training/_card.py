@@ -149,8 +149,11 @@ def model_card_markdown(spec: dict[str, Any]) -> str:
             f"- loss options: {training.get('loss_options')}",
             f"- wall time: {training.get('wall_time_s')} s of training on "
             f"{training.get('machine')} (nice'd, shared); torch {training.get('torch')}",
-            "",
         ]
+        if isinstance(training.get("validation"), dict):  # the zoo recipes' learning curve
+            lines.append(f"- validation on stack1 slice {training['validation'].get('slice')}: "
+                         f"{training['validation'].get('summary')} (curve in model.json)")
+        lines.append("")
     held = card.get("held_out")
     if held:
         lines += ["## Quality on held-out data", "", f"Held out: {held['held_out']}.",
@@ -163,10 +166,18 @@ def model_card_markdown(spec: dict[str, Any]) -> str:
                   f"{sub['held_out']}; tolerance {sub.get('tolerance')}.", ""]
         lines += _table(sub)
         lines.append("")
+    info = card.get("informative")
+    if info:
+        lines += ["## Is the uncertainty informative? (held-out, calibrated)", "",
+                  f"Command: `{info.get('command')}`.", "", "```json",
+                  json.dumps({k: v for k, v in info.items() if k != "command"}, indent=1),
+                  "```", ""]
+    small = ("A small super-resolution network" if spec.get("architecture") == "srnet2d"
+             else "A small U-Net")
     lines += [
         "## Limitations",
         "",
-        "- A small U-Net trained for minutes on a 2-core CPU: a demonstration model, not a "
+        f"- {small} trained for minutes on a 2-core CPU: a demonstration model, not a "
         "state-of-the-art one.",
         "- Uncertainty outputs are heuristic until calibrated on held-out data from the same "
         "population (see napari_im2im_uq.calibration).",

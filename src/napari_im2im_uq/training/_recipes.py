@@ -38,12 +38,17 @@ from ._recipes_tem import (
     _EM_CITATION,
     _EM_LICENCE,
     _EM_TRAIN,
+    _SR_TRAIN,
+    _SR_VALIDATION,
+    TEM_DEGRADATION,
     _em,
     _fit_threshold,
     _measure_mask,
     _measure_seg,
     _measure_sr,
     _synthetic,
+    degradation_of,
+    degrade,
 )
 
 
@@ -73,6 +78,13 @@ class Recipe:
         The model a mask network belongs to.
     real_data : bool
         Whether the recipe reads ``../shared/data``.
+    degradation : dict or None
+        Super-resolution: how the input is made from the target (keyword arguments of
+        :func:`napari_im2im_uq.data.degrade_tem` plus ``"function"``); None: 4x nearest.
+        Training draws fresh noise for every patch; the model spec records it.
+    validate_every : int or None
+        Super-resolution with a degradation: steps between validations on the held-out
+        training slice (13); None: no validation.
     """
 
     name: str
@@ -88,35 +100,46 @@ class Recipe:
     loss_options: dict[str, Any] = field(default_factory=dict)
     base_model: str | None = None
     real_data: bool = True
+    degradation: dict[str, Any] | None = None
+    validate_every: int | None = None
 
 
 
-_SR_NET = {"depth": 3, "base_channels": 16, "norm": "batch", "scale_factor": 4}
+_SR_UNET = {"depth": 3, "base_channels": 16, "norm": "batch", "scale_factor": 4}
+_SR_NET = {"architecture": "srnet2d", "channels": 32, "n_blocks": 8, "scale_factor": 4}
+_SR_STEPS = 4000
+_SR = {"batch_size": 8, "patch": 48, "lr": 1e-3, "degradation": TEM_DEGRADATION,
+       "validate_every": 200}
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe(
             "tem-sr4x-quantile", "tem-sr", "quantile",
-            "4x super-resolution of ssTEM (Drosophila VNC) with pixel-wise 5% and 95% quantiles.",
-            _SR_NET, steps=1500, batch_size=8, patch=32,
-            loss_options={"quantiles": [0.05, 0.95], "point_loss": "l2"},
+            "4x super-resolution of ssTEM (Drosophila VNC) acquired at a 4x coarser pixel "
+            "(4 x 4 binning, short-exposure Poisson-Gaussian noise), with pixel-wise 5% and "
+            "95% quantiles.",
+            _SR_NET, steps=_SR_STEPS, **_SR,
+            loss_options={"quantiles": [0.05, 0.95], "point_loss": "l1"},
         ),
+        # Not yet retrained on the binned, noisy input (issue 11): these three recipes still
+        # make the shipped nearest-sampled U-Net bundles. Retrain with ``_SR_NET, steps=_SR_STEPS,
+        # **_SR`` (softmax: ``{**_SR_NET, "bins": 32, "skip": "bins"}``) and point_loss "l1".
         Recipe(
             "tem-sr4x-residual", "tem-sr", "residual",
             "4x super-resolution of ssTEM with a regressed residual magnitude.",
-            _SR_NET, steps=600, batch_size=8, patch=32, loss_options={"point_loss": "l2"},
+            _SR_UNET, steps=600, batch_size=8, patch=32, loss_options={"point_loss": "l2"},
         ),
         Recipe(
             "tem-sr4x-gaussian", "tem-sr", "gaussian",
             "4x super-resolution of ssTEM with one Gaussian (mean, std) per pixel.",
-            _SR_NET, steps=600, batch_size=8, patch=32, lr=1e-3,
+            _SR_UNET, steps=600, batch_size=8, patch=32, lr=1e-3,
             loss_options={"var_floor": 1e-6},
         ),
         Recipe(
             "tem-sr4x-softmax", "tem-sr", "softmax",
             "4x super-resolution of ssTEM as classification over 32 intensity bins.",
-            {**_SR_NET, "bins": 32}, steps=600, batch_size=8, patch=32,
+            {**_SR_UNET, "bins": 32}, steps=600, batch_size=8, patch=32,
         ),
         Recipe(
             "tem-membrane-seg", "tem-seg", "segmentation",
@@ -213,15 +236,30 @@ def _spec(recipe: Recipe, *, root, extra: dict[str, Any] | None = None) -> dict[
             lo, hi = spec["output_range"]
             spec["postprocessing"] = [{"id": "clip", "kwargs": {"min": lo, "max": hi}}]
     if recipe.task in ("tem-sr", "tem-seg", "tem-mask"):
+        deg = recipe.degradation if recipe.task == "tem-sr" else (extra or {}).get("degradation")
         spec["training_data"] = {
             "dataset": "em_drosophila_vnc",
             "stack": 1,
-            "slices": list(_EM_TRAIN),
+            "slices": list(_SR_TRAIN if recipe.validate_every else _EM_TRAIN),
             "target": "membranes" if recipe.task == "tem-seg" else "raw",
             "input": "raw" if recipe.task == "tem-seg" else "raw[::4, ::4] (4x nearest)",
             "never_used_for_training": "stack1 slices 14-19 (calibration and testing), stack2",
             "units": "raw = uint8 / 255 (as napari_im2im_uq.data.load_em_drosophila returns)",
         }
+        if deg is not None:
+            spec["training_data"]["input"] = (
+                "napari_im2im_uq.data.degrade_tem(raw, **degradation): 4 x 4 binning, then "
+                "Poisson counts at `photons` per low-resolution pixel of intensity 1 plus "
+                "Gaussian read noise of `read_noise` counts, divided by `photons`, clipped to "
+                "[0, 1]; fresh noise for every training patch"
+            )
+            spec["training_data"]["degradation"] = dict(deg)
+        if recipe.validate_every:
+            spec["training_data"]["validation"] = (
+                f"stack1 slice {_SR_VALIDATION}: loss every {recipe.validate_every} steps on 8 "
+                "fixed 256 x 256 crops (fixed noise); the weights of the lowest loss are kept"
+            )
+        spec.pop("degradation", None)
         spec["licence"] = _EM_LICENCE
         spec["citation"] = _EM_CITATION
     elif recipe.task == "qpi":
@@ -256,11 +294,22 @@ def _sampler(recipe: Recipe, *, root, base_model=None):
 
     patch = (recipe.patch, recipe.patch)
     if recipe.task in ("tem-sr", "synthetic-sr"):
-        hr = _em(_EM_TRAIN, root)["raw"] if recipe.task == "tem-sr" else _synthetic(range(4))
-        return PatchSampler(
-            None, list(hr), scale_factor=4, patch_shape=patch, augment=recipe.augment,
-            degrade=nearest_downsample(4),
-        ), {}
+        if recipe.degradation is None:
+            hr = _em(_EM_TRAIN, root)["raw"] if recipe.task == "tem-sr" else _synthetic(range(4))
+            return PatchSampler(
+                None, list(hr), scale_factor=4, patch_shape=patch, augment=recipe.augment,
+                degrade=nearest_downsample(4),
+            ), {}
+        slices = _SR_TRAIN + ((_SR_VALIDATION,) if recipe.validate_every else ())
+        hr = _em(slices, root)["raw"]
+        sampler = PatchSampler(
+            None, list(hr[: len(_SR_TRAIN)]), scale_factor=4, patch_shape=patch,
+            augment=recipe.augment, degrade=_PatchDegradation(recipe.degradation),
+        )
+        fitted: dict[str, Any] = {}
+        if recipe.validate_every:
+            fitted["validation"] = _validation_batches(hr[-1], recipe.degradation)
+        return sampler, fitted
     if recipe.task == "tem-seg":
         em = _em(_EM_TRAIN, root, what=("raw", "membranes"))
         sampler = PatchSampler(
@@ -284,14 +333,49 @@ def _sampler(recipe: Recipe, *, root, base_model=None):
         from ._pairs_data import mask_pair
 
         hr = _em(_EM_TRAIN, root)["raw"]
+        deg = degradation_of(base_model.spec)
         inputs, targets = [], []
-        for y in hr:
-            net_input, target = mask_pair(base_model, y[::4, ::4], y)
+        for s, y in zip(_EM_TRAIN, hr, strict=True):
+            net_input, target = mask_pair(base_model, degrade(y, deg, [s]), y)
             inputs.append(net_input)
             targets.append(target)
         sampler = PatchSampler(inputs, targets, patch_shape=patch, augment=recipe.augment)
         return sampler, {}
     raise AssertionError(recipe.task)  # pragma: no cover
+
+
+class _PatchDegradation:
+    """The recipe's degradation of a training patch, with noise seeded by the patch itself.
+
+    The noise differs from patch to patch (fresh at every draw of a new position or
+    augmentation) yet depends only on the patch, so a resumed run sees the same pairs.
+    """
+
+    def __init__(self, degradation: dict[str, Any]):
+        self.degradation = dict(degradation)
+        self.factor = int(degradation["factor"])
+
+    def __call__(self, patch: np.ndarray) -> np.ndarray:
+        import hashlib
+
+        data = np.ascontiguousarray(patch, dtype=np.float32)
+        key = int.from_bytes(hashlib.blake2b(data.tobytes(), digest_size=8).digest(), "little")
+        return degrade(data, self.degradation, key)
+
+
+def _validation_batches(y: np.ndarray, degradation: dict[str, Any]):
+    """Eight fixed 256 x 256 crops of a validation slice and their degraded inputs (2 batches)."""
+    side = 256
+    corners = [(r, c) for r in range(0, y.shape[0] - side + 1, side)
+               for c in range(0, y.shape[1] - side + 1, side)][::2][:8]
+    xs, ys = [], []
+    for i, (r, c) in enumerate(corners):
+        crop = y[r : r + side, c : c + side]
+        xs.append(degrade(crop, degradation, [_SR_VALIDATION, i])[None])
+        ys.append(crop.astype(np.float32)[None])
+    x, t = np.stack(xs), np.stack(ys)
+    half = len(xs) // 2
+    return [(x[:half], t[:half]), (x[half:], t[half:])]
 
 
 def _load_base_model(recipe: Recipe, output: Path | None):
@@ -482,22 +566,33 @@ def run_recipe(
         extra["normalization"] = base_model.spec["normalization"]
         extra["output_range"] = base_model.spec["output_range"]
         extra["base_model"] = {"name": base_model.name, "sha256": base_model.sha256}
+        if (base_model.spec.get("training_data") or {}).get("degradation"):
+            extra["degradation"] = degradation_of(base_model.spec)
     spec = _spec(recipe, root=root, extra=extra)
     net_kwargs = dict(recipe.network)
     network = init_network(recipe.heuristic, seed=seed, **net_kwargs)
+    validation = fitted.get("validation")
     t_train = time.perf_counter()
     job = train_network(
         network, sampler, heuristic=recipe.heuristic, steps=steps,
         batch_size=recipe.batch_size, lr=recipe.lr, schedule="cosine", seed=seed,
         loss_options=recipe.loss_options, spec=spec, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every, resume=resume,
+        checkpoint_every=checkpoint_every, resume=resume, validation=validation,
+        validate_every=min(recipe.validate_every, steps) if validation else None,
+        device="auto",
     )
+    curve: list[list[float]] = []
+    losses: list[float] = []
     while True:
         try:
             event = next(job)
         except StopIteration as stop:
             model = stop.value
             break
+        if event.get("phase") == "validate":
+            curve.append([int(event["step"]), round(float(event["val_loss"]), 6)])
+        elif "loss" in event:
+            losses.append(float(event["loss"]))
         yield {"phase": "train", **event}
     train_seconds = time.perf_counter() - t_train
     card: dict[str, Any] = {
@@ -516,10 +611,26 @@ def run_recipe(
             "wall_time_s": round(train_seconds, 1),
             "resumed": bool(resume),
             "machine": _machine(),
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
     }
+    if curve:
+        best = min(curve, key=lambda sv: sv[1])
+        card["training"]["validation"] = {
+            "slice": _SR_VALIDATION,
+            "curve": curve,
+            "best_step": best[0],
+            "best_loss": best[1],
+            "train_loss_last_200_steps": round(float(np.mean(losses[-200:])), 6)
+            if losses else None,
+            "summary": f"validation loss {curve[0][1]:.4g} at step {curve[0][0]}, best "
+            f"{best[1]:.4g} at step {best[0]}, last {curve[-1][1]:.4g} at step {curve[-1][0]}; "
+            "the best weights are shipped",
+        }
+        if resume:
+            card["training"]["validation"]["note"] = "curve of the last (resumed) run's steps"
     if "baseline_threshold" in fitted:
         card["baseline_parameters"] = {"threshold": fitted["baseline_threshold"]}
     if "baseline_gain" in fitted:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ._card import _baseline_figures, _mean_figures, _regression_figures, _spearman
 
-__all__ = ["bicubic_upsample"]
+__all__ = ["TEM_DEGRADATION", "bicubic_upsample", "degradation_of", "degrade"]
 
 _EM_LICENCE = "CC BY-NC-SA 3.0 (inherited from the training data em_drosophila_vnc)"
 _EM_CITATION = (
@@ -21,6 +21,16 @@ _EM_CITATION = (
 )
 _EM_TRAIN = tuple(range(0, 14))
 _EM_HELD_OUT = tuple(range(14, 20))
+#: Super-resolution recipes train on slices 0-12 and watch the loss on slice 13 (validation,
+#: best weights kept); 14-19 stay the held-out test set.
+_SR_TRAIN = tuple(range(0, 13))
+_SR_VALIDATION = 13
+#: The TEM degradation of the super-resolution recipes (keyword arguments of
+#: :func:`napari_im2im_uq.data.degrade_tem`): 4 x 4 binning and the noise of a short exposure.
+TEM_DEGRADATION = {"function": "degrade_tem", "factor": 4, "mode": "area", "photons": 200.0,
+                   "read_noise": 2.0}
+#: How the first zoo models were made (bundles without a ``degradation`` entry).
+_NEAREST = {"function": "degrade_tem", "factor": 4, "mode": "nearest"}
 #: Held-out crops re-measured by the zoo tests: (slice, first row, first column), 256 x 256.
 _EM_SUBSET = ((14, 512, 256), (19, 128, 640))
 _CROP = 256
@@ -53,13 +63,17 @@ def _em_eval_images(subset: bool, root, what=("raw",)):
             yield s, {k: v[i] for k, v in data.items()}
 
 
-def bicubic_upsample(lr: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    """Cubic-spline up-sampling aligned with nearest down-sampling (``hr[::f, ::f] = lr``).
+def bicubic_upsample(
+    lr: np.ndarray, factor: int, shape: tuple[int, int], *, grid: str = "corners"
+) -> np.ndarray:
+    """Cubic-spline up-sampling aligned with nearest down-sampling or with binning.
 
-    Output pixel ``(r, c)`` is the cubic spline through the low-resolution samples, read at
-    ``(r / f, c / f)``: low-resolution pixel ``(i, j)`` sits on high-resolution pixel
-    ``(f i, f j)``, as :func:`napari_im2im_uq.data.degrade_tem` samples it. Beyond the last
-    sample the edge value is held.
+    ``grid="corners"``: output pixel ``(r, c)`` is the cubic spline through the
+    low-resolution samples, read at ``(r / f, c / f)``: low-resolution pixel ``(i, j)`` sits
+    on high-resolution pixel ``(f i, f j)``, as ``degrade_tem(mode="nearest")`` samples it.
+    ``grid="centres"``: read at ``((r + 0.5) / f - 0.5, (c + 0.5) / f - 0.5)``: low-resolution
+    pixel ``(i, j)`` sits at the centre of the ``f x f`` block it averages, as
+    ``degrade_tem(mode="area")`` bins it. Beyond the last sample the edge value is held.
 
     Examples
     --------
@@ -68,20 +82,63 @@ def bicubic_upsample(lr: np.ndarray, factor: int, shape: tuple[int, int]) -> np.
     >>> up = bicubic_upsample(lr, 2, (8, 8))
     >>> bool(np.allclose(up[::2, ::2], lr))
     True
+    >>> ramp = np.tile(np.arange(8.0), (8, 1))  # a linear ramp survives binning and up-sampling
+    >>> binned = ramp.reshape(4, 2, 4, 2).mean(axis=(1, 3))
+    >>> bool(np.allclose(bicubic_upsample(binned, 2, (8, 8), grid="centres")[:, 2:6],
+    ...                  ramp[:, 2:6]))
+    True
     """
     from scipy.ndimage import map_coordinates
 
-    rows = np.arange(shape[0]) / factor
-    cols = np.arange(shape[1]) / factor
-    grid = np.meshgrid(rows, cols, indexing="ij")
-    return map_coordinates(lr.astype(np.float64), grid, order=3, mode="nearest").astype(
+    if grid not in ("corners", "centres"):
+        raise ValueError(f"grid must be 'corners' or 'centres'; got {grid!r}")
+    offset = 0.0 if grid == "corners" else 0.5
+    rows = (np.arange(shape[0]) + offset) / factor - offset
+    cols = (np.arange(shape[1]) + offset) / factor - offset
+    grid_rc = np.meshgrid(rows, cols, indexing="ij")
+    return map_coordinates(lr.astype(np.float64), grid_rc, order=3, mode="nearest").astype(
         np.float32
     )
 
 
+def degradation_of(spec: dict) -> dict[str, Any]:
+    """Return the degradation a TEM super-resolution bundle was trained with (its spec).
+
+    Examples
+    --------
+    >>> degradation_of({"training_data": {"degradation": TEM_DEGRADATION}})["mode"]
+    'area'
+    >>> degradation_of({"training_data": None})["mode"]
+    'nearest'
+    """
+    data = spec.get("training_data") or {}
+    return dict(data.get("degradation") or _NEAREST)
+
+
+def degrade(y: np.ndarray, degradation: dict[str, Any], seed) -> np.ndarray:
+    """Apply a recipe's ``degradation`` (see :data:`TEM_DEGRADATION`) to a HR image, float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> degrade(np.full((8, 8), 0.5), TEM_DEGRADATION, 0).shape
+    (2, 2)
+    """
+    from ..data import degrade_tem
+
+    kwargs = {k: v for k, v in degradation.items() if k != "function"}
+    rng = np.random.default_rng(seed)  # an int or a list of ints
+    return degrade_tem(y, seed=rng, **kwargs).astype(np.float32)
+
+
+def _eval_seed(label) -> list[int]:
+    """Return the noise seed of a held-out image (its slice, or slice, row and column)."""
+    return [int(v) for v in (label if isinstance(label, tuple) else (label,))]
+
+
 def _measure_sr(model, recipe, *, subset: bool, root) -> dict[str, Any]:
     if recipe.task == "synthetic-sr":
-        images = (("seed", {"raw": im}) for im in _synthetic((10, 11)))
+        images = ((s, {"raw": im}) for s, im in zip((10, 11), _synthetic((10, 11)), strict=True))
         held_out = "synthetic_em_tissue seeds 10 and 11 (128 x 128)"
     else:
         images = _em_eval_images(subset, root)
@@ -90,18 +147,26 @@ def _measure_sr(model, recipe, *, subset: bool, root) -> dict[str, Any]:
             + " (slice, row, column), 256 x 256"
             if subset else "em_drosophila_vnc stack1 slices 14-19, 1024 x 1024"
         )
+    deg = degradation_of(model.spec)
+    grid = "centres" if deg["mode"] == "area" else "corners"
     rows_m, rows_b = [], []
-    for _, arrays in images:
+    for label, arrays in images:
         y = arrays["raw"]
-        x = y[::4, ::4]
+        x = degrade(y, deg, _eval_seed(label))
         out = model(x, batch_size=1)
         rows_m.append(_regression_figures(out, y, 1.0))
-        rows_b.append(_baseline_figures(bicubic_upsample(x, 4, y.shape), y, 1.0))
+        rows_b.append(_baseline_figures(bicubic_upsample(x, 4, y.shape, grid=grid), y, 1.0))
     return {
         "held_out": held_out,
         "model": _mean_figures(rows_m),
         "baseline": _mean_figures(rows_b),
-        "baseline_name": "cubic-spline up-sampling aligned with image[::4, ::4]",
+        "baseline_name": (
+            "cubic-spline up-sampling aligned with image[::4, ::4]" if grid == "corners"
+            else "cubic-spline up-sampling aligned with 4 x 4 binning (pixel centres)"
+        ),
+        "degradation": deg,
+        "noise_seeds": "numpy.random.default_rng([slice]) per slice, [slice, row, column] "
+        "per crop",
         "averaging": "mean over images",
     }
 
@@ -109,9 +174,10 @@ def _measure_sr(model, recipe, *, subset: bool, root) -> dict[str, Any]:
 def _measure_mask(model, base_model, recipe, *, subset: bool, root) -> dict[str, Any]:
     mu = float(recipe.loss_options.get("mu", 2.0))
     masks, errors, widths = [], [], []
-    for _, arrays in _em_eval_images(subset, root):
+    deg = degradation_of(base_model.spec)
+    for label, arrays in _em_eval_images(subset, root):
         y = arrays["raw"]
-        x = y[::4, ::4]
+        x = degrade(y, deg, _eval_seed(label))
         out = base_model(x, batch_size=1)
         masks.append(model(x, prediction=out["prediction"], batch_size=1)["mask"])
         errors.append(np.abs(out["prediction"] - y))
