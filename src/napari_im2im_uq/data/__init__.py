@@ -2,7 +2,8 @@
 
 Simulators
     :func:`synthetic_em_tissue` (EM-like tissue with membrane/mitochondria labels, 2-D or 3-D),
-    :func:`degrade_tem` (the 4x nearest down-sampling of the TEM super-resolution experiment),
+    :func:`degrade_tem` (TEM at a 4x coarser pixel: binning and short-exposure noise, or the
+    paper's nearest down-sampling),
     :func:`cell_phase_object`, :func:`simulate_dpc`, :func:`dpc_transfer_functions` and
     :func:`dpc_tikhonov` (quantitative phase from oblique-illumination images, and the classical
     Tikhonov baseline).
