@@ -122,14 +122,14 @@ RECIPES: dict[str, Recipe] = {
             _SR_NET, steps=_SR_STEPS, **_SR,
             loss_options={"quantiles": [0.05, 0.95], "point_loss": "l1"},
         ),
-        # Not yet retrained on the binned, noisy input (issue 11): these three recipes still
-        # make the shipped nearest-sampled U-Net bundles. Retrain with ``_SR_NET, steps=_SR_STEPS,
-        # **_SR`` (softmax: ``{**_SR_NET, "bins": 32, "skip": "bins"}``) and point_loss "l1".
         Recipe(
             "tem-sr4x-residual", "tem-sr", "residual",
-            "4x super-resolution of ssTEM with a regressed residual magnitude.",
-            _SR_UNET, steps=600, batch_size=8, patch=32, loss_options={"point_loss": "l2"},
+            "4x super-resolution of binned, noisy ssTEM with a regressed residual magnitude.",
+            _SR_NET, steps=_SR_STEPS, **_SR, loss_options={"point_loss": "l1"},
         ),
+        # Not yet retrained on the binned, noisy input (issue 11): these two recipes still
+        # make the shipped nearest-sampled U-Net bundles. Retrain with ``_SR_NET, steps=_SR_STEPS,
+        # **_SR`` (softmax: ``{**_SR_NET, "bins": 32, "skip": "bins"}``) and point_loss "l1".
         Recipe(
             "tem-sr4x-gaussian", "tem-sr", "gaussian",
             "4x super-resolution of ssTEM with one Gaussian (mean, std) per pixel.",
