@@ -6,6 +6,7 @@ sample (two oblique images -> phase), or real VNC slices (a noisy copy -> the sl
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -129,7 +130,10 @@ def test_qpi_trained_in_the_dock_beats_its_baseline_and_calibrates_on_held_back(
     widget = _dock(viewer)
     assert widget.input.value.name == "qpi oblique images"
     assert widget.target.value.name == "qpi phase truth"
+    widget.licence.value, widget.citation.value = "CC-BY-4.0", "Our lab, 2026 "
     result = _train(qtbot, widget, tmp_path / "qpi-model")
+    spec = json.loads((result.path / "model.json").read_text())
+    assert (spec["licence"], spec["citation"]) == ("CC-BY-4.0", "Our lab, 2026")
     quality = result.quality
     assert quality["model"]["rmse"] < quality["baseline"]["rmse"], quality
     assert "held-back quality" in widget.quality.value

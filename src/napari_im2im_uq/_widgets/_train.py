@@ -245,6 +245,13 @@ class TrainWidget(Panel):
                               tooltip="'auto': from the data size and the device (training "
                                       "stops early when the validation loss stops improving); "
                                       "or a number of optimisation steps")
+        self.licence = LineEdit(label="licence", value="",
+                                tooltip="the licence of the new model, written into its card "
+                                        "(e.g. CC-BY-4.0; a model inherits the licence terms of "
+                                        "its training data); empty: 'not stated'")
+        self.citation = LineEdit(label="citation", value="",
+                                 tooltip="how to cite the data or the work the model comes from, "
+                                         "written into its card; empty: 'not stated'")
         self.run_button = PushButton(text="Train")
         self.cancel = PushButton(text="Cancel")
         self.resume_button = PushButton(text="Resume", enabled=False,
@@ -256,7 +263,8 @@ class TrainWidget(Panel):
         # width of such labels); quality_html breaks its lines itself
         self.quality.native.setWordWrap(False)
         self.extend([self.input, self.target, self.head, self.base, self.base_folder,
-                     self.output, self.overwrite, self.steps, self.run_button, self.cancel,
+                     self.output, self.overwrite, self.steps, self.licence, self.citation,
+                     self.run_button, self.cancel,
                      self.resume_button, self.status, self.message])
         self.plot = PlotArea(self, height=2.5)  # the plot under the progress line
         self.native.layout().addWidget(self.quality.native)  # then the quality, when done
@@ -370,7 +378,9 @@ class TrainWidget(Panel):
         return {"input": self.input.value, "target": target, "head": self.head.value,
                 "task": task, "base_model": self.base_model(), "output": str(self.output.value),
                 "steps": parse_steps(self.steps.value), "device": self.session.device,
-                "overwrite": bool(self.overwrite.value)}
+                "overwrite": bool(self.overwrite.value),
+                "licence": self.licence.value.strip() or None,
+                "citation": self.citation.value.strip() or None}
 
     # -- running ------------------------------------------------------------------------------
 
