@@ -31,6 +31,9 @@ from napari_im2im_uq.inference import _zarr, predict_to_zarr
 class Slow(Im2ImModel):
     def predict_tensor(self, x, **kw):
         time.sleep(float(os.environ.get("SLOW", "0")))
+        hold = os.environ.get("HOLD")  # wait while this file exists (the test checks meanwhile)
+        while hold and os.path.exists(hold):
+            time.sleep(0.01)
         return super().predict_tensor(x, **kw)
 
 store, kill_at = sys.argv[1], int(sys.argv[2])
@@ -71,8 +74,9 @@ def _model():
     return Im2ImModel(build_network("quantile", depth=1, base_channels=2), {"heuristic": "quantile"})
 
 
-def _child(store, *, kill_at=-1, slow=0.0, overwrite=False):
-    env = {**os.environ, "SLOW": str(slow), "OVERWRITE": "1" if overwrite else "0"}
+def _child(store, *, kill_at=-1, slow=0.0, overwrite=False, hold=None):
+    env = {**os.environ, "SLOW": str(slow), "OVERWRITE": "1" if overwrite else "0",
+           "HOLD": str(hold or "")}
     return subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(kill_at)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -116,7 +120,9 @@ SECOND_WRITERS = [
                          ids=[c[0] for c in SECOND_WRITERS])
 def test_a_second_writer_is_refused(tmp_path, clean, case, where, overwrite):
     store = tmp_path / "o.zarr"
-    first = _child(store, slow=0.15)
+    hold = tmp_path / "hold"  # the first writer waits inside its first block until released,
+    hold.touch()  # so a second one started late on a loaded machine still meets a writer
+    first = _child(store, slow=0.15, hold=hold)
     try:
         line = _wait_for(first, "pid")
         pid = int(line.split()[1])
@@ -130,6 +136,7 @@ def test_a_second_writer_is_refused(tmp_path, clean, case, where, overwrite):
                 predict_to_zarr(_model(), IMAGE, store, overwrite=overwrite, **KW)
         # the store stays readable while the first writes
         assert zarr.open_group(str(store), mode="r")["prediction/0"].shape == (3, 24, 24)
+        hold.unlink()
         first.communicate(timeout=300)
         assert first.returncode == 0
     finally:
