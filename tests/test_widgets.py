@@ -369,7 +369,9 @@ def test_headless_demo_writes_screenshot_and_record(tmp_path):
     assert set(records) == {"intervals", "trust_mask"}
     assert records["intervals"]["model"]["name"] == MODEL
     img = iio.imread(shot)[..., :3].astype(int)
-    magenta = (img[..., 0] - img[..., 1] > 60) & (img[..., 2] - img[..., 1] > 60)
+    # magenta at the overlay's opacity 0.3: red and blue at least 45 above green (a fully
+    # untrusted grey pixel shows 0.3 x 255 = 76 above)
+    magenta = (img[..., 0] - img[..., 1] > 45) & (img[..., 2] - img[..., 1] > 45)
     # the untrusted overlay is on the canvas: 0.018 of the window with the binned-input model,
     # which trusts about two thirds of the sample's pixels (the nearest-sampled one trusted one
     # pixel in 16 and painted most of the canvas)
@@ -425,10 +427,11 @@ def test_demo_is_readable_at_a_glance(make_napari_viewer, tmp_path):
     a, b = (ndimage.gaussian_filter(x.mean(-1), 1.5)[inside] for x in (alone, shot))
     corr = float(np.corrcoef(a, b)[0, 1])
     gain = float(np.cov(a, b)[0, 1] / np.var(a))  # how much of the truth's contrast survives
-    # measured 0.89 and 0.42 with the nearest-sampled model, 0.80 and 0.50 with the binned one
-    # (its untrusted pixels are a speckle, not a sheet); the additive width at opacity
-    # 0.7 with the overlay at 0.5 gave 0.74 and 0.29
-    assert corr > 0.77 and gain > 0.35, (corr, gain)
+    # measured 0.89 and 0.42 with the nearest-sampled model; with the binned one 0.80 and 0.50
+    # at overlay opacity 0.35 (its untrusted pixels are a speckle, not a sheet), so the overlay
+    # went to 0.3; the additive width at opacity 0.7 with the overlay at 0.5 gave 0.74
+    # and 0.29
+    assert corr > 0.8 and gain > 0.35, (corr, gain)
 
 
 def test_segmentation_path_on_partial_labels(tem_viewer, qtbot):

@@ -253,7 +253,7 @@ def untrusted_style() -> dict:
         "colormap": {"colors": [[0.0, 0.0, 0.0, 0.0], list(UNTRUSTED_RGBA)],
                      "name": "im2im-uq untrusted"},
         "contrast_limits": (0.0, 1.0),
-        "opacity": 0.35,  # the truth stays readable under it
+        "opacity": 0.3,  # the truth stays readable under it (a speckle of untrusted pixels too)
         "blending": "translucent",
         "interpolation2d": "nearest",
     }
