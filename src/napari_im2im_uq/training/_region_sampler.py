@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._sampling import PatchSampler
+from ._sampling import PatchSampler, check_draw
 
 __all__ = ["RegionSampler"]
 
@@ -88,10 +88,7 @@ class RegionSampler(PatchSampler):
         >>> [a.shape for a in sampler.sample(np.random.default_rng(0), 3)]
         [(3, 2, 8, 8), (3, 1, 8, 8)]
         """
-        if not isinstance(rng, np.random.Generator):
-            raise ValueError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        check_draw(rng, batch_size)
         s = self._scale
         rows, cols = self._patch
         xs, ys = [], []

@@ -61,6 +61,22 @@ def _as_list(name: str, arrays, ndim: int) -> list[np.ndarray]:
     return out
 
 
+def check_draw(rng, batch_size) -> None:
+    """Check the arguments of a sampler's ``sample(rng, batch_size)``.
+
+    Examples
+    --------
+    >>> check_draw(np.random.default_rng(0), 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a positive integer; got 0
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+
+
 class PatchSampler:
     """Draw random, aligned (input, target) training patches from a few large images.
 
@@ -230,10 +246,7 @@ class PatchSampler:
         >>> [a.shape for a in sampler.sample(np.random.default_rng(0), 3)]
         [(3, 2, 8, 8), (3, 8, 8)]
         """
-        if not isinstance(rng, np.random.Generator):
-            raise ValueError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        check_draw(rng, batch_size)
         s = self._scale
         rows, cols = self._patch
         xs, ys = [], []
