@@ -54,6 +54,9 @@ def test_train_on_folders_of_pairs_writes_a_bundle_with_its_regions(tmp_path, pa
         assert sum(len(im[part]) for im in regions["images"]) >= 1, part
     assert spec["licence"] == "CC-BY-4.0"
     assert spec["authors"] == ["A. Person", "B. Person"]
+    card = (out / "README.md").read_text()
+    assert "- licence: CC-BY-4.0" in card and "- authors: A. Person; B. Person" in card
+    assert "quality is measured on their held-back regions only" in card
     assert spec["heuristic"] == "quantile"
     assert "rmse" in spec["card"]["held_out"]["baseline"]
     # an existing bundle is not replaced without --overwrite; the message names the flag

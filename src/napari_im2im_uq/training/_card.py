@@ -177,8 +177,7 @@ def model_card_markdown(spec: dict[str, Any]) -> str:
     lines += [
         "## Limitations",
         "",
-        f"- {small} trained for minutes on a 2-core CPU: a demonstration model, not a "
-        "state-of-the-art one.",
+        _scope_line(small, spec),
         "- Uncertainty outputs are heuristic until calibrated on held-out data from the same "
         "population (see napari_im2im_uq.calibration).",
         "",
@@ -186,7 +185,21 @@ def model_card_markdown(spec: dict[str, Any]) -> str:
         "",
         f"- licence: {spec.get('licence')}",
         f"- cite: {spec.get('citation')}",
+        *([f"- authors: {_authors(spec['authors'])}"] if spec.get("authors") else []),
         "",
     ]
     return "\n".join(lines)
+
+
+def _authors(value) -> str:
+    return "; ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def _scope_line(small: str, spec: dict[str, Any]) -> str:
+    """Return the card's first limitation: what the model is, from how it was trained."""
+    if spec.get("training_regions"):  # trained by training.train on the user's own pairs
+        return (f"- {small} trained on the pairs listed above: its quality is measured on their "
+                "held-back regions only; on other data, check it and calibrate again.")
+    return (f"- {small} trained for minutes on a 2-core CPU: a demonstration model, not a "
+            "state-of-the-art one.")
 
