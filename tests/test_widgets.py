@@ -210,12 +210,14 @@ def test_heartbeat_and_cancel(tem_viewer, qtbot):
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
+    start = time.perf_counter()
     try:
         _predict(qtbot, viewer)
         cal_w = CalibrateWidget(viewer)
         _calibrate(qtbot, viewer, cal_w, "intervals", 0.1)
     finally:
         timer.stop()
+    seconds = time.perf_counter() - start
     gaps = np.diff(ticks) * 1000
     longest = float(gaps.max())
     report = os.environ.get("IM2IM_UQ_HEARTBEAT_FILE")
@@ -224,7 +226,9 @@ def test_heartbeat_and_cancel(tem_viewer, qtbot):
             json.dump({"ticks": len(ticks), "longest_gap_ms": longest,
                        "p99_gap_ms": float(np.percentile(gaps, 99))}, fh)
     print(f"heartbeat: {len(ticks)} ticks, longest gap {longest:.0f} ms")
-    assert len(ticks) > 50
+    # the timer ticked all along: at least 20% of its 100 ticks a second over the whole job
+    # (a tick count alone depends on how fast the model is: 46 in 0.5 s with srnet2d)
+    assert len(ticks) > 10 and len(ticks) > 0.2 * seconds / 0.010, (len(ticks), seconds)
     assert longest < 1500, longest  # goal 100 ms; loose so a shared CI machine does not flake
 
     # cancel: small tiles make many blocks; stop after the first
