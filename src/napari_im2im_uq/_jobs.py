@@ -28,6 +28,34 @@ def run_to_end(job, *, callback=None):
         job.close()
 
 
+def relay(job, see):
+    """Pass a job's events on, each as ``see(event)`` returns it; return the job's result.
+
+    For a job that runs another one and keeps something of its events (``model = yield from
+    relay(job, see)``). The inner job is closed in every case, so closing the outer one
+    cancels it.
+
+    Examples
+    --------
+    >>> def job():
+    ...     yield {"step": 1}
+    ...     return "done"
+    >>> seen = []
+    >>> outer = relay(job(), lambda e: seen.append(e["step"]) or {"phase": "train", **e})
+    >>> list(outer), seen
+    ([{'phase': 'train', 'step': 1}], [1])
+    """
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            yield see(event)
+    finally:
+        job.close()
+
+
 def steps_callback(progress):
     """Adapt ``progress(done, total)`` to a callback of ``(done, total)`` events (None stays)."""
     if progress is not None and not callable(progress):

@@ -18,6 +18,7 @@ from pathlib import Path
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton
 
 from .. import api
+from .._jobs import relay
 from . import _common
 from ._common import JobRunner, Panel, is_output, kind, layer_picker, meta, prefer, session, text
 from ._loss_plot import LossFigure, LossHistory, plot_losses
@@ -409,21 +410,18 @@ class TrainWidget(Panel):
         def job():
             gen = api.train(**kwargs)
             plots = _Plotter(height)
+
+            def see(event):
+                if history.add(event):
+                    plots.request(history)
+                return event, plots.take(), _describe(event, history)
+
             try:
-                while True:
-                    try:
-                        event = next(gen)
-                    except StopIteration as stop:
-                        result = stop.value
-                        break
-                    if history.add(event):
-                        plots.request(history)
-                    yield event, plots.take(), _describe(event, history)
+                result = yield from relay(gen, see)
                 plots.close(wait=True)  # then the final plot, on the same figure
                 final = plots.render(history.snapshot())
-            finally:  # a cancel closes this generator: training stops, its checkpoint stays
-                gen.close()
-                plots.close()
+            finally:  # a cancel closes this generator and relay closes the training job:
+                plots.close()  # training stops, its checkpoint stays
             region_layer = kwargs["target"] if kwargs["target"] is not None else kwargs["input"]
             rects = held_back_rectangles(result.split, region_layer)  # off the main thread too
             return result, final, rects

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._jobs import relay
 from .._validation import check_int
 from ._pairs_data import TASKS
 from ._pairs_setup import prepare
@@ -309,26 +310,22 @@ def train(
     )
     losses: list[tuple[int, float]] = []
     history: list[dict] = []
-    stopped_early, best_step = False, None
-    resumed_from = None
-    try:
-        while True:
-            try:
-                event = next(job)
-            except StopIteration as stop:
-                model = stop.value
-                break
-            if event["phase"] == "train":
-                losses.append((event["step"], event["loss"]))
-                resumed_from = event.pop("resumed_from", resumed_from)
-            elif event["phase"] == "validate":
-                history.append({"step": event["step"], "val_loss": event["val_loss"]})
-                best_step = event["best_step"]
-            elif event["phase"] == "stopped_early":
-                stopped_early = True
-            yield event
-    finally:
-        job.close()
+    state = {"stopped_early": False, "best_step": None, "resumed_from": None}
+
+    def see(event):
+        if event["phase"] == "train":
+            losses.append((event["step"], event["loss"]))
+            state["resumed_from"] = event.pop("resumed_from", state["resumed_from"])
+        elif event["phase"] == "validate":
+            history.append({"step": event["step"], "val_loss": event["val_loss"]})
+            state["best_step"] = event["best_step"]
+        elif event["phase"] == "stopped_early":
+            state["stopped_early"] = True
+        return event
+
+    model = yield from relay(job, see)
+    stopped_early, best_step, resumed_from = (
+        state["stopped_early"], state["best_step"], state["resumed_from"])
     train_seconds = time.perf_counter() - t_train
     yield {"phase": "evaluate"}
     n_classes = len(spec["classes"]) if "classes" in spec else None

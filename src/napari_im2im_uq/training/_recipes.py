@@ -542,6 +542,7 @@ def run_recipe(
     """
     import torch
 
+    from .._jobs import relay
     from ..models import load_model, save_model
     from ._checkpoint import check_bundle_output
     from ._loop import init_network, train_network
@@ -582,17 +583,15 @@ def run_recipe(
     )
     curve: list[list[float]] = []
     losses: list[float] = []
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as stop:
-            model = stop.value
-            break
+
+    def see(event):
         if event.get("phase") == "validate":
             curve.append([int(event["step"]), round(float(event["val_loss"]), 6)])
         elif "loss" in event:
             losses.append(float(event["loss"]))
-        yield {"phase": "train", **event}
+        return {"phase": "train", **event}
+
+    model = yield from relay(job, see)
     train_seconds = time.perf_counter() - t_train
     card: dict[str, Any] = {
         "description": recipe.description,
