@@ -324,7 +324,7 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
     from . import layers
     from .inference._executor import check_scheduler, run_graph
     from .inference._store import StoreLock, read_root
-    from .workflows.calibrate import apply_record
+    from .workflows.apply import apply_record
 
     check_scheduler(scheduler)
     stored = read_root(store)

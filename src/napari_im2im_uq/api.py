@@ -85,13 +85,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # the names resolved by __getattr__, for linters and type checkers
     from .training import TrainResult, held_back_shapes, train
-    from .workflows.calibrate import (
-        Calibration,
-        apply_record,
-        calibrate,
-        calibrate_job,
-        self_check,
-    )
+    from .workflows.apply import apply_record
+    from .workflows.calibrate import Calibration, calibrate, calibrate_job, self_check
     from .workflows.diagnose import diagnose, diagnose_job
     from .workflows.drift import check_drift, check_drift_job
     from .workflows.export import export_bioimageio, load_model, record_of
@@ -110,7 +105,7 @@ BOUNDS = ("hoeffding_bentkus", "hoeffding", "wsr")
 
 #: Public name -> the workflow module that defines it (imported on first use).
 _HOMES = {
-    "Calibration": "calibrate", "apply_record": "calibrate", "calibrate": "calibrate",
+    "Calibration": "calibrate", "apply_record": "apply", "calibrate": "calibrate",
     "calibrate_job": "calibrate", "self_check": "calibrate",
     "diagnose": "diagnose", "diagnose_job": "diagnose",
     "check_drift": "drift", "check_drift_job": "drift",

@@ -1,4 +1,4 @@
-"""Calibrate a model's outputs on ground truth, apply a record, and self-check a calibration.
+"""Calibrate a model's outputs on ground truth and self-check a calibration.
 
 The workflow is the same for every method; what differs is asked of the method's registry
 entry (:mod:`napari_im2im_uq.calibration.methods`): the outputs it reads, the arrays it cuts
@@ -19,12 +19,13 @@ from .._jobs import run_to_end, steps_callback
 from .._validation import check_bool, check_int, check_range, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from ..calibration import methods
+from .apply import _score, result_layers
 from .drift import summary_of
 from .leakage import check_leakage, leakage_figures, leaked_tiles, refusal, training_regions
-from .records import as_record, make_record, warn_if_other_model
+from .records import make_record
 from .tiles import calibration_tiles, cut, no_tiles_error, spatial
 
-__all__ = ["Calibration", "apply_record", "calibrate", "calibrate_job", "self_check"]
+__all__ = ["Calibration", "calibrate", "calibrate_job", "self_check"]
 
 
 @dataclass(frozen=True)
@@ -159,13 +160,6 @@ def check_units(truth, prediction, *, ratio=20.0) -> None:
         )
 
 
-def _score(sigma):
-    """Return a trust-mask score given as a layer as its array (names and arrays as they are)."""
-    if sigma is None or isinstance(sigma, str):
-        return sigma
-    return layers.data_of(sigma, "sigma")
-
-
 def _data_range(outputs, data_range):
     if data_range is not None:
         return check_range(data_range, "data_range")
@@ -174,33 +168,6 @@ def _data_range(outputs, data_range):
         if rng:
             return tuple(float(x) for x in rng)
     return None
-
-
-def result_layers(entry, result, record, outputs, *, show_bounds=False, **options) -> list:
-    """Apply a result to whole outputs: layer-data tuples styled by each product's role."""
-    arrays = {k: layers.data_of(v, k) for k, v in outputs.items()}
-    ref_key = entry.needs[0]
-    ref_obj = outputs[ref_key]
-    scale = np.asarray(getattr(ref_obj, "scale", np.ones(arrays[ref_key].ndim)), float)
-    translate = np.asarray(getattr(ref_obj, "translate", np.zeros(arrays[ref_key].ndim)), float)
-    if entry.class_axis:
-        scale, translate = scale[1:], translate[1:]
-    model = (record.get("model") or {}).get("name", "model")
-    meta = {layers.META_KEY: {"role": "calibrated", "record": record}}
-    geom = {"scale": tuple(float(v) for v in scale),
-            "translate": tuple(float(v) for v in translate)}
-    opts = entry.apply_options(record)
-    opts.update({k: v for k, v in options.items() if v is not None})
-    if "sigma" in opts:
-        opts["sigma"] = _score(opts["sigma"])
-    out = []
-    for product in entry.products(result, arrays, show_bounds=show_bounds, **opts):
-        kwargs = {"name": f"{product.name} ({model})",
-                  **layers.product_style(product.role, product.data, product.limits),
-                  "metadata": {layers.META_KEY: {**meta[layers.META_KEY],
-                                                 "product": product.role}}, **geom}
-        out.append((product.data, kwargs, product.kind))
-    return out
 
 
 def _calibrate_tiles(col: Collected, outputs, *, alpha, delta, rule, bound, beta, distance,
@@ -310,59 +277,6 @@ def calibrate(outputs, truth, *, progress=None, **kwargs) -> Calibration:
     (64, ['interval width (model)'])
     """
     return run_to_end(calibrate_job(outputs, truth, **kwargs), callback=steps_callback(progress))
-
-
-
-def apply_record(record, outputs, *, show_bounds=False, check_drift=True,
-                 drift_layer=False) -> list:
-    """Apply a saved calibration record to new outputs of the same model; return layer tuples.
-
-    Parameters
-    ----------
-    record : dict, path-like or layer
-        A record (:func:`load_record`, a calibrated layer's metadata, or a JSON file).
-    outputs : dict of str to layer or array
-    show_bounds : bool
-    check_drift : bool
-        When the record holds a ``drift_summary``, run :func:`check_drift` on the outputs (it
-        reads them all) and put its verdict next to the record in each layer's metadata
-        (``metadata["im2im_uq"]["drift"]``: ``message``, ``drifted``, ``p_value``, ...).
-    drift_layer : bool
-        Also return the drift map (last) when the check ran.
-
-    Returns
-    -------
-    list of tuple
-    """
-    from ..calibration import CalibrationResult
-
-    if not isinstance(outputs, dict):
-        raise ValueError(
-            "outputs must be a dict of output name to layer or array (api.model_outputs gives "
-            f"it for a prediction layer); got {type(outputs).__name__}"
-        )
-    show_bounds = check_bool(show_bounds, "show_bounds")
-    record = as_record(record)  # checked: schema and checksum
-    result = CalibrationResult.from_dict(record["calibration"], where="record.calibration")
-    warn_if_other_model(record, outputs, stacklevel=3)
-    shown = result_layers(methods.get(result.method), result, record, outputs,
-                          show_bounds=show_bounds)
-    if not (check_drift and isinstance(record.get("drift_summary"), dict)):
-        return shown
-    from .drift import check_drift as check
-
-    try:
-        _, drift_map = check(record, outputs)
-    except ValueError as err:  # applying never fails because the check cannot run
-        drift_map = None
-        compact = {"drifted": None, "message": f"drift check not run: {err}"}
-    else:
-        compact = drift_map[1]["metadata"][layers.META_KEY]["verdict"]
-    out = []
-    for data, kwargs, kind in shown:
-        meta = dict(kwargs["metadata"][layers.META_KEY], drift=compact)
-        out.append((data, {**kwargs, "metadata": {layers.META_KEY: meta}}, kind))
-    return out + ([drift_map] if drift_layer and drift_map is not None else [])
 
 
 
