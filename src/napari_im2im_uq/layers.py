@@ -321,6 +321,29 @@ def legend(layer) -> str | None:
     return None
 
 
+#: How many chunks of a lazy product the contrast limits are taken from.
+SAMPLE_CHUNKS = 4
+
+
+def _is_lazy(data) -> bool:
+    return hasattr(data, "dask") and hasattr(data, "blocks")
+
+
+def _product_limits(data, *, n_chunks=SAMPLE_CHUNKS, seed=0):
+    """Robust limits of in-memory data, or of ``n_chunks`` random chunks of a dask array."""
+    if not _is_lazy(data):
+        return robust_limits(data)
+    import dask
+
+    rng = np.random.default_rng(seed)
+    grid = data.numblocks
+    total = int(np.prod(grid))
+    picks = rng.choice(total, size=min(n_chunks, total), replace=False)
+    blocks = [data.blocks[np.unravel_index(int(i), grid)] for i in sorted(picks)]
+    sample = dask.compute(*blocks)
+    return robust_limits(np.concatenate([np.asarray(b).reshape(-1) for b in sample]))
+
+
 def product_style(role: str, data, limits=None) -> dict:
     """Return the layer kwargs of a calibrated product by its role (``methods.Product``).
 
@@ -329,13 +352,23 @@ def product_style(role: str, data, limits=None) -> dict:
     calibrated bound, hidden), "untrusted" (the trust-mask overlay), "mask" (a continuous mask
     in [0, 1]), "segmentation" (labels), "set_size" (heat map from 0 to ``limits``), "varisco"
     (heat map in [0, 1], hidden).
+
+    Lazy (dask) data is never computed whole: its contrast limits come from at most
+    ``SAMPLE_CHUNKS`` chunks drawn at random (:func:`_product_limits`).
+
+    Examples
+    --------
+    >>> product_style("width", np.linspace(0.0, 1.0, 101))["contrast_limits"]
+    (0.01, 0.99)
     """
     if role == "width":
-        limits = robust_limits(data) or limits or (0.0, 1.0)  # the data's own, when in memory
+        limits = _product_limits(data) or limits or (0.0, 1.0)
         return {"colormap": HEAT_COLORMAP, "contrast_limits": tuple(float(v) for v in limits),
                 "blending": "translucent", "opacity": 0.35}
     if role == "bound":
-        return {"colormap": "gray", "visible": False}
+        lazy = _product_limits(data) if _is_lazy(data) else None  # napari would read it all
+        return {"colormap": "gray", "visible": False,
+                **({"contrast_limits": lazy} if lazy else {})}
     if role == "untrusted":
         return untrusted_style()
     if role == "mask":

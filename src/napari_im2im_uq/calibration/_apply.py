@@ -78,6 +78,27 @@ def segmentation_scores(scores, *, scores_are, axis=1):
     return 1.0 - s
 
 
+def per_pixel(func, scores, *, dtype):
+    """Apply ``func`` to class scores of shape (K, ...): an array of shape (...) (numpy or dask).
+
+    ``func`` works pixel by pixel (it reads the class axis 0 of its argument and drops it), so a
+    dask ``scores`` is mapped block by block with the class axis in one chunk: nothing is
+    computed until the result is, and a block of the result reads only its own block of scores.
+    Numpy in, numpy out (``func(scores)`` itself).
+
+    Examples
+    --------
+    >>> per_pixel(lambda s: s.argmax(axis=0), np.array([[0.2, 0.9], [0.8, 0.1]]),
+    ...           dtype=np.int64).tolist()
+    [1, 0]
+    """
+    if not is_dask(scores):
+        return func(np.asarray(scores))
+    scores = scores.rechunk({0: -1})
+    meta = np.empty((0,) * (scores.ndim - 1), dtype=dtype)
+    return scores.map_blocks(func, drop_axis=0, dtype=dtype, meta=meta)
+
+
 def _class_axis(scores):
     # a batch of tiles (n, K, ...) or one image (K, rows, columns)
     return 1 if np.ndim(scores) >= 4 else 0

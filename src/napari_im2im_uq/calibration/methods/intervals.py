@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._validation import is_dask
 from .. import drift
 from .._schema import Param
 from ..intervals import calibrate_intervals
@@ -54,8 +55,10 @@ class _Intervals(Method):
     def products(self, result, arrays, *, sigma=None, show_bounds=False):
         lo, up = result.intervals(arrays["prediction"], arrays["lower"], arrays["upper"])
         width = (up - lo).astype(np.float32)
-        hi = float(np.nanpercentile(np.asarray(width[..., ::4, ::4]), 99)) or 1.0
-        out = [Product("interval width", width, "width", limits=(0.0, hi))]
+        limits = None  # lazy outputs: the layer style samples a few chunks
+        if not is_dask(width):
+            limits = (0.0, float(np.nanpercentile(width[..., ::4, ::4], 99)) or 1.0)
+        out = [Product("interval width", width, "width", limits=limits)]
         if show_bounds:
             out += [Product("calibrated lower", lo.astype(np.float32), "bound"),
                     Product("calibrated upper", up.astype(np.float32), "bound")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._validation import is_dask
 from .. import drift
 from .._schema import Param
 from ..mask import calibrate_mask
@@ -63,7 +64,8 @@ class _Mask(Method):
         return out
 
     def products(self, result, arrays, *, sigma=None, show_bounds=False):
-        m = np.asarray(result.mask(arrays["mask"]), dtype=np.float32)
+        m = result.mask(arrays["mask"])  # dask stays dask
+        m = m.astype(np.float32) if is_dask(m) else np.asarray(m, dtype=np.float32)
         return [Product("calibrated mask", m, "mask", limits=(0.0, 1.0))]
 
     def level(self, result):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import drift
+from .._apply import per_pixel
 from .._schema import Param
 from ..metrics import activation_ratio
 from ..segmentation import calibrate_segmentation
@@ -85,19 +86,32 @@ class _Segmentation(Method):
         return out
 
     def products(self, result, arrays, *, sigma=None, show_bounds=False):
-        scores = np.asarray(arrays["probabilities"])  # (K, planes, rows, cols) or (K, rows, cols)
+        # (K, planes, rows, cols) or (K, rows, cols); dask scores give dask products, block by
+        # block with the class axis whole (every product is per pixel)
+        scores = arrays["probabilities"]
         k = scores.shape[0]
-        per_plane = np.moveaxis(scores if scores.ndim == 4 else scores[:, None], 0, 1)
-        sets = np.asarray(result.prediction_sets(per_plane))  # planes as tiles: (Z, K, Y, X)
-        var = np.asarray(result.varisco(per_plane), dtype=np.float32)
-        size = sets.sum(axis=1).astype(np.uint8)
-        if scores.ndim == 3:
-            size, var = size[0], var[0]
-        seg = (scores.argmax(axis=0) + 1).astype(np.uint8)
+
+        def per_plane(block, func):
+            out = func(np.moveaxis(block if block.ndim == 4 else block[:, None], 0, 1))
+            return out if block.ndim == 4 else out[0]  # planes as tiles: (Z, K, Y, X)
+
+        def size(block):
+            return per_plane(block, lambda s: np.asarray(result.prediction_sets(s))
+                             .sum(axis=1).astype(np.uint8))
+
+        def var(block):
+            return per_plane(block, lambda s: np.asarray(result.varisco(s), dtype=np.float32))
+
+        def seg(block):
+            return (block.argmax(axis=0) + 1).astype(np.uint8)
+
         return [
-            Product("segmentation", seg, "segmentation", kind="labels"),
-            Product("prediction set size", size, "set_size", limits=(0.0, float(k))),
-            Product("varisco", var, "varisco", limits=(0.0, 1.0)),
+            Product("segmentation", per_pixel(seg, scores, dtype=np.uint8), "segmentation",
+                    kind="labels"),
+            Product("prediction set size", per_pixel(size, scores, dtype=np.uint8), "set_size",
+                    limits=(0.0, float(k))),
+            Product("varisco", per_pixel(var, scores, dtype=np.float32), "varisco",
+                    limits=(0.0, 1.0)),
         ]
 
     def held_out_losses(self, result, tiles):

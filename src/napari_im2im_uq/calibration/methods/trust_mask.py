@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..._validation import is_dask
 from .. import drift
 from .._schema import Param
 from ..metrics import fidelity_error, mask_size, psnr
@@ -121,7 +122,8 @@ class _TrustMask(Method):
 
     def products(self, result, arrays, *, sigma=None, show_bounds=False):
         sig = sigma_of(arrays, sigma)
-        untrusted = (~np.asarray(result.trust_mask(sig), dtype=bool)).astype(np.uint8)
+        ok = result.trust_mask(sig)  # dask stays dask
+        untrusted = (~(ok if is_dask(ok) else np.asarray(ok, dtype=bool))).astype(np.uint8)
         return [Product("untrusted", untrusted, "untrusted")]
 
     def held_out_losses(self, result, tiles):
