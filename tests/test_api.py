@@ -196,6 +196,15 @@ def test_predict_outputs_lazy_and_zarr(tmp_path, monkeypatch):
                          progress=lambda d, t: steps.append((d, t)))
     assert (store / "zarr.json").is_file() and steps[-1][0] == steps[-1][1]
     np.testing.assert_allclose(np.asarray(stored[0][0]), mem[0][0], atol=1e-6)
+    # one geometry for every output: the prediction's pixels lie inside the input pixel they
+    # come from, centred on it (4 x 4 of them: centres 1.5 output pixels either side)
+    for (_, m, _), (_, z, _) in zip(mem, stored, strict=True):
+        assert m["scale"] == z["scale"] == (1.0, 0.25, 0.25)
+        assert m["translate"] == z["translate"] == (0.0, -0.375, -0.375)
+    class Layer:  # an input layer with its own pixel size and offset
+        data, scale, translate, name, metadata = image, (3.0, 2.0, 2.0), (1.0, 5.0, 7.0), "x", {}
+    (_, kw, _), *_ = api.predict("tem-sr4x-quantile", Layer(), device="cpu")
+    assert kw["scale"] == (3.0, 0.5, 0.5) and kw["translate"] == (1.0, 4.25, 6.25)
     with pytest.raises(ValueError, match="store must be given exactly when output is 'zarr'"):
         api.predict("tem-sr4x-quantile", image, output="zarr")
 

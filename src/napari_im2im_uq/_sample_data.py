@@ -33,9 +33,9 @@ def sample_tem(*, seed=0):
     pixel and a short exposure records (:func:`~napari_im2im_uq.data.degrade_tem`: 4 x 4
     binning, then Poisson counts at ``TEM_PHOTONS`` = 200 per pixel of intensity 1 and Gaussian
     read noise of ``TEM_READ_NOISE`` = 2 counts; the degradation the zoo's tem-sr4x-quantile was
-    trained on), shown with ``scale=(1, 4, 4)`` over the truth. The input is not translated, so
-    the model's prediction (which takes the input's translation) lies on the truth; each input
-    pixel is then drawn 1.5 truth pixels up and left of the block it averages.
+    trained on), shown with ``scale=(1, 4, 4)`` and ``translate=(0, 1.5, 1.5)`` over the truth:
+    each input pixel is drawn over the 4 x 4 block of truth pixels it averages, and the model's
+    prediction (whose pixels are placed inside the input pixel they come from) lies on the truth.
 
     Parameters
     ----------
@@ -90,7 +90,7 @@ def sample_tem(*, seed=0):
             {
                 "name": "tem input (low-res)",
                 "scale": (1.0, f, f),
-                "translate": (0.0, 0.0, 0.0),
+                "translate": (0.0, (f - 1.0) / 2.0, (f - 1.0) / 2.0),
                 "contrast_limits": (0.0, 1.0),
                 "metadata": _meta(
                     "input", degradation=degradation, **common

@@ -127,6 +127,10 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
     s = int(loaded.scale_factor)
     out_scale = in_scale.copy()
     out_scale[-2:] /= s
+    # An input pixel covers s x s output pixels: their centres lie inside it, not on its
+    # centre (as in a zarr store's OME translation, inference._zarr._geometry).
+    out_translate = in_translate.copy()
+    out_translate[-2:] += in_scale[-2:] * (1.0 / s - 1.0) / 2.0
     options = dict(axes=axes, tile_shape=tile_shape, batch_size=batch_size, device=device,
                    precision=precision, prediction=pred_data, uncertainty=uncertainty)
     # NaN / inf in a lazy input: each block counts its own, one warning when the job ends
@@ -164,7 +168,7 @@ def predict_job(model, image, *, second_image=None, prediction=None, axes=None, 
     lo_hi = loaded.spec.get("output_range")
     for key, arr in outs.items():
         kwargs = layers.output_style(key)
-        scale, translate = out_scale, in_translate
+        scale, translate = out_scale, out_translate
         if key == "probabilities":
             scale, translate = np.r_[1.0, scale], np.r_[0.0, translate]
         kwargs.update(
