@@ -48,8 +48,10 @@ __all__ = [
     "DRIFT_TEST",
     "SUMMARY_VERSION",
     "as_features",
+    "benjamini_hochberg",
     "drift_test",
     "holm",
+    "region_pvalues",
     "image_features",
     "rank_test",
     "score_features",
@@ -60,7 +62,10 @@ __all__ = [
 #: How the test is described in a record and in a verdict.
 DRIFT_TEST = ("two-sided Mann-Whitney U per tile statistic, Holm-corrected across statistics, "
               "the whole volume and its regions (family-wise level)")
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
+#: How the region test is described (records with tile positions, enough calibration regions).
+REGION_TEST = ("conformal outlier p-value per region against the calibration regions (Bates et "
+               "al. 2023), Benjamini-Hochberg across regions")
 #: Regions with fewer new tiles are not tested (too few to say).
 MIN_REGION_TILES = 5
 
@@ -135,7 +140,8 @@ def score_features(tiles, prefix: str) -> dict:
     return {k: _finite(v) for k, v in out.items()}
 
 
-def summarize(features: dict, *, tile_shape, max_tiles: int = 5000, seed: int = 0) -> dict:
+def summarize(features: dict, *, tile_shape, tiles=None, max_tiles: int = 5000,
+              seed: int = 0) -> dict:
     """Return the record's ``drift_summary``: the calibration tiles' statistics as lists.
 
     Parameters
@@ -143,6 +149,9 @@ def summarize(features: dict, *, tile_shape, max_tiles: int = 5000, seed: int = 
     features : dict of str to array of shape (n,)
         Per-tile statistics (``Method.drift_features`` of the calibration tiles).
     tile_shape : (int, int)
+    tiles : array of int, shape (n, 3), optional
+        Each tile's first pixel (plane, row, column): kept, so that the region test can group
+        the calibration tiles into regions as it groups the new tiles.
     max_tiles : int
         At most this many tiles are kept (a seeded random subset, still an exchangeable sample).
     seed : int
@@ -151,7 +160,8 @@ def summarize(features: dict, *, tile_shape, max_tiles: int = 5000, seed: int = 
     -------
     dict
         JSON-ready: ``version``, ``test``, ``tile_shape``, ``n`` (tiles kept), ``n_tiles`` (all
-        calibration tiles) and ``features`` (name -> list of floats, one per tile).
+        calibration tiles), ``features`` (name -> list of floats, one per tile) and, with
+        ``tiles``, ``tiles`` (one [plane, row, column] per kept tile).
 
     Examples
     --------
@@ -167,10 +177,15 @@ def summarize(features: dict, *, tile_shape, max_tiles: int = 5000, seed: int = 
     if bad:
         raise ValueError(f"features must all have shape ({n},) (one value per tile); got "
                          f"{ {k: np.shape(features[k]) for k in bad} }")
+    if tiles is not None:
+        tiles = np.asarray(tiles)
+        if tiles.shape != (n, 3) or not np.issubdtype(tiles.dtype, np.integer):
+            raise ValueError(f"tiles must be an int array of shape ({n}, 3) (plane, row, "
+                             f"column of each tile); got {tiles.dtype} {tiles.shape}")
     keep = np.arange(n)
     if n > max_tiles:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_tiles, replace=False))
-    return {
+    out = {
         "version": SUMMARY_VERSION,
         "test": DRIFT_TEST,
         "tile_shape": [int(v) for v in tile_shape],
@@ -178,6 +193,9 @@ def summarize(features: dict, *, tile_shape, max_tiles: int = 5000, seed: int = 
         "n_tiles": int(n),
         "features": {k: [float(v) for v in _finite(features[k])[keep]] for k in names},
     }
+    if tiles is not None:
+        out["tiles"] = tiles[keep].astype(int).tolist()
+    return out
 
 
 def as_features(summary) -> dict:
@@ -268,12 +286,121 @@ def holm(pvalues, weights=None) -> np.ndarray:
     return out.reshape(p.shape)
 
 
+def benjamini_hochberg(pvalues, level: float) -> np.ndarray:
+    """Benjamini-Hochberg step-up rejections at false discovery rate ``level`` (NaN: not tested).
+
+    The k smallest p-values are rejected for the largest k with ``p_(k) <= level * k / m``
+    (m: the tested hypotheses). Each true null hypothesis is rejected with probability at most
+    ``level`` (no p-value above ``level`` is ever rejected), and the false discovery rate is at
+    most ``level`` when the p-values are positively dependent (PRDS; Benjamini & Yekutieli
+    2001), as conformal p-values sharing one calibration set are (Bates et al. 2023).
+
+    Examples
+    --------
+    >>> benjamini_hochberg([0.01, 0.02, 0.5, np.nan], 0.05).tolist()
+    [True, True, False, False]
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.zeros(p.shape, bool)
+    tested = np.flatnonzero(~np.isnan(p))
+    if len(tested):
+        order = tested[np.argsort(p[tested], kind="stable")]
+        ok = p[order] <= float(level) * np.arange(1, len(order) + 1) / len(order)
+        if ok.any():
+            out[order[: np.flatnonzero(ok)[-1] + 1]] = True
+    return out
+
+
+def _unit_auc(pool, unit, sub):
+    """AUC of each unit's tiles (``sub``: their indices) against every other tile of ``pool``."""
+    n = len(pool)
+    auc = np.empty((len(sub), pool.shape[1]))
+    for f in range(pool.shape[1]):
+        col = pool[:, f]
+        srt = np.sort(col)
+        for u, idx in enumerate(sub):
+            own = np.sort(col[unit == u])
+            t = col[idx]
+            below = np.searchsorted(srt, t, "left") - np.searchsorted(own, t, "left")
+            ties = (np.searchsorted(srt, t, "right") - np.searchsorted(srt, t, "left")
+                    - (np.searchsorted(own, t, "right") - np.searchsorted(own, t, "left")))
+            auc[u, f] = np.mean(below + 0.5 * ties) / (n - len(own))
+    return auc
+
+
+def region_pvalues(reference, reference_region, new, new_region, *, seed: int = 0) -> dict:
+    """Conformal outlier p-value of each new region against the calibration regions.
+
+    Real images differ from one region (plane) to the next, so a region's tiles are not
+    exchangeable with pooled calibration tiles; a new region is compared instead with the
+    calibration *regions*, as one more region. For each new region the calibration regions and
+    it form an augmented set of K + 1 regions; each region's score is the largest, over the
+    statistics, of ``|AUC - 0.5|`` (its tiles against all other tiles of the set) divided by
+    that statistic's root-mean-square over the K + 1 regions. Regions larger than the smallest
+    one are scored on a random subset of that size, so every score is equally noisy. The score
+    is a symmetric function of the augmented set, so when the new region is exchangeable with
+    the calibration regions its rank among the K + 1 scores is uniform and
+    ``p = #{regions scoring at least as high} / (K + 1)`` is a valid p-value (full conformal
+    outlier p-value; Bates, Candès, Lei, Romano & Sesia 2023, "Testing for outliers with
+    conformal p-values", Ann. Statist. 51(1)). It cannot go below ``1 / (K + 1)``.
+
+    Parameters
+    ----------
+    reference, new : array, shape (n, k) and (m, k)
+        Statistics of the calibration and new tiles.
+    reference_region, new_region : array of int, shape (n,) and (m,)
+        Region of each tile (calibration regions and new regions are numbered apart).
+    seed : int
+        Seeds the subsets of the larger regions.
+
+    Returns
+    -------
+    dict
+        ``p`` (per new region, in the order of ``np.unique(new_region)``), ``score``,
+        ``feature`` (index of the statistic that scores highest), ``auc`` (of that statistic),
+        ``n_reference_regions`` (K).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> ref = rng.normal(size=(200, 1)) + np.repeat(rng.normal(size=20), 10)[:, None]
+    >>> new = rng.normal(size=(20, 1)) + np.repeat([0.0, 9.0], 10)[:, None]
+    >>> out = region_pvalues(ref, np.repeat(np.arange(20), 10), new, np.repeat([0, 1], 10))
+    >>> [round(float(v), 3) for v in out["p"]]
+    [0.714, 0.048]
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    x = np.asarray(new, dtype=np.float64)
+    _, ref_unit = np.unique(np.asarray(reference_region), return_inverse=True)
+    k_ref = int(ref_unit.max()) + 1
+    rng = np.random.default_rng(seed)
+    ids = np.unique(np.asarray(new_region))
+    out = {"p": [], "score": [], "feature": [], "auc": [], "n_reference_regions": k_ref}
+    for r in ids:
+        own = x[np.asarray(new_region) == r]
+        pool = np.concatenate([ref, own])
+        unit = np.concatenate([ref_unit, np.full(len(own), k_ref)])
+        sizes = np.bincount(unit)
+        m = int(sizes.min())
+        sub = [rng.permutation(np.flatnonzero(unit == u))[:m] for u in range(k_ref + 1)]
+        auc = _unit_auc(pool, unit, sub)
+        dev = np.abs(auc - 0.5)
+        scale = np.sqrt(np.mean(dev ** 2, axis=0)) + 1e-12
+        score = (dev / scale).max(axis=1)
+        j = int(np.argmax(dev[-1] / scale))
+        out["p"].append(float(np.mean(score >= score[-1] - 1e-12)))
+        out["score"].append(float(score[-1]))
+        out["feature"].append(j)
+        out["auc"].append(float(auc[-1, j]))
+    return {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in out.items()}
+
+
 def _matrix(features: dict, names) -> np.ndarray:
     return np.stack([np.asarray(features[k], dtype=np.float64) for k in names], axis=1)
 
 
 def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
-               min_region_tiles: int = MIN_REGION_TILES) -> dict:
+               min_region_tiles: int = MIN_REGION_TILES, reference_region=None) -> dict:
     """Test whether new tiles look like the calibration tiles, for the whole and per region.
 
     Parameters
@@ -286,17 +413,43 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
         The region of each new tile (0 .. R - 1); regions with fewer than
         ``min_region_tiles`` tiles are not tested. With one region only the whole is tested.
     level : float
-        Family-wise error level of the whole family of tests, in (0, 1).
+        Error level, in (0, 1).
+    reference_region : array of int, shape (n,), optional
+        The region of each calibration tile, cut as the new tiles' regions are (planes,
+        blocks). With it, and enough calibration regions, the regions are tested by
+        :func:`region_pvalues` (a new region against the calibration regions: valid when they
+        are exchangeable as regions, whatever the differences between regions) and marked by
+        :func:`benjamini_hochberg` at ``level``; the whole volume keeps its test (Mann-Whitney
+        per statistic, Holm across statistics at ``level``). Without it, or with fewer than
+        ``1 / level - 1`` calibration regions (a conformal p-value cannot go below
+        ``1 / (K + 1)``), the regions fall back to the tile test: each region's tiles against
+        the pooled calibration tiles, one weighted Holm family with the whole (half of
+        ``level`` each), which also marks ordinary differences between regions; the result
+        says so (``region_test``, ``region_note``) and a region it does not mark is "cannot
+        tell".
 
     Returns
     -------
     dict
-        ``drifted`` (bool), ``p_value`` (the smallest Holm-adjusted p-value: drift is reported
-        when it is at most ``level``), ``level``, ``auc`` and ``smd`` (effect sizes of the whole
-        volume's most significant statistic, ``statistic``), ``whole`` (per statistic: raw and
-        adjusted p-value, AUC, SMD), ``regions`` (per region: ``n_tiles``, ``tested``,
-        ``p_value`` adjusted, ``statistic``, ``auc``, ``smd``, ``drifted``), ``n_reference``,
-        ``n_new``, ``n_tests`` and ``test``.
+        ``drifted`` (bool), ``p_value`` (the smallest adjusted p-value of the whole volume, and
+        of the regions under the tile test), ``level``, ``auc`` and ``smd`` (effect sizes of the
+        whole volume's most significant statistic, ``statistic``), ``whole`` (per statistic:
+        raw and adjusted p-value, AUC, SMD), ``regions`` (per region: ``n_tiles``, ``tested``,
+        ``p_value``, ``statistic``, ``auc``, ``smd``, ``drifted``, ``status``: "drift",
+        "no drift" or "cannot tell"), ``region_test`` ("regions" or "tiles"), ``region_note``,
+        ``n_reference``, ``n_new``, ``n_tests`` and ``test``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> effect = np.repeat(rng.normal(size=80), 10)
+    >>> cal = {"f": effect + 0.1 * rng.normal(size=800)}
+    >>> shift = np.repeat([0.0, 0.0, 6.0], 10)
+    >>> new = {"f": np.repeat(rng.normal(size=3), 10) + shift + 0.1 * rng.normal(size=30)}
+    >>> out = drift_test(cal, new, np.repeat([0, 1, 2], 10),
+    ...                  reference_region=np.repeat(np.arange(80), 10))
+    >>> out["region_test"], [r["status"] for r in out["regions"]]
+    ('regions', ['no drift', 'no drift', 'drift'])
     """
     if not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must be in (0, 1); got {level}")
@@ -314,11 +467,33 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
     if len(x) == 0:
         raise ValueError("new must hold at least one tile; got none (is the image smaller "
                          "than one tile?)")
+    lvl = float(level)
     n_regions = int(region.max()) + 1 if len(region) else 0
+    k_ref, note = 0, ""
+    if reference_region is not None:
+        reference_region = np.asarray(reference_region).ravel()
+        if reference_region.shape != (len(ref),):
+            raise ValueError(f"reference_region must have one entry per calibration tile "
+                             f"({len(ref)}); got shape {reference_region.shape}")
+        ids, counts = np.unique(reference_region, return_counts=True)
+        big = np.isin(reference_region, ids[counts >= min_region_tiles])
+        k_ref = int(np.sum(counts >= min_region_tiles))
+    use_regions = n_regions > 1 and reference_region is not None and (k_ref + 1) * lvl >= 1
+    if n_regions > 1 and not use_regions:
+        need = int(np.ceil(1.0 / lvl - 1.0 - 1e-9))
+        note = ("the calibration tiles cannot be cut into these regions (a record made before "
+                "tile positions were kept: calibrate again; or regions given as an array)"
+                if reference_region is None else
+                f"the calibration has {k_ref} regions of {min_region_tiles} tiles or more, too "
+                f"few for the region test at level {lvl:g}: its p-values cannot go below "
+                f"1 / {k_ref + 1} = {1 / (k_ref + 1):.3g}; it needs {need}")
+        note = (f"{note}. The map shows the tile test instead (each region's tiles against the "
+                "pooled calibration tiles), which also marks ordinary differences between "
+                "regions: a marked region may be ordinary, an unmarked one cannot be told")
     p_whole, auc_whole, smd_whole = rank_test(x, ref)
     rows = [p_whole]
     per_region = []
-    for r in range(n_regions if n_regions > 1 else 0):
+    for r in range(n_regions if (n_regions > 1 and not use_regions) else 0):
         sel = region == r
         count = int(sel.sum())
         if count >= min_region_tiles:
@@ -327,12 +502,11 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
             pr, ar, sr = np.full(len(names), np.nan), np.full(len(names), 0.5), np.zeros(len(names))
         rows.append(pr)
         per_region.append((count, pr, ar, sr))
-    # half of the level for the whole volume, half for the regions (weighted Holm)
+    # tile test: half of the level for the whole volume, half for the regions (weighted Holm)
     weights = np.ones((len(rows), len(names)))
     if len(rows) > 1:
         weights[0] = (len(rows) - 1)
     adjusted = holm(np.stack(rows), weights=weights)
-    lvl = float(level)
     best = int(np.nanargmin(adjusted[0]))
     whole = {k: {"p_value": float(p_whole[j]), "p_adjusted": float(adjusted[0, j]),
                  "auc": float(auc_whole[j]), "smd": float(smd_whole[j])}
@@ -342,15 +516,29 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
         adj = adjusted[r + 1]
         tested = bool(~np.isnan(adj).all())
         j = int(np.nanargmin(adj)) if tested else int(np.argmax(np.abs(ar - 0.5)))
+        marked = bool(tested and adj[j] <= lvl)
         regions.append({
             "region": r, "n_tiles": count, "tested": tested,
             "p_value": float(adj[j]) if tested else None, "statistic": names[j],
-            "auc": float(ar[j]), "smd": float(sr[j]),
-            "drifted": bool(tested and adj[j] <= lvl),
+            "auc": float(ar[j]), "smd": float(sr[j]), "drifted": marked,
+            "status": "drift" if marked else "cannot tell",
         })
+    if use_regions:
+        regions = _conformal_regions(ref[big], reference_region[big], x, region, names, lvl,
+                                     min_region_tiles, n_regions)
+        n_tested = sum(r["tested"] for r in regions)
+        if n_tested and 1.0 / (k_ref + 1) > lvl / n_tested:
+            note = (f"with {k_ref} calibration regions the region test's p-values cannot go "
+                    f"below 1 / {k_ref + 1} = {1 / (k_ref + 1):.3g}: it marks only when many "
+                    f"regions drift (Benjamini-Hochberg across {n_tested} regions at {lvl:g}); "
+                    f"an unmarked region cannot be told")
+            for r in regions:
+                if r["tested"] and not r["drifted"]:
+                    r["status"] = "cannot tell"
     p_min = float(np.nanmin(adjusted))
+    drifted = bool(p_min <= lvl) or any(r["drifted"] for r in regions)
     return {
-        "drifted": bool(p_min <= lvl),
+        "drifted": drifted,
         "p_value": p_min,
         "level": lvl,
         "statistic": names[best],
@@ -359,30 +547,69 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
         "whole_drifted": bool(adjusted[0, best] <= lvl),
         "whole": whole,
         "regions": regions,
+        "region_test": "regions" if use_regions else "tiles",
+        "region_note": note,
         "n_reference": int(len(ref)),
+        "n_reference_regions": k_ref,
         "n_new": int(len(x)),
         "n_tests": int(np.sum(~np.isnan(adjusted))),
-        "test": DRIFT_TEST,
+        "test": DRIFT_TEST + ("; regions: " + REGION_TEST if use_regions else ""),
     }
+
+
+def _conformal_regions(ref, ref_region, x, region, names, lvl, min_tiles, n_regions):
+    counts = np.bincount(region, minlength=n_regions)
+    tested = np.flatnonzero(counts >= min_tiles)
+    sel = np.isin(region, tested)
+    out = region_pvalues(ref, ref_region, x[sel], region[sel])
+    p = np.full(n_regions, np.nan)
+    p[tested] = out["p"]
+    marked = benjamini_hochberg(p, lvl)
+    regions = []
+    for r in range(n_regions):
+        if r in tested:
+            i = int(np.searchsorted(tested, r))
+            j = int(out["feature"][i])
+            _, _, smd = rank_test(x[region == r][:, [j]], ref[:, [j]])
+            regions.append({"region": r, "n_tiles": int(counts[r]), "tested": True,
+                            "p_value": float(p[r]), "statistic": names[j],
+                            "auc": float(out["auc"][i]), "smd": float(smd[0]),
+                            "score": float(out["score"][i]), "drifted": bool(marked[r]),
+                            "status": "drift" if marked[r] else "no drift"})
+        else:
+            regions.append({"region": r, "n_tiles": int(counts[r]), "tested": False,
+                            "p_value": None, "statistic": names[0], "auc": 0.5, "smd": 0.0,
+                            "drifted": False, "status": "cannot tell"})
+    return regions
 
 
 def verdict_words(result: dict, *, region_word: str = "region") -> str:
     """Say a :func:`drift_test` result in plain words (the verdict a user reads)."""
     lvl = result["level"]
-    n_drift = sum(r["drifted"] for r in result["regions"])
-    n_tested = sum(r["tested"] for r in result["regions"])
+    regions = result["regions"]
+    n_drift = sum(r["drifted"] for r in regions)
+    n_tested = sum(r["tested"] for r in regions)
+    n_unsure = sum(r.get("status") == "cannot tell" for r in regions)
     effect = (f"most shifted statistic: {result['statistic']} (AUC {result['auc']:.2f}, "
               f"standardized mean difference {result['smd']:+.2f})")
     p = result["p_value"]
     p_txt = f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+    by_region = result.get("region_test") == "regions"
+    how = (f" against the {result.get('n_reference_regions')} calibration {region_word}s, "
+           f"false discovery rate {lvl:g}" if by_region else "")
+    where = (f"; {n_drift} of {n_tested} {region_word}s drift{how}" if n_tested else "")
+    if n_unsure:
+        where += f"; {n_unsure} cannot tell"
+    note = result.get("region_note") or ""
+    note = f" Regions: {note}." if note else ""
     if result["drifted"]:
-        where = (f"; {n_drift} of {n_tested} {region_word}s drift" if n_tested else "")
-        return (f"DRIFT: the new tiles do not look like the calibration tiles (p = {p_txt} at "
-                f"family-wise level {lvl:g}{where}). The guarantee may not hold here: annotate "
-                f"ground truth in the marked {region_word}s and recalibrate. {effect[0].upper()}"
-                f"{effect[1:]}.")
+        head = ("the new tiles do not look like the calibration tiles" if result.get(
+            "whole_drifted", True) else f"some {region_word}s do not look like the calibration "
+            f"{region_word}s")
+        return (f"DRIFT: {head} (p = {p_txt} at family-wise level {lvl:g}{where}). The guarantee "
+                f"may not hold here: annotate ground truth in the marked {region_word}s and "
+                f"recalibrate. {effect[0].upper()}{effect[1:]}.{note}")
     return (f"No drift detected: the {result['n_new']} new tiles are consistent with the "
             f"{result['n_reference']} calibration tiles (p = {p_txt} at family-wise level "
-            f"{lvl:g}; {effect}). Not a proof of exchangeability: a shift these statistics do "
-            "not see can still break the guarantee.")
-
+            f"{lvl:g}{where}; {effect}). Not a proof of exchangeability: a shift these "
+            f"statistics do not see can still break the guarantee.{note}")

@@ -50,11 +50,28 @@ def input_features(image, origins, tile_shape, grid_shape) -> dict:
 
 
 def summary_of(entry, tiles: dict, origins, tile_shape, grid_shape, *, image=None) -> dict:
-    """Return the ``drift_summary`` of calibration tiles (the method's statistics)."""
+    """Return the ``drift_summary`` of calibration tiles (the method's statistics, positions)."""
     feats = dict(entry.drift_features(tiles))
     if image is not None:
         feats.update(input_features(image, origins, tile_shape, grid_shape))
-    return core.summarize(feats, tile_shape=tile_shape)
+    return core.summarize(feats, tile_shape=tile_shape,
+                          tiles=np.asarray(origins, dtype=np.int64).reshape(-1, 3))
+
+
+def _reference_regions(summary, tile_shape, regions, planes):
+    """Region of each calibration tile, cut as the new tiles are (None when it cannot be)."""
+    tiles = summary.get("tiles")
+    if tiles is None or isinstance(regions, np.ndarray | list | tuple) or regions == "whole":
+        return None
+    pos = np.asarray(tiles, dtype=np.int64).reshape(-1, 3)
+    if regions == "auto":
+        regions = "plane" if planes > 1 else BLOCK_TILES
+    if regions == "plane":
+        return pos[:, 0]
+    k = int(regions)
+    keys = np.stack([pos[:, 0], pos[:, 1] // (tile_shape[0] * k),
+                     pos[:, 2] // (tile_shape[1] * k)], axis=1)
+    return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
 
 
 def _regions(origins, tile_shape, grid_shape, regions):
@@ -163,7 +180,8 @@ def check_drift_job(record, outputs, *, image=None, tile_shape=None, level=0.05,
         yield z + 1, planes
     new = {k: np.concatenate(v) for k, v in feats.items()}
     region, word = _regions(origins, (th, tw), grid_shape, regions)
-    result = core.drift_test(reference, new, region, level=level)
+    ref_region = _reference_regions(summary, (th, tw), regions, planes)
+    result = core.drift_test(reference, new, region, level=level, reference_region=ref_region)
     result["message"] = core.verdict_words(result, region_word=word)
     result["region_word"] = word
     drifted = np.array([r["drifted"] for r in result["regions"]] or [result["drifted"]], bool)
