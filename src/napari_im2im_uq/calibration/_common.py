@@ -18,10 +18,10 @@ def fraction_curve(loss: FractionLoss, lam_hat: float, at_hat: np.ndarray, *, ru
                    points: int = 64) -> dict:
     """Empirical risk and the controlled quantity on a uniform lam grid around lam_hat.
 
-    ``at_hat`` holds the per-tile losses at lam_hat (already computed by the caller). Only WSR
-    needs per-tile losses on the grid (one exact pass); the other rules depend on the mean alone,
-    which the grid reads off the subsample the calibration already drew (a plot estimate, within
-    about 1/sqrt(131072) of the pooled value; exact at lam_hat).
+    ``at_hat`` holds the per-tile losses at lam_hat (already computed by the caller). Every
+    point is exact: one pass over the loss's blocks (the stored critical values of the
+    calibration, never the inputs again) gives the per-tile losses on the grid for WSR and the
+    pooled total, which is all the other rules depend on.
     """
     cmax = loss._stats()[2]
     top = cmax if not np.isfinite(lam_hat) or lam_hat <= 0 else min(cmax, 3.0 * lam_hat)
@@ -33,13 +33,7 @@ def fraction_curve(loss: FractionLoss, lam_hat: float, at_hat: np.ndarray, *, ru
     if per_tile:
         grid = loss.binned_tile_losses(uniform)
     else:
-        w_inf, w_pos, _, (sub_v, sub_w) = loss._stats()
-        scale = (w_pos - w_inf) / sub_w.sum() if sub_w.size else 0.0
-        ascending = sub_v[::-1]
-        above_w = np.concatenate([np.cumsum(sub_w)[::-1], [0.0]])  # sub weight >= each value
-        idx = np.searchsorted(ascending, uniform, side="right")  # first value above the lam
-        grid = w_inf + scale * above_w[idx]
-        grid[uniform == 0] = w_pos
+        grid = loss.binned_tile_losses(uniform, pooled=True)  # exact pooled weight above each
     lams = list(uniform)
     if np.isfinite(lam_hat) and not np.any(uniform == lam_hat):
         lams.append(lam_hat)

@@ -40,6 +40,7 @@ def _float32_exact(dtype) -> bool:
 
 _BOUNDS = ("hoeffding", "hoeffding_bentkus", "wsr")
 _CHUNK = 1 << 15  # pixels per step of the plain critical values (cache-sized)
+_STORE_BYTES = 1 << 30  # critical values of lazy inputs kept in memory up to this size
 
 
 def _smallest_covering(c, covered_at, done):
@@ -368,21 +369,28 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
         check_same_shape("prediction", prediction, valid=valid)
     n = int(prediction.shape[0])
     lazy = any(is_dask(a) for a in (prediction, lower, upper, truth, valid) if a is not None)
+    # Lazy inputs are read once: their critical values are kept (8 bytes a pixel) and every
+    # later step, the risk curve included, replays them; only the pixels near lam_hat are read
+    # again to be made exact. Beyond _STORE_BYTES the blocks are streamed at every pass instead.
+    stream = lazy and n * int(np.prod(prediction.shape[1:])) * 8 > _STORE_BYTES
+    wsr = rule == "rcps" and bound == "wsr"
 
-    plain = None  # in-memory inputs: the plain quotients, computed once and refined in place
-    previous = None  # the last in-memory loss: its stats are updated, not recomputed
+    plain = None  # the plain quotients, computed once and refined in place
+    plain_exact = False  # whether they were computed exact from the start (lazy WSR)
+    previous = None  # the last stored loss: its stats are updated, not recomputed
 
     def make_loss(exact):
-        nonlocal plain, previous
-        if lazy:
+        nonlocal plain, plain_exact, previous
+        if stream:
             blocks = _interval_blocks(prediction, lower, upper, truth, valid, n, block_tiles,
                                       exact)
             return _fraction.FractionLoss(blocks, n)
         if plain is None:
+            plain_exact = lazy and exact is True  # one read, exact at once
             plain = list(_interval_blocks(prediction, lower, upper, truth, valid, n,
-                                          block_tiles, False)())
+                                          block_tiles, plain_exact)())
         stats = None if previous is None else previous._cached_stats
-        if exact is not False:
+        if exact is not False and not plain_exact:
             touched = []
             for start, crit, weight in plain:
                 rows, cols = _refine(crit, start, exact, prediction, lower, upper, truth)
@@ -409,7 +417,7 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
     # exact, and solve again. The second answer is exact when it falls inside the window (values
     # outside it cannot change sides of any lam in it); otherwise, and always for WSR, every
     # value is made exact.
-    if rule == "rcps" and bound == "wsr":
+    if wsr:
         loss = make_loss(True)
         lam, order = solve(loss)
     else:

@@ -83,6 +83,58 @@ def masked_distortion_curve(mask_scores, prediction, truth, lams, *, distance="l
     return np.stack(out, axis=1)
 
 
+_STORE_BYTES = 1 << 30  # lazy inputs are kept in memory up to this size (else streamed)
+
+
+def _read_once(arrays) -> bool:
+    """Whether ``arrays`` hold a lazy input small enough to be read once and kept."""
+    lazy = [a for a in arrays.values() if a is not None and is_dask(a)]
+    size = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in arrays.values()
+               if a is not None)
+    return bool(lazy) and size <= _STORE_BYTES
+
+
+def _materialise(arrays, n) -> dict:
+    """Read every array block by block, once, into memory (numpy)."""
+    parts = {k: [] for k in arrays}
+    for _, blk in tile_blocks(n, arrays):
+        for k, v in blk.items():
+            if v is not None:
+                parts[k].append(np.asarray(v))
+    return {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
+
+
+def _distortion_on_grid(m, f, y, valid, grid, *, distance, eps):
+    """Per-tile L1 / L2 distortion at every sorted lam of ``grid`` in one pass: (n, len(grid)).
+
+    ``d_i(lam) = sum_p min(1, lam / b_p)**q a_p / count_i`` with ``b_p = eps + 1 - m_p`` and
+    ``a_p = |y_p - f_p|**q``: pixels with ``b_p <= lam`` are saturated and count ``a_p``, the
+    others ``lam**q a_p / b_p**q``. Each pixel goes to the first grid point at or above its
+    ``b_p``; two weighted counts per tile and grid interval give every point (the same values as
+    :func:`masked_distortion_curve` up to rounding, about 1e-15 relative).
+    """
+    n = m.shape[0]
+    q = 1 if distance == "l1" else 2
+    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)
+    e = (np.asarray(y, np.float64) - np.asarray(f, np.float64)).reshape(n, -1)
+    a = np.abs(e) if q == 1 else e**2
+    if valid is None:
+        count = np.full(n, float(a.shape[1]))
+    else:
+        v = np.asarray(valid).reshape(n, -1)
+        a = np.where(v, a, 0.0)
+        count = v.sum(axis=1).astype(np.float64)
+    g = grid.size
+    idx = np.searchsorted(grid, b, side="left")  # saturated at grid[j] iff j >= idx
+    keys = (idx + (g + 1) * np.arange(n)[:, None]).ravel()
+    sat = np.bincount(keys, weights=a.ravel(), minlength=n * (g + 1)).reshape(n, g + 1)
+    lin = np.bincount(keys, weights=(a / b**q).ravel(),
+                      minlength=n * (g + 1)).reshape(n, g + 1)
+    saturated = np.cumsum(sat, axis=1)[:, :g]  # idx <= j
+    linear = np.cumsum(lin[:, ::-1], axis=1)[:, ::-1][:, 1:]  # idx > j
+    return (saturated + np.asarray(grid, np.float64) ** q * linear) / count[:, None]
+
+
 def _tile_critical_values(m, f, y, valid, *, alpha, distance, eps, data_range):
     """Largest lam before each tile's distortion first exceeds alpha (+inf if it never does)."""
     n = m.shape[0]
@@ -239,6 +291,9 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
                          "on it); got None")
     n = int(mask_scores.shape[0])
     arrays = {"m": mask_scores, "f": prediction, "y": truth, "valid": valid}
+    if _read_once(arrays):  # lazy inputs are read once and kept (every pass replays them)
+        arrays = _materialise(arrays, n)
+        mask_scores, prediction, truth, valid = (arrays[k] for k in ("m", "f", "y", "valid"))
 
     # one pass: validate, and collect either per-tile critical values or the pooled data (crc)
     crit_parts, pooled = [], {"m": [], "f": [], "y": [], "valid": []}
@@ -314,15 +369,26 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
     grid = np.linspace(0.0, lam_top, 32)
     if np.isfinite(lam):
         grid = np.unique(np.append(grid, lam))
+    lazy = is_dask(mask_scores)
     per_tile = []
     for _, blk in tile_blocks(n, arrays):
-        per_tile.append(masked_distortion_curve(blk["m"], blk["f"], blk["y"], grid,
-                                                distance=distance, eps=eps, data_range=width,
-                                                valid=blk["valid"]))
+        if distance == "ssim":
+            per_tile.append(masked_distortion_curve(blk["m"], blk["f"], blk["y"], grid,
+                                                    distance=distance, eps=eps,
+                                                    data_range=width, valid=blk["valid"]))
+        else:
+            per_tile.append(_distortion_on_grid(blk["m"], blk["f"], blk["y"], blk["valid"],
+                                                grid, distance=distance, eps=eps))
     per_tile = np.concatenate(per_tile)
-    at_hat = masked_distortion_curve(mask_scores, prediction, truth, [lam], distance=distance,
-                                     eps=eps, data_range=width, valid=valid)[:, 0] if not (
-        is_dask(mask_scores)) else per_tile[:, min(np.searchsorted(grid, lam), grid.size - 1)]
+    at = min(np.searchsorted(grid, lam), grid.size - 1)
+    if lazy:  # streamed (beyond _STORE_BYTES): read off the grid, where lam is a point
+        at_hat = per_tile[:, at]
+    else:  # lam_hat is the point that decides the empirical risk: evaluated directly
+        at_hat = masked_distortion_curve(mask_scores, prediction, truth, [lam],
+                                         distance=distance, eps=eps, data_range=width,
+                                         valid=valid)[:, 0]
+        if np.isfinite(lam):
+            per_tile[:, at] = at_hat
     if rule == "crc":
         risk_curve = per_tile.mean(axis=0)
         controlled = (n * risk_curve + bound) / (n + 1)

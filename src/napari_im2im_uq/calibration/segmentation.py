@@ -28,6 +28,8 @@ from ._apply import SEGMENTATION_SCORES, segmentation_scores
 from ._common import fraction_curve, tile_phrase
 from ._result import CalibrationResult
 
+_STORE_BYTES = 1 << 30  # critical values of lazy inputs kept in memory up to this size
+
 __all__ = ["calibrate_segmentation", "segmentation_scores"]
 
 _LOSSES = ("binary", "coverage_ratio", "miscoverage", "weighted_miscoverage")
@@ -164,8 +166,10 @@ def calibrate_segmentation(scores, labels, *, alpha, scores_are="probabilities",
                 per_tile = np.where(need <= 0, 0.0, ordered[np.arange(m), pick])
                 yield start, per_tile[:, None], np.ones((m, 1))
 
-    lazy = is_dask(scores) or is_dask(labels)
-    fl = _fraction.FractionLoss(blocks, n) if lazy else _fraction.FractionLoss.cached(blocks, n)
+    # lazy inputs are read once: the critical values are kept (8 bytes a pixel) and replayed by
+    # the controller and the risk curve; beyond _STORE_BYTES each pass reads them again
+    stream = (is_dask(scores) or is_dask(labels)) and labels.size * 8 > _STORE_BYTES
+    fl = _fraction.FractionLoss(blocks, n) if stream else _fraction.FractionLoss.cached(blocks, n)
     order = None
     if rule == "crc":
         lam = _fraction.crc(fl, alpha)

@@ -47,6 +47,7 @@ _FIDELITY = ("pointwise", "blurred", "given")
 _SUBSAMPLE_PIXELS = 1 << 12  # per tile, for the upper bound
 _TOP_SHARE = 1 / 128  # share of each tile's pixels its first top set aims at
 _TOP_LIMIT = 1 << 23  # pixels all top sets may hold together before the bracketed search
+_STORE_BYTES = 1 << 30  # (sigma, D) of lazy inputs kept in memory up to this size
 
 
 def _records(sigma, D):
@@ -96,7 +97,8 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
     block_tiles : int, default 16
         Tiles processed together for in-memory inputs.
     curve_points : int, default 16
-        Extra exact points of the risk curve (each costs one pass over the data).
+        Extra exact points of the risk curve (all of them together cost one pass over the
+        values the calibration keeps, never another read of lazy inputs).
 
     Returns
     -------
@@ -203,16 +205,19 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
             yield start, s, D
 
     threshold = crc_threshold(n, alpha, bound, what="a trust mask")
+    # Lazy inputs are read once: (sigma, D) of every block is kept (16 bytes a pixel) and the
+    # solver and the risk curve replay it. Beyond _STORE_BYTES every pass reads them again.
+    stream = lazy and n * int(np.prod(sigma.shape[1:])) * 16 > _STORE_BYTES
     scan = None
-    if not lazy and valid is None and fidelity == "pointwise":
+    if not stream and valid is None and fidelity == "pointwise":
         scan = _scan_pointwise(sigma, prediction, truth, n, bound, data_range, block_tiles,
-                               store=curve_points > 0)
+                               store=curve_points > 0 or lazy)
     if scan is not None:
         full, subs, first, blocks, sigmas = scan
         t_hat, at_hat = _solve(blocks, n, threshold, top_sets=True, full=full, subs=subs,
                                first=first, sigmas=sigmas)
     else:
-        if lazy:
+        if stream:
             blocks = compute_blocks
         else:
             stored = list(compute_blocks())  # raises on bad input
@@ -220,8 +225,8 @@ def calibrate_trust_mask(sigma, prediction=None, truth=None, *, alpha, fidelity=
             def blocks():
                 yield from stored
 
-        t_hat, at_hat = _solve(blocks, n, threshold, top_sets=not lazy,
-                               full=None if lazy else tile_max)
+        t_hat, at_hat = _solve(blocks, n, threshold, top_sets=not stream,
+                               full=None if stream else tile_max)
     risk = float(at_hat.mean())
     curve = _curve(blocks, n, t_hat, bound, curve_points, at_hat)
     tile = tile_phrase(sigma.shape[1:])
@@ -329,6 +334,10 @@ def _scan_pointwise(sigma, pred, truth, n, bound, data_range, block_tiles, store
                 yield start, s, fidelity_error_map(b["pred"], b["truth"]).reshape(m, -1)
 
     def sigmas():
+        if store:  # the kept blocks: lazy inputs are not read again
+            for _, s, _ in stored:
+                yield s
+            return
         for _, b in tile_blocks(n, {"sigma": sigma}, block_tiles=block_tiles):
             yield np.asarray(b["sigma"], dtype=np.float64).reshape(b["sigma"].shape[0], -1)
 
@@ -340,6 +349,24 @@ def _tile_losses(blocks, n, t):
     for start, s, D in blocks():
         out[start : start + s.shape[0]] = np.max(D, axis=1, where=s <= t, initial=0.0)
     return out
+
+
+def _tile_losses_at(blocks, n, lams):
+    """Per-tile losses at every sorted t of ``lams`` in one pass: array (n, len(lams)).
+
+    ``L_i(t_j) = max{D_p : sigma_p <= t_j}`` (0 for none), exactly: each pixel goes to the first
+    t at or above its sigma, the tile's largest D per t is taken, then the running maximum.
+    """
+    p = lams.size
+    out = np.zeros((n, p + 1))
+    for start, s, D in blocks():
+        m = s.shape[0]
+        idx = np.searchsorted(lams, s, side="left")  # pixel counts at t_j iff j >= idx
+        keys = idx + (p + 1) * np.arange(m)[:, None]
+        part = np.zeros((m, p + 1))
+        np.maximum.at(part.reshape(-1), keys.reshape(-1), D.reshape(-1))
+        out[start : start + m] = part
+    return np.maximum.accumulate(out, axis=1)[:, :p]
 
 
 def _solve(blocks, n, threshold, *, top_sets=False, full=None, subs=None, first=None,
@@ -594,7 +621,8 @@ def _curve(blocks, n, t_hat, bound, points, at_hat):
         if pool.size:
             lams += list(np.quantile(pool, np.linspace(0.0, 1.0, points)))
     lams = np.unique(np.asarray(lams, dtype=np.float64))
-    risks = np.array([at_hat.mean() if t == t_hat else _tile_losses(blocks, n, t).mean()
-                      for t in lams])
+    per_tile = _tile_losses_at(blocks, n, lams)
+    risks = per_tile.mean(axis=0)
+    risks[lams == t_hat] = at_hat.mean()
     controlled = (n * risks + bound) / (n + 1)
     return {"lam": lams.tolist(), "risk": risks.tolist(), "bound": controlled.tolist()}

@@ -1,0 +1,388 @@
+"""Continuous masks ``m_lam = min(1, lam / (eps + 1 - m_theta))`` (Kutiel et al. 2023).
+
+A mask network scores each pixel's trustworthiness m_theta in [0, 1]; the calibrated mask
+multiplies both the prediction and the truth, and the distortion ``d(m y, m yhat)`` (L1, L2 or
+1 - SSIM; L1 and L2 are means over the tile's pixels, so alpha does not depend on the tile
+size) grows with lam. Three rules choose lam:
+
+- "conformal" (default, valid): each tile's critical value lam_i is the largest lam before its
+  distortion first exceeds alpha; lam_hat is the k-th smallest, k = floor((n + 1)(1 - beta)),
+  so ``P(d_test(lam_hat) <= alpha) >= beta`` over the calibration draw and the test tile.
+- "crc" (valid): conformal risk control of the expected distortion,
+  ``lam_hat = sup{lam : (sum_i d_i(lam) + B) / (n + 1) <= alpha}``, solved exactly on the
+  pooled breakpoints for L1 and L2.
+- "paper" (NOT valid, kept for comparison): the empirical (1 - beta)-quantile of the lam_i
+  exactly as the paper writes it ("the maximal value for which at least beta fraction of the
+  calibration set satisfies the condition"); it lacks the finite-sample correction and misses
+  its stated level for some n (see Appendix B of Adame et al. 2025).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from napari_im2im_uq._validation import (
+    as_tiles,
+    check_choice,
+    check_finite,
+    check_level,
+    check_positive,
+    check_same_shape,
+    check_valid_block,
+    is_dask,
+    tile_blocks,
+)
+from napari_im2im_uq.calibration._apply import calibrated_mask as _calibrated_mask
+from napari_im2im_uq.calibration._errors import InfeasibleCalibrationError, crc_threshold
+from napari_im2im_uq.calibration._result import CalibrationResult
+
+from ._common import tile_phrase
+
+__all__ = ["calibrate_mask", "masked_distortion_curve"]
+
+_DISTANCES = ("l1", "l2", "ssim")
+_RULES = ("conformal", "crc", "paper")
+_ROUND = 9  # decimals kept when turning (n + 1)(1 - beta) into an integer rank
+_SSIM_GRID = 48
+_SSIM_BISECT = 50
+
+
+def _distortion(mask, prediction, truth, distance, data_range, valid=None):
+    """Per-tile d(m y, m yhat) for a stack of tiles (mean over valid pixels for l1 / l2)."""
+    diff = mask * (np.asarray(truth, np.float64) - np.asarray(prediction, np.float64))
+    n = diff.shape[0]
+    if distance in ("l1", "l2"):
+        a = np.abs(diff) if distance == "l1" else diff**2
+        if valid is None:
+            return a.reshape(n, -1).mean(axis=1)
+        v = valid.reshape(n, -1)
+        return np.where(v, a.reshape(n, -1), 0.0).sum(axis=1) / v.sum(axis=1)
+    from skimage.metrics import structural_similarity
+
+    y = mask * np.asarray(truth, np.float64)
+    yhat = mask * np.asarray(prediction, np.float64)
+    return np.array([1.0 - structural_similarity(y[i], yhat[i], data_range=data_range)
+                     for i in range(n)])
+
+
+def masked_distortion_curve(mask_scores, prediction, truth, lams, *, distance="l1", eps=1e-3,
+                            data_range=None, valid=None):
+    """Per-tile distortion of the calibrated mask at each lam: array (n, len(lams)).
+
+    Examples
+    --------
+    >>> m = np.zeros((1, 2, 2)); y = np.ones((1, 2, 2)); yhat = np.zeros((1, 2, 2))
+    >>> masked_distortion_curve(m, yhat, y, [0.0, 0.5, 2.0]).round(3).tolist()
+    [[0.0, 0.5, 1.0]]
+    """
+    out = []
+    for lam in np.atleast_1d(lams):
+        mask = _calibrated_mask(mask_scores, float(lam), eps=eps)
+        out.append(_distortion(mask, prediction, truth, distance, data_range, valid))
+    return np.stack(out, axis=1)
+
+
+def _tile_critical_values(m, f, y, valid, *, alpha, distance, eps, data_range):
+    """Largest lam before each tile's distortion first exceeds alpha (+inf if it never does)."""
+    n = m.shape[0]
+    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)  # lam at which a pixel saturates
+    e = (np.asarray(y, np.float64) - np.asarray(f, np.float64)).reshape(n, -1)
+    if distance == "ssim":
+        return np.array([
+            _ssim_critical(b[i], f[i], y[i], alpha=alpha, eps=eps, data_range=data_range,
+                           m=m[i]) for i in range(n)
+        ])
+    q = 1 if distance == "l1" else 2
+    a = np.abs(e) if q == 1 else e**2
+    v = np.ones_like(a, bool) if valid is None else valid.reshape(n, -1)
+    a = np.where(v, a, 0.0)
+    count = v.sum(axis=1).astype(np.float64)
+    order = np.argsort(b, axis=1, kind="stable")
+    bs = np.take_along_axis(b, order, axis=1)
+    as_ = np.take_along_axis(a, order, axis=1)
+    ws = (1.0 / bs) ** q * as_
+    sat_before = np.cumsum(as_, axis=1) - as_
+    lin_from = np.cumsum(ws[:, ::-1], axis=1)[:, ::-1]
+    d_at = (sat_before + bs**q * lin_from) / count[:, None]
+    crit = np.full(n, np.inf)
+    for i in range(n):
+        over = np.flatnonzero(d_at[i] > alpha)
+        if over.size == 0:
+            if as_[i].sum() / count[i] > alpha:  # cannot happen: d is continuous
+                crit[i] = bs[i, -1]
+            continue
+        j = over[0]
+        slope = lin_from[i, j]
+        lam = ((alpha * count[i] - sat_before[i, j]) / slope) ** (1.0 / q) if slope > 0 else 0.0
+        lo = bs[i, j - 1] if j > 0 else 0.0
+        crit[i] = min(max(lam, lo), bs[i, j])
+    return crit
+
+
+def _ssim_critical(b, f, y, *, alpha, eps, data_range, m):
+    def d(lam):
+        mask = _calibrated_mask(m, lam, eps=eps)
+        return _distortion(mask[None], f[None], y[None], "ssim", data_range)[0]
+
+    top = float(b.max())
+    grid = np.linspace(0.0, top, _SSIM_GRID)
+    values = np.array([d(g) for g in grid])
+    over = np.flatnonzero(values > alpha)
+    if over.size == 0:
+        return np.inf
+    j = over[0]
+    if j == 0:
+        return 0.0
+    lo, hi = grid[j - 1], grid[j]
+    for _ in range(_SSIM_BISECT):
+        mid = 0.5 * (lo + hi)
+        if d(mid) > alpha:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def _crc_lam(m, f, y, valid, *, threshold, distance, eps):
+    """sup{lam : sum_i d_i(lam) <= threshold} for l1 / l2, from the pooled breakpoints."""
+    n = m.shape[0]
+    q = 1 if distance == "l1" else 2
+    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)
+    e = (np.asarray(y, np.float64) - np.asarray(f, np.float64)).reshape(n, -1)
+    a = np.abs(e) if q == 1 else e**2
+    v = np.ones_like(a, bool) if valid is None else valid.reshape(n, -1)
+    a = np.where(v, a, 0.0) / v.sum(axis=1, keepdims=True)
+    b, a = b.ravel(), a.ravel()
+    order = np.argsort(b, kind="stable")
+    bs, as_ = b[order], a[order]
+    ws = (1.0 / bs) ** q * as_
+    sat_before = np.cumsum(as_) - as_
+    lin_from = np.cumsum(ws[::-1])[::-1]
+    total_at = sat_before + bs**q * lin_from
+    over = np.flatnonzero(total_at > threshold)
+    if over.size == 0:
+        return np.inf
+    j = over[0]
+    slope = lin_from[j]
+    lam = ((threshold - sat_before[j]) / slope) ** (1.0 / q) if slope > 0 else 0.0
+    lo = bs[j - 1] if j > 0 else 0.0
+    return float(min(max(lam, lo), bs[j]))
+
+
+def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance="l1",
+                   rule="conformal", eps=1e-3, data_range=None, loss_bound=None, valid=None):
+    """Calibrate Kutiel et al.'s continuous mask so the masked distortion stays below alpha.
+
+    Parameters
+    ----------
+    mask_scores : array_like, shape (n, rows, columns)
+        The mask network's output m_theta in [0, 1] (1 = trustworthy), one tile per index.
+    prediction, truth : array_like, shape (n, rows, columns)
+    alpha : float
+        Distortion level, in the units of the distance (L1: intensity; L2: squared
+        intensity; SSIM: 1 - SSIM).
+    beta : float, default 0.9
+        For "conformal" and "paper": the probability that a new tile meets alpha.
+    distance : {"l1", "l2", "ssim"}
+        "l1": mean |m (y - yhat)|; "l2": mean (m (y - yhat))**2; "ssim": 1 - SSIM(m y, m yhat)
+        (scikit-image, needs ``data_range``).
+    rule : {"conformal", "crc", "paper"}
+        See the module docstring; "paper" is marked ``valid=False`` in the result.
+    eps : float, default 1e-3
+        The epsilon of the mask formula.
+    data_range : float or (float, float), optional
+        Image range: needed for SSIM, and gives B for "crc" (width, or width**2 for L2).
+    loss_bound : float, optional
+        B for "crc", stated directly.
+    valid : array_like of bool, optional
+        Pixels that count in the L1 / L2 means (not supported with SSIM).
+
+    Notes
+    -----
+    Dask inputs are read block by block; "conformal" and "paper" keep one critical value per
+    tile, while "crc" pools every pixel's breakpoint in memory to solve the sweep exactly.
+
+    Returns
+    -------
+    CalibrationResult
+        ``method="mask"``; apply with ``result.mask(mask_scores)``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.random((50, 8, 8)); yhat = y + rng.normal(scale=0.1, size=y.shape)
+    >>> m = rng.random(y.shape)
+    >>> res = calibrate_mask(m, yhat, y, alpha=0.05, beta=0.8)
+    >>> res.valid, res.rule
+    (True, 'conformal')
+    """
+    alpha = check_level(alpha, "alpha") if distance != "ssim" else _check_ssim_alpha(alpha)
+    check_choice(distance, "distance", _DISTANCES)
+    check_choice(rule, "rule", _RULES)
+    if rule != "crc":
+        beta = check_level(beta, "beta")
+    eps = check_positive(eps, "eps")
+    mask_scores = as_tiles(mask_scores, "mask_scores")
+    prediction = as_tiles(prediction, "prediction")
+    truth = as_tiles(truth, "truth")
+    check_same_shape("mask_scores", mask_scores, prediction=prediction, truth=truth)
+    if valid is not None:
+        if distance == "ssim":
+            raise ValueError("valid is not supported with distance='ssim' (SSIM is computed on "
+                             "whole tiles); crop the tiles to the labelled region instead")
+        valid = valid if is_dask(valid) else np.asarray(valid)
+        check_same_shape("mask_scores", mask_scores, valid=valid)
+    width = _range_width(data_range)
+    if distance == "ssim" and width is None:
+        raise ValueError("data_range is required for distance='ssim' (the SSIM constants depend "
+                         "on it); got None")
+    n = int(mask_scores.shape[0])
+    arrays = {"m": mask_scores, "f": prediction, "y": truth, "valid": valid}
+
+    # one pass: validate, and collect either per-tile critical values or the pooled data (crc)
+    crit_parts, pooled = [], {"m": [], "f": [], "y": [], "valid": []}
+    for start, blk in tile_blocks(n, arrays):
+        v = check_valid_block(blk["valid"], start)
+        for name, key in (("mask_scores", "m"), ("prediction", "f"), ("truth", "y")):
+            check_finite(blk[key], name, where=v, offset=start)
+        mm = np.asarray(blk["m"], np.float64)
+        if mm.size and (mm.min() < 0 or mm.max() > 1):
+            raise ValueError(f"mask_scores must lie in [0, 1]; got values from {mm.min():g} to "
+                             f"{mm.max():g}")
+        if rule == "crc":
+            for key, val in (("m", mm), ("f", blk["f"]), ("y", blk["y"]), ("valid", v)):
+                pooled[key].append(val)
+        else:
+            crit_parts.append(_tile_critical_values(
+                mm, blk["f"], blk["y"], v, alpha=alpha, distance=distance, eps=eps,
+                data_range=width,
+            ))
+
+    tile = tile_phrase(mask_scores.shape[1:])
+    dist_words = {"l1": "mean absolute", "l2": "mean squared", "ssim": "1 - SSIM"}[distance]
+    if rule == "crc":
+        if distance == "ssim":
+            raise ValueError("rule='crc' needs a distortion that grows with lam; 1 - SSIM need "
+                             "not, so use rule='conformal' with distance='ssim'")
+        bound = _crc_bound(loss_bound, width, distance)
+        threshold = crc_threshold(n, alpha, bound, what="rule='crc'")
+        stack = {k: (np.concatenate(vals) if vals and vals[0] is not None else None)
+                 for k, vals in pooled.items()}
+        lam = _crc_lam(stack["m"], stack["f"], stack["y"], stack["valid"], threshold=threshold,
+                       distance=distance, eps=eps)
+        crit = None
+        guarantee = (
+            f"On average over the calibration draw and a new {tile} tile from the same "
+            f"population as the {n} calibration tiles, the {dist_words} distortion between the "
+            f"masked prediction and the masked truth is at most {alpha:g}."
+        )
+        valid_rule, beta_out = True, None
+    else:
+        bound = None
+        crit = np.sort(np.concatenate(crit_parts))
+        if rule == "conformal":
+            k = math.floor(round((n + 1) * (1.0 - beta), _ROUND))
+            if k < 1:
+                need = math.ceil(round(1.0 / (1.0 - beta), _ROUND)) - 1
+                raise InfeasibleCalibrationError(
+                    f"the calibration set has {n} tiles; beta={beta:g} needs at least {need} "
+                    "(with fewer, no lam > 0 is certified)"
+                )
+            guarantee = (
+                f"With probability at least {beta:.0%} over the calibration draw and a new {tile} "
+                f"tile from the same population as the {n} calibration tiles, the {dist_words} "
+                f"distortion between the masked prediction and the masked truth is at most "
+                f"{alpha:g}."
+            )
+            valid_rule = True
+        else:
+            k = n - math.ceil(round(beta * n, _ROUND)) + 1
+            k = min(max(k, 1), n)
+            guarantee = (
+                "Kutiel et al.'s empirical (1 - beta)-quantile, kept for comparison: it is NOT a "
+                "valid guarantee (no finite-sample correction), and for some n fewer than "
+                f"{beta:.0%} of new tiles meet alpha={alpha:g}. Use rule='conformal'."
+            )
+            valid_rule = False
+        lam = float(crit[k - 1])
+        beta_out = beta
+    if rule != "paper":
+        guarantee += " It holds for tiles exchangeable with the calibration tiles."
+    # curve: distortion against lam, on a grid up to the saturation point
+    lam_top = 1.0 + eps
+    grid = np.linspace(0.0, lam_top, 32)
+    if np.isfinite(lam):
+        grid = np.unique(np.append(grid, lam))
+    per_tile = []
+    for _, blk in tile_blocks(n, arrays):
+        per_tile.append(masked_distortion_curve(blk["m"], blk["f"], blk["y"], grid,
+                                                distance=distance, eps=eps, data_range=width,
+                                                valid=blk["valid"]))
+    per_tile = np.concatenate(per_tile)
+    at_hat = masked_distortion_curve(mask_scores, prediction, truth, [lam], distance=distance,
+                                     eps=eps, data_range=width, valid=valid)[:, 0] if not (
+        is_dask(mask_scores)) else per_tile[:, min(np.searchsorted(grid, lam), grid.size - 1)]
+    if rule == "crc":
+        risk_curve = per_tile.mean(axis=0)
+        controlled = (n * risk_curve + bound) / (n + 1)
+        empirical = float(at_hat.mean())
+        loss_bound_out = bound
+    else:
+        risk_curve = (per_tile > alpha).mean(axis=0)
+        controlled = (np.searchsorted(crit, grid, side="left") + 1) / (n + 1)
+        empirical = float((at_hat > alpha).mean())
+        loss_bound_out = 1.0
+    return CalibrationResult(
+        method="mask",
+        lam=float(lam),
+        alpha=alpha,
+        beta=beta_out,
+        n=n,
+        rule=rule,
+        valid=valid_rule,
+        guarantee=guarantee,
+        loss=f"distortion_{distance}" if rule == "crc" else f"distortion_{distance}_above_alpha",
+        loss_bound=float(loss_bound_out),
+        tile_shape=tuple(int(s) for s in mask_scores.shape[1:]),
+        empirical_risk=empirical,
+        curve={"lam": grid.tolist(), "risk": risk_curve.tolist(), "bound": controlled.tolist()},
+        params={"eps": float(eps), "distance": distance,
+                "data_range": None if width is None else float(width)},
+    )
+
+
+def _check_ssim_alpha(alpha):
+    if isinstance(alpha, bool) or not np.isscalar(alpha) or not (0 < float(alpha) < 2):
+        raise ValueError(f"alpha must be in (0, 2) for distance='ssim' (1 - SSIM lies in [0, 2]); "
+                         f"got {alpha!r}")
+    return float(alpha)
+
+
+def _range_width(data_range):
+    if data_range is None:
+        return None
+    if np.isscalar(data_range):
+        width = float(data_range)
+    else:
+        try:
+            lo, hi = (float(x) for x in data_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"data_range must be a width or (low, high); got {data_range!r}") \
+                from None
+        width = hi - lo
+    if not (np.isfinite(width) and width > 0):
+        raise ValueError(f"data_range must have a positive finite width; got {data_range!r}")
+    return width
+
+
+def _crc_bound(loss_bound, width, distance):
+    if loss_bound is not None:
+        return check_positive(loss_bound, "loss_bound")
+    if width is None:
+        raise ValueError(
+            "rule='crc' needs B, the largest possible distortion: pass data_range (B = width for "
+            "l1, width**2 for l2) or loss_bound; it is never guessed"
+        )
+    return width if distance == "l1" else width**2
