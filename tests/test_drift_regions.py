@@ -1,0 +1,193 @@
+"""The drift map's region test (issue 16): a new region against the calibration *regions*.
+
+Real planes differ from one another (a plane effect), so a plane's tiles are not exchangeable
+with pooled calibration tiles. These tests simulate that: every region has its own random
+offset (plane effect) and its tiles scatter around it. Rates are checked over many draws with
+fixed seeds; the tolerance is three Monte-Carlo standard errors, ``3 sqrt(p (1 - p) / draws)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_im2im_uq import api
+from napari_im2im_uq.calibration import drift
+from napari_im2im_uq.data import shared_data_root
+from napari_im2im_uq.workflows.records import seal
+
+LEVEL = 0.05
+
+
+def mc_tolerance(level, draws):
+    return 3.0 * np.sqrt(level * (1.0 - level) / draws)
+
+
+def _regions(rng, n_regions, per_region, *, shift=0.0, effect=1.0):
+    """Two statistics per tile: region offset (plane effect) + tile noise (+ shift)."""
+    offset = effect * rng.normal(size=(n_regions, 2))
+    noise = 0.3 * rng.normal(size=(n_regions * per_region, 2))
+    tiles = np.repeat(offset, per_region, axis=0) + noise
+    tiles[:, 1] += shift
+    return {"a": tiles[:, 0], "b": tiles[:, 1]}, np.repeat(np.arange(n_regions), per_region)
+
+
+def _cat(*parts):
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _slow_region_p(ref, ref_region, new):
+    """Reference: the augmented set, every unit's AUC by all pairwise comparisons (equal sizes)."""
+    units = [ref[ref_region == u] for u in np.unique(ref_region)] + [new]
+    dev = []
+    for i, own in enumerate(units):
+        rest = np.concatenate([u for j, u in enumerate(units) if j != i])
+        auc = [np.mean((own[:, None, f] > rest[None, :, f])
+                       + 0.5 * (own[:, None, f] == rest[None, :, f]))
+               for f in range(ref.shape[1])]
+        dev.append(np.abs(np.array(auc) - 0.5))
+    dev = np.array(dev)
+    score = (dev / (np.sqrt(np.mean(dev ** 2, axis=0)) + 1e-12)).max(axis=1)
+    return np.mean(score >= score[-1] - 1e-12)
+
+
+def test_region_pvalues_match_a_slow_reference():
+    rng = np.random.default_rng(0)
+    for case in range(30):
+        k, m = rng.integers(2, 7), rng.integers(2, 6)
+        ref = np.round(rng.normal(size=(k * m, 2)) + np.repeat(rng.normal(size=(k, 2)), m, 0), 1)
+        new = np.round(rng.normal(size=(m, 2)) + rng.normal(size=2) * case % 3, 1)
+        ref_region = np.repeat(np.arange(k), m)
+        out = drift.region_pvalues(ref, ref_region, new, np.zeros(m, int))
+        assert out["p"][0] == pytest.approx(_slow_region_p(ref, ref_region, new)), case
+        assert out["n_reference_regions"] == k
+
+
+def test_benjamini_hochberg_matches_the_step_up_definition():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        p = rng.random(rng.integers(1, 12)) ** 3
+        q = rng.uniform(0.01, 0.3)
+        got = drift.benjamini_hochberg(p, q)
+        m = len(p)
+        ks = [k for k in range(1, m + 1) if np.sort(p)[k - 1] <= q * k / m]
+        want = p <= np.sort(p)[max(ks) - 1] if ks else np.zeros(m, bool)
+        assert got.tolist() == want.tolist()
+
+
+def test_region_map_false_alarm_rate_over_exchangeable_regions_with_a_plane_effect():
+    draws, k_cal, k_new, per = 300, 40, 8, 10
+    rng = np.random.default_rng(2)
+    any_mark, marks, p_small = 0, [], []
+    for _ in range(draws):
+        feats, region = _regions(rng, k_cal + k_new, per)
+        cal = {k: v[: k_cal * per] for k, v in feats.items()}
+        new = {k: v[k_cal * per:] for k, v in feats.items()}
+        out = drift.drift_test(cal, new, region[k_cal * per:] - k_cal, level=LEVEL,
+                               reference_region=region[: k_cal * per])
+        assert out["region_test"] == "regions"
+        marked = [r["drifted"] for r in out["regions"]]
+        any_mark += any(marked)
+        marks.extend(marked)
+        p_small.extend(r["p_value"] <= LEVEL for r in out["regions"])
+    tol = mc_tolerance(LEVEL, draws)
+    # the conformal p-value is valid per region, and BH keeps the map's error at the level
+    assert np.mean(p_small) <= LEVEL + mc_tolerance(LEVEL, len(p_small))
+    assert np.mean(marks) <= LEVEL + mc_tolerance(LEVEL, len(marks))
+    assert any_mark / draws <= LEVEL + tol
+
+
+def test_region_map_marks_the_shifted_half_where_the_tile_test_marks_everything():
+    draws, k_cal, per = 100, 200, 10
+    rng = np.random.default_rng(3)
+    sens, fpr, tile_fpr = [], [], []
+    for _ in range(draws):
+        cal, cal_region = _regions(rng, k_cal, per)
+        clean, region = _regions(rng, 4, per)
+        shifted, _ = _regions(rng, 4, per, shift=6.0)
+        new = _cat(clean, shifted)
+        new_region = np.concatenate([region, region + 4])
+        out = drift.drift_test(cal, new, new_region, level=LEVEL, reference_region=cal_region)
+        marked = np.array([r["drifted"] for r in out["regions"]])
+        assert out["drifted"] and "false discovery rate" in drift.verdict_words(out)
+        sens.append(marked[4:].mean())
+        fpr.append(marked[:4].mean())
+        tiles = drift.drift_test(cal, new, new_region, level=LEVEL)
+        assert tiles["region_test"] == "tiles" and "calibrate again" in tiles["region_note"]
+        tile_fpr.append(np.mean([r["drifted"] for r in tiles["regions"][:4]]))
+    assert np.mean(sens) >= 0.9
+    assert np.mean(fpr) <= LEVEL + mc_tolerance(LEVEL, 4 * draws)
+    assert np.mean(tile_fpr) > 0.5  # why the region test exists: the tile test marks the plane effect
+
+
+def test_too_few_calibration_regions_says_so_and_never_says_no_drift():
+    rng = np.random.default_rng(4)
+    cal, cal_region = _regions(rng, 10, 10)
+    new, region = _regions(rng, 3, 10, effect=0.0)
+    out = drift.drift_test(cal, new, region, level=LEVEL, reference_region=cal_region)
+    assert out["region_test"] == "tiles"
+    assert "too few for the region test" in out["region_note"] and "needs 19" in out["region_note"]
+    assert all(r["status"] in ("drift", "cannot tell") for r in out["regions"])
+    # enough regions to test, too few to mark a single region among many: "cannot tell"
+    cal, cal_region = _regions(rng, 30, 10)
+    new, region = _regions(rng, 6, 10)
+    out = drift.drift_test(cal, new, region, level=LEVEL, reference_region=cal_region)
+    assert out["region_test"] == "regions" and "cannot be told" in out["region_note"]
+    assert all(r["status"] in ("drift", "cannot tell") for r in out["regions"])
+    assert "cannot tell" in drift.verdict_words(out, region_word="plane")
+
+
+def _volume(seed, planes, *, shift_from=None):
+    rng = np.random.default_rng(seed)
+    level = rng.normal(size=(planes, 1, 1)) * 0.3  # a plane effect
+    truth = (rng.random((planes, 64, 64)) * 0.2 + level).astype(np.float32)
+    f = truth + 0.05 * rng.standard_normal(truth.shape).astype(np.float32)
+    if shift_from is not None:
+        f[shift_from:] = 3.0 * f[shift_from:]
+    return {"prediction": f, "lower": f - 0.05, "upper": f + 0.05}, truth
+
+
+def test_records_keep_tile_positions_and_old_records_fall_back():
+    outputs, truth = _volume(seed=0, planes=24)
+    cal = api.calibrate(outputs, truth, alpha=0.2, rule="crc", tile_shape=(16, 16))
+    summary = cal.record["drift_summary"]
+    assert len(summary["tiles"]) == summary["n"] == 24 * 16
+    assert summary["tiles"][17] == [1, 0, 16]
+    half, _ = _volume(seed=1, planes=4, shift_from=3)
+    verdict, _ = api.check_drift(cal.record, half)
+    assert verdict["region_test"] == "regions" and verdict["n_reference_regions"] == 24
+    assert verdict["regions"][3]["p_value"] == pytest.approx(1 / 25)
+    # a record made before the positions were kept: the tile test, said so
+    old = {**cal.record, "drift_summary": {k: v for k, v in summary.items() if k != "tiles"}}
+    verdict, _ = api.check_drift(seal(old), half)
+    assert verdict["region_test"] == "tiles"
+    assert "calibrate again" in verdict["message"]
+
+
+def test_real_isbi_planes_the_shifted_plane_scores_highest():
+    if shared_data_root() is None:
+        pytest.skip("../shared/data not found: the real ISBI case needs em_isbi2012")
+    from napari_im2im_uq.data import load_isbi2012
+
+    isbi = load_isbi2012()["raw"][:, :320, :320]
+    order = np.random.default_rng(5).permutation(30)
+    low = np.ascontiguousarray(isbi[:, ::4, ::4])
+    shown = api.predict("tem-sr4x-quantile", low, output="memory")
+    out = {kw["metadata"]["im2im_uq"]["output"]: np.asarray(d) for d, kw, _ in shown}
+    cal_sl, new_sl = np.sort(order[:26]), np.sort(order[26:])
+    cal = api.calibrate({k: v[cal_sl] for k, v in out.items()}, isbi[cal_sl], alpha=0.1,
+                        delta=0.1, tile_shape=(64, 64))
+    hr = isbi[new_sl].copy()
+    mean = hr[2:].mean(axis=(1, 2), keepdims=True)
+    hr[2:] = np.clip(mean + 0.7 * (hr[2:] - mean), 0, 1)  # two planes lose contrast
+    shown = api.predict("tem-sr4x-quantile", np.ascontiguousarray(hr[:, ::4, ::4]),
+                        output="memory")
+    new = {kw["metadata"]["im2im_uq"]["output"]: np.asarray(d) for d, kw, _ in shown}
+    verdict, _ = api.check_drift(cal.record, new)
+    assert verdict["region_test"] == "regions" and verdict["n_reference_regions"] == 26
+    p = [r["p_value"] for r in verdict["regions"]]
+    # the shifted planes score above every calibration plane (an unshifted plane may too, with
+    # chance 1/27 each: real planes differ; one draw, so only the shifted ones are asserted)
+    assert p[2] == p[3] == pytest.approx(1 / 27), verdict["message"]
+    assert np.mean(p[:2]) > np.mean(p[2:])
+    assert not any(r["status"] == "no drift" for r in verdict["regions"][2:])
