@@ -198,3 +198,34 @@ def test_segmentation_reads_lazy_inputs_at_most_twice():
         res = calibrate_segmentation(*lazy(counter, (p, labels)), alpha=0.1, rule="crc")
     assert 1 <= counter.passes() <= 2
     same(res, calibrate_segmentation(p, labels, alpha=0.1, rule="crc"))
+
+
+def test_wsr_ranges_split_and_scanned_identical_to_one_by_one():
+    """Larger cases, where ranges are certified by the bound and split, not just enumerated."""
+    for seed in range(4):
+        f, w, y = regression(100 + seed, n=300, side=16)
+        args = (f, f - w, f + w, y)
+        for alpha in (0.1, 0.2):
+            new = calibrate_intervals(*args, alpha=alpha, bound="wsr", seed=seed)
+            old = old_intervals.calibrate_intervals(*args, alpha=alpha, bound="wsr", seed=seed)
+            same(new, old)
+
+
+def test_wsr_range_bound_holds_for_every_vector_in_the_box():
+    from napari_im2im_uq.calibration import bounds
+    from napari_im2im_uq.calibration._wsr import certified_by_bound
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(300):
+        n = int(rng.integers(20, 200))
+        lo = rng.random(n) * rng.uniform(0.0, 0.2)
+        hi = np.minimum(lo + rng.random(n) * rng.uniform(0.0, 0.05), 1.0)
+        order = rng.permutation(n)
+        if not certified_by_bound(lo[None], hi[None], 0.2, 0.1, order)[0]:
+            continue
+        checked += 1
+        inside = lo + rng.random((50, n)) * (hi - lo)
+        inside = np.vstack([inside, lo, hi])
+        assert np.all(bounds.wsr_pvalue(inside, 0.2, 0.1, order=order) <= 0.1)
+    assert checked > 50

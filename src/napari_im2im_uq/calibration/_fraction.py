@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _wsr
 from . import bounds as _bounds
 from ._errors import InfeasibleCalibrationError, crc_threshold
 
@@ -197,6 +198,30 @@ class FractionLoss:
         if not values:
             return w_hi, w_hi + w_in, (np.empty(0), np.empty(0))
         return w_hi, w_hi + w_in, (np.concatenate(values), np.concatenate(weights))
+
+    def values_in(self, lo: float, hi: float):
+        """Finite critical values in (lo, hi], with their tiles and weights (one pass)."""
+        vals, tiles, wts = [], [], []
+        for start, crit, weight in self.blocks():
+            sel = (crit > lo) & (crit <= hi)
+            if not sel.any():
+                continue
+            rows, _ = np.nonzero(sel)
+            vals.append(crit[sel])
+            tiles.append(rows + start)
+            wts.append(np.broadcast_to(weight, crit.shape)[sel])
+        if not vals:
+            return np.empty(0), np.empty(0, np.intp), np.empty(0)
+        return np.concatenate(vals), np.concatenate(tiles), np.concatenate(wts)
+
+    def smallest_above(self, value: float) -> float | None:
+        """Return the smallest finite critical value above ``value`` (None if there is none)."""
+        best = np.inf
+        for _, crit, _ in self.blocks():
+            c = crit[(crit > value) & np.isfinite(crit)]
+            if c.size:
+                best = min(best, float(c.min()))
+        return None if best == np.inf else best
 
     def pooled_above(self, lam: float) -> np.ndarray:
         """Critical values (and tiles, weights) strictly above ``lam``, for the exact WSR scan."""
@@ -428,74 +453,18 @@ def rcps(loss: FractionLoss, alpha: float, delta: float, *, bound: str, seed: in
     if bound != "wsr":
         raise ValueError(f"bound must be 'hoeffding', 'hoeffding_bentkus' or 'wsr'; got {bound!r}")
     order = np.random.default_rng(seed).permutation(n)
-    return _rcps_wsr(loss, alpha, delta, order), order
+    inf_losses = loss.tile_inf_losses()
+    if not _wsr_certified(inf_losses[None, :], alpha, delta, order)[0]:
+        if not _wsr_certified(np.zeros((1, n)), alpha, delta, order)[0]:
+            _raise_too_few(n, alpha, delta, "wsr")
+        _raise_unreachable(loss, alpha, delta, "wsr")
+    return _wsr.rcps_wsr(loss, alpha, delta, order), order
 
 
 def _wsr_certified(tile_losses_rows: np.ndarray, alpha, delta, order) -> np.ndarray:
     """Certification of each row of per-tile losses (rows = lams) by WSR in the fixed order."""
     pv = _bounds.wsr_pvalue(tile_losses_rows, alpha, delta, order=order)
     return pv <= delta
-
-
-def _rcps_wsr(loss: FractionLoss, alpha, delta, order) -> float:
-    n = loss.n
-    # 1. bracket on a uniform grid of lam (one pass), scanning from the safe end
-    w_inf, w_pos, cmax, _ = loss._stats()
-    inf_losses = loss.tile_inf_losses()
-    if not _wsr_certified(inf_losses[None, :], alpha, delta, order)[0]:
-        if not _wsr_certified(np.zeros((1, n)), alpha, delta, order)[0]:
-            _raise_too_few(n, alpha, delta, "wsr")
-        _raise_unreachable(loss, alpha, delta, "wsr")
-    edges = np.linspace(0.0, cmax, 257) if cmax > 0 else np.zeros(1)
-    grid_losses = loss.binned_tile_losses(edges).T  # (len(edges), n)
-    cert = _wsr_certified(grid_losses, alpha, delta, order)
-    failing = np.flatnonzero(~cert)
-    floor = float(edges[failing.max()]) if failing.size else -np.inf
-    # 2. every breakpoint above the highest failing grid point is checked exactly
-    vals, tiles, wts = loss.pooled_above(max(floor, 0.0) if failing.size else -np.inf)
-    if not failing.size:
-        keep = vals >= 0
-        vals, tiles, wts = vals[keep], tiles[keep], wts[keep]
-    finite = np.isfinite(vals)
-    base = np.zeros(n)
-    np.add.at(base, tiles[~finite], wts[~finite])  # the +inf part: present at every lam
-    vals, tiles, wts = vals[finite], tiles[finite], wts[finite]
-    order_desc = np.argsort(-vals, kind="stable")
-    vals, tiles, wts = vals[order_desc], tiles[order_desc], wts[order_desc]
-    uniq_start = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1]])
-    uniq = vals[uniq_start]
-    # segment k (k = 0..len(uniq)-1) is lam in [uniq[k], uniq[k-1]); its losses include every
-    # value strictly above uniq[k], i.e. the groups 0..k-1.
-    group = np.repeat(np.arange(uniq.size), np.diff(np.r_[uniq_start, vals.size]))
-    current = base.copy()
-    chunk = max(1, (1 << 22) // max(n, 1))
-    lam_hat = None
-    for g0 in range(0, uniq.size, chunk):
-        g1 = min(uniq.size, g0 + chunk)
-        # increments: values of group k enter the losses from segment k+1 on
-        sel = (group >= g0) & (group < g1)
-        inc = np.zeros((g1 - g0 + 1, n))
-        np.add.at(inc, (group[sel] - g0 + 1, tiles[sel]), wts[sel])
-        rows = current + np.cumsum(inc, axis=0)[:-1]  # rows for segments g0..g1-1
-        ok = _wsr_certified(rows, alpha, delta, order)
-        bad = np.flatnonzero(~ok)
-        if bad.size:
-            k = g0 + int(bad[0])
-            if k == 0:
-                return float("inf")  # only lam = +inf is certified: handled by the caller
-            lam_hat = float(uniq[k - 1])
-            break
-        current = current + inc.sum(axis=0)
-    if lam_hat is None:
-        # every breakpoint above the floor is certified; the segment below the lowest one is the
-        # failing grid point's (or lam = 0 when nothing failed)
-        if failing.size:
-            lam_hat = float(uniq[-1]) if uniq.size else float("inf")
-        else:
-            lam_hat = float(uniq[-1]) if uniq.size and not _wsr_certified(
-                current[None, :], alpha, delta, order
-            )[0] else 0.0
-    return lam_hat
 
 
 def _raise_too_few(n, alpha, delta, bound):
