@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
@@ -42,10 +44,21 @@ def check_scheduler(scheduler) -> None:
         )
 
 
-def _run_local(graph, keys, done: int, total: int):
+def _sinks(wave, collect, name: str, start: int) -> dict:
+    """Tasks that hand each result of ``wave`` to ``collect`` in the thread that made it."""
+    from ._graph import ref, task
+
+    return {(name, start + i): task((name, start + i), partial(_sink, collect=collect, key=key),
+                                    ref(key))
+            for i, key in enumerate(wave)}
+
+
+def _run_local(graph, keys, done: int, total: int, collect):
     from dask.threaded import get
 
-    wanted = set(keys)
+    from ._graph import wave_graph
+
+    wanted: set = set()
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
 
@@ -59,19 +72,26 @@ def _run_local(graph, keys, done: int, total: int):
 
     workers = max(2, os.cpu_count() or 2)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="im2im-exec")
+    sink = f"im2im-sink-{uuid.uuid4().hex}"
 
     def target():
         try:
-            # Waves of tasks: the scheduler's state stays small however large the volume.
+            # Waves of tasks, each built when it starts: the scheduler's state and the graph
+            # held stay the size of a wave however large the volume.
             for start in range(0, len(keys), WAVE):
-                wave = keys[start : start + WAVE]
-                get(
-                    dict(graph.cull(set(wave))),
-                    wave,
-                    pool=pool,
-                    num_workers=workers,
-                    callbacks=[(None, None, pretask, posttask, None)],
-                )
+                if cancel.is_set():
+                    break
+                wave = list(keys[start : start + WAVE])
+                dsk = wave_graph(graph, wave)
+                if collect is not None:
+                    sinks = _sinks(wave, collect, sink, start)
+                    dsk.update(sinks)
+                    wave = list(sinks)
+                wanted.clear()
+                wanted.update(wave)
+                get(dsk, wave, pool=pool, num_workers=workers,
+                    callbacks=[(None, None, pretask, posttask, None)])
+                del dsk
             events.put(("end", None))
         except _Cancelled:
             events.put(("end", None))
@@ -99,14 +119,26 @@ def _run_local(graph, keys, done: int, total: int):
 def _run_distributed(graph, keys, done: int, total: int, scheduler, collect):
     from distributed import Client, as_completed
 
+    from ._graph import wave_graph
+
     own = not isinstance(scheduler, Client)
     client = Client(scheduler, set_as_default=False) if own else scheduler
-    pending = set()
+    pending: set = set()
+    position = 0
+
+    def submit():
+        # A wave's tasks, built now and sent at once; the cluster holds about two waves.
+        nonlocal position
+        wave = list(keys[position : position + WAVE])
+        position += len(wave)
+        futures = client.get(wave_graph(graph, wave), wave, sync=False)
+        pending.update(futures)
+        return futures
+
     try:
-        futures = client.get(graph.cull(set(keys)), keys, sync=False)
-        pending = set(futures)
-        completed = as_completed(futures, loop=client.loop)
-        del futures
+        completed = as_completed(submit(), loop=client.loop)
+        while position < len(keys) and len(pending) < 2 * WAVE:
+            completed.update(submit())
         for future in completed:
             value = future.result()  # raises the task's error
             if collect is not None:
@@ -114,8 +146,11 @@ def _run_distributed(graph, keys, done: int, total: int, scheduler, collect):
             del value
             pending.discard(future)
             future.release()  # a lost worker must not make a finished task run again
+            del future
             done += 1
             yield done, total
+            while position < len(keys) and len(pending) < 2 * WAVE:
+                completed.update(submit())
     finally:
         if pending:
             client.cancel(list(pending))
@@ -134,8 +169,10 @@ def run_graph(graph, keys, *, scheduler=None, done: int = 0, total: int | None =
     Parameters
     ----------
     graph : dask.highlevelgraph.HighLevelGraph
-    keys : list
-        The tasks to run (and count); their dependencies run as needed.
+    keys : sequence
+        The tasks to run (and count); their dependencies run as needed. A list, or anything
+        with ``len`` and slices (:class:`._graph.BlockKeys`): the keys and their tasks are
+        made a wave (:data:`WAVE` keys) at a time, when the wave starts.
     scheduler : None, str or distributed.Client
         None: threads in this process. An address or a ``Client``: that cluster.
     done, total : int
@@ -152,22 +189,10 @@ def run_graph(graph, keys, *, scheduler=None, done: int = 0, total: int | None =
         After each task of ``keys`` finishes.
     """
     total = done + len(keys) if total is None else total
-    if not keys:
+    if not len(keys):
         return
     if scheduler is None:
-        if collect is not None:
-            from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
-
-            name = f"im2im-sink-{id(collect):x}"
-            sinks = {
-                (name, i): ((lambda k: lambda v: _sink(v, collect=collect, key=k))(key), key)
-                for i, key in enumerate(keys)
-            }
-            # The sinks depend on every layer: culling must keep the layers their keys are in.
-            graph = HighLevelGraph({**graph.layers, name: MaterializedLayer(sinks)},
-                                   {**graph.dependencies, name: set(graph.layers)})
-            keys = list(sinks)
-        yield from _run_local(graph, keys, done, total)
+        yield from _run_local(graph, keys, done, total, collect)
     else:
         yield from _run_distributed(graph, keys, done, total, scheduler, collect)
 
@@ -213,40 +238,44 @@ def compute_outputs(outputs: dict, *, scheduler=None):
     import dask
     from dask.highlevelgraph import HighLevelGraph
 
+    from ._graph import BlockKeys, BlockLayer, ref, task
+
     check_scheduler(scheduler)
     if not outputs:
         raise ValueError("outputs must hold at least one array; got an empty dict")
     names = list(outputs)
     arrays = [outputs[k] for k in names]
     grid_ndim = min(a.ndim for a in arrays)
-    ref = min(arrays, key=lambda a: a.ndim)
-    grid = ref.numblocks
+    grid_ref = min(arrays, key=lambda a: a.ndim)
+    grid = grid_ref.numblocks
     for k, a in zip(names, arrays, strict=True):
         lead = a.ndim - grid_ndim
-        if a.chunks[lead:] != ref.chunks or any(n != 1 for n in a.numblocks[:lead]):
+        if a.chunks[lead:] != grid_ref.chunks or any(n != 1 for n in a.numblocks[:lead]):
             raise ValueError(
                 f"outputs must share one block grid; {k!r} has chunks {a.chunks}, the grid is "
-                f"{ref.chunks}"
+                f"{grid_ref.chunks}"
             )
-    starts = [np.r_[0, np.cumsum(c)] for c in ref.chunks]
+    starts = [np.r_[0, np.cumsum(c)] for c in grid_ref.chunks]
     result = {k: np.empty(a.shape, dtype=a.dtype) for k, a in zip(names, arrays, strict=True)}
     leads = [a.ndim - grid_ndim for a in arrays]
     name = f"im2im-blocks-{dask.base.tokenize(*arrays)}"
-    dsk, regions = {}, {}
-    for idx in np.ndindex(*grid):
+
+    def build(idx):
         key = (name, *idx)
-        dsk[key] = (_pack, *[(a.name, *(0,) * n, *idx) for a, n in zip(arrays, leads, strict=True)])
-        regions[key] = tuple(slice(int(s[j]), int(s[j + 1])) for s, j in zip(starts, idx,
-                                                                             strict=True))
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=list(arrays))
+        return {key: task(key, _pack, *[ref((a.name, *(0,) * n, *idx))
+                                         for a, n in zip(arrays, leads, strict=True)])}
+
+    graph = HighLevelGraph.from_collections(name, BlockLayer(name, grid, build),
+                                            dependencies=list(arrays))
 
     def collect(key, parts):
-        region = regions[key]
+        region = tuple(slice(int(s[j]), int(s[j + 1])) for s, j in zip(starts, key[1:],
+                                                                     strict=True))
         for k, n, part in zip(names, leads, parts, strict=True):
             result[k][(slice(None),) * n + region] = part
 
-    total = len(dsk)
-    return _compute(graph, list(dsk), total, scheduler, collect, result)
+    keys = BlockKeys(name, grid)
+    return _compute(graph, keys, len(keys), scheduler, collect, result)
 
 
 def _compute(graph, keys, total, scheduler, collect, result):

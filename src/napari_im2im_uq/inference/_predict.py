@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import operator
 import os
 import sys
 import threading
@@ -15,13 +14,15 @@ from functools import partial
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from .._validation import check_int, check_tile_shape
 from .._warnings import Im2ImUQWarning
 from . import _worker
 from ._axes import CANONICAL_AXES, check_axes, output_axes
 from ._device import check_device, check_precision, resolve
+from ._graph import BlockLayer, constant, piece_tasks, rechunk, task, window_pieces
+from ._graph import ref as ref_to
 from ._tiles import tile_side
 
 __all__ = ["NonFinite", "Plan", "make_plan", "predict", "watch_nonfinite"]
@@ -153,6 +154,16 @@ def default_tile_side(model, device: str = "cpu") -> int:
                      device)
 
 
+def _output_view(block, *, start, stop, probabilities, has_z):
+    """One output of a stacked block (a view), in the documented layout."""
+    while isinstance(block, list):  # axes left out of the output come as lists of one chunk
+        block = block[0]
+    part = block[:, start:stop]
+    if probabilities:
+        return part.transpose(1, 0, 2, 3) if has_z else part[0]
+    return part[:, 0] if has_z else part[0, 0]
+
+
 @dataclass(frozen=True, eq=False)
 class Plan:
     """Everything :func:`predict` decided, shared with :func:`predict_to_zarr`."""
@@ -189,13 +200,15 @@ class Plan:
         result = {}
         ch = 0
         for name, n in self.layout:
-            part = self.stacked[:, ch : ch + n]
+            probabilities = name == "probabilities"
+            out = ("c" if probabilities else "") + ("z" if self.has_z else "") + "yx"
+            result[name] = da.blockwise(
+                _output_view, out, self.stacked, "zcyx", dtype=np.float32,
+                meta=np.empty((0,) * len(out), dtype=np.float32),
+                adjust_chunks={"c": (n,)} if probabilities else None,
+                start=ch, stop=ch + n, probabilities=probabilities, has_z=self.has_z,
+            )
             ch += n
-            if name == "probabilities":
-                part = part.transpose(1, 0, 2, 3) if self.has_z else part[0]
-            else:
-                part = part[:, 0] if self.has_z else part[0, 0]
-            result[name] = part
         return result
 
 
@@ -255,12 +268,21 @@ def _units(spec, image, source, given_axes) -> dict:
                    dtype=source.dtype)
 
 
+def _expand(block, axis):
+    return np.expand_dims(block, axis)
+
+
 def _canonical(arr: da.Array, axes: str) -> da.Array:
-    """Transpose and expand ``arr`` to (Z, C, Y, X)."""
+    """Transpose and expand ``arr`` to (Z, C, Y, X) (a rule for dask arrays, not per chunk)."""
     present = [a for a in CANONICAL_AXES if a in axes]
     arr = arr.transpose([axes.index(a) for a in present])
-    index = tuple(slice(None) if a in axes else None for a in CANONICAL_AXES)
-    return arr[index]
+    missing = tuple(i for i, a in enumerate(CANONICAL_AXES) if a not in axes)
+    if not missing:
+        return arr
+    if isinstance(arr, da.Array):
+        return arr.map_blocks(_expand, missing, new_axis=list(missing), dtype=arr.dtype,
+                              meta=np.empty((0,) * len(CANONICAL_AXES), dtype=arr.dtype))
+    return np.expand_dims(arr, missing)
 
 
 def _default_tile(model, rows: int, cols: int, tile_shape, device: str, div=None):
@@ -285,53 +307,55 @@ def _block_shape(planes: int, rows: int, cols: int, tile, batch: int):
     return pz, tile[0] * k_r, tile[1] * k_c
 
 
-def _window_pieces(
-    arr: da.Array,
-    iz: int,
-    y0: int,
-    y1: int,
-    x0: int,
-    x1: int,
-    halo: int,
-    scale: int,
-    dsk: dict,
-    prefix: str,
-):
-    """Keys of the parts of ``arr`` covering the window of a block, and the mirror pads.
+def _block_graph(name, x, pred, *, scale, halo, ref, run, n_channels, check):
+    """Return the stacked outputs: a dask array whose block tasks are built when run.
 
-    ``arr`` is (Z, C, Y, X) chunked like the blocks (times ``scale`` on Y and X).
+    Block ``(iz, 0, iy, ix)`` runs ``run`` on its window of ``x`` (and of ``pred``, the
+    prediction a mask model rates, on the output grid): the chunks around it, parts of them
+    sliced by helper tasks, mirrored at the image's borders by the task
+    (:func:`._graph.window_pieces`). ``check``: count the block's non-finite input first
+    (:func:`_checked_block`). Nothing is built per block here (:class:`._graph.BlockLayer`).
     """
-    rows, cols = arr.shape[2] // scale, arr.shape[3] // scale
-    lo_r, hi_r = max(y0 - halo, 0), min(y1 + halo, rows)
-    lo_c, hi_c = max(x0 - halo, 0), min(x1 + halo, cols)
-    pads = ((lo_r - (y0 - halo), (y1 + halo) - hi_r), (lo_c - (x0 - halo), (x1 + halo) - hi_c))
-    bounds_r = np.cumsum((0, *arr.chunks[2]))
-    bounds_c = np.cumsum((0, *arr.chunks[3]))
-    pieces = []
-    for jy in range(len(arr.chunks[2])):
-        a, b = max(lo_r * scale, bounds_r[jy]), min(hi_r * scale, bounds_r[jy + 1])
-        if a >= b:
-            continue
-        row = []
-        for jx in range(len(arr.chunks[3])):
-            c, d = max(lo_c * scale, bounds_c[jx]), min(hi_c * scale, bounds_c[jx + 1])
-            if c >= d:
-                continue
-            key = (arr.name, iz, 0, jy, jx)
-            whole = (a, b, c, d) == (bounds_r[jy], bounds_r[jy + 1], bounds_c[jx], bounds_c[jx + 1])
-            if not whole:
-                index = (
-                    slice(None),
-                    slice(None),
-                    slice(int(a - bounds_r[jy]), int(b - bounds_r[jy])),
-                    slice(int(c - bounds_c[jx]), int(d - bounds_c[jx])),
-                )
-                sub = (prefix, iz, jy, jx, int(a), int(b), int(c), int(d))
-                dsk[sub] = (operator.getitem, key, index)
-                key = sub
-            row.append(key)
-        pieces.append(row)
-    return pieces, pads
+    model_key = f"im2im-model-{ref.token[:24]}"
+    bounds = [np.cumsum((0, *c)) for c in x.chunks]
+
+    def build(index):
+        iz, _, iy, ix = index
+        y0, y1 = int(bounds[2][iy]), int(bounds[2][iy + 1])
+        x0, x1 = int(bounds[3][ix]), int(bounds[3][ix + 1])
+        tasks: dict = {}
+        pieces, pads = window_pieces(x.name, x.chunks, iz, y0, y1, x0, x1, halo, 1)
+        refs = piece_tasks(pieces, f"{name}-in", index, tasks)
+        pred_refs = None
+        if pred is not None:
+            more, _ = window_pieces(pred.name, pred.chunks, iz, y0, y1, x0, x1, halo, scale)
+            pred_refs = piece_tasks(more, f"{name}-pred", index, tasks)
+        key = (name, *index)
+        func = partial(run, pads=pads)
+        if check is None:
+            tasks[key] = task(key, func, ref_to(model_key), refs, pred_refs)
+        else:  # the block's own chunk is one of its pieces: no extra read
+            func = partial(_checked_block, run=func, name=name,
+                           origin=(int(bounds[0][iz]), y0, x0), **check)
+            tasks[key] = task(key, func, ref_to(model_key), refs, pred_refs,
+                              ref_to((x.name, iz, 0, iy, ix)))
+        return tasks
+
+    grid = (len(x.chunks[0]), 1, len(x.chunks[2]), len(x.chunks[3]))
+    layer = BlockLayer(name, grid, build, helpers=(f"{name}-in", f"{name}-pred"))
+    graph = HighLevelGraph.from_collections(name, layer,
+                                            dependencies=[x] if pred is None else [x, pred])
+    graph = HighLevelGraph(
+        {**graph.layers, model_key: MaterializedLayer({model_key: constant(model_key, ref)})},
+        {**graph.dependencies, model_key: set(), name: graph.dependencies[name] | {model_key}},
+    )
+    chunks = (
+        x.chunks[0],
+        (n_channels,),
+        tuple(c * scale for c in x.chunks[2]),
+        tuple(c * scale for c in x.chunks[3]),
+    )
+    return da.Array(graph, name, chunks, meta=np.empty((0, 0, 0, 0), dtype=np.float32))
 
 
 def make_plan(
@@ -364,7 +388,7 @@ def make_plan(
     kind, units = arr.dtype.kind, _units(spec, image if in_memory else None, source, given_axes)
     if units["ops"]:  # raw -> the model's data units, in the task that reads each block
         c_axis = given_axes.index("C") if "C" in given_axes else None
-        arr = arr if c_axis is None else arr.rechunk({c_axis: -1})
+        arr = arr if c_axis is None else rechunk(arr, {c_axis: -1})
         arr = arr.map_blocks(partial(apply_units, ops=units["ops"], channel_axis=c_axis),
                              dtype=np.float32)
     full, axes = add_derived_channels(spec, arr, given_axes)
@@ -421,7 +445,7 @@ def make_plan(
     if batch_size is None:
         batch_size = 1 if (local_device or "cpu") == "cpu" else 4
     block = _block_shape(planes, rows, cols, tile, batch_size)
-    x = x.rechunk((block[0], n_in, block[1], block[2]))
+    x = rechunk(x, (block[0], n_in, block[1], block[2]))
 
     s = model.scale_factor
     pred = None
@@ -440,7 +464,7 @@ def make_plan(
                 f"grid); got {tuple(parr.shape)}"
             )
         pred = _canonical(parr, present)
-        pred = pred.rechunk((block[0], 1, block[1] * s, block[2] * s))
+        pred = rechunk(pred, (block[0], 1, block[1] * s, block[2] * s))
     elif prediction is not None:
         raise ValueError(
             f"prediction is only accepted by mask models; this model's heuristic is {model.heuristic!r}"
@@ -474,9 +498,6 @@ def make_plan(
         with _LOCK:
             _WATCHED[name] = watch
         watch._names.append(name)
-    model_key = f"im2im-model-{ref.token[:24]}"
-    dsk: dict = {model_key: ref}
-    bounds = [np.cumsum((0, *c)) for c in x.chunks]
     func = partial(
         _worker.run_block,
         halo=halo,
@@ -487,32 +508,9 @@ def make_plan(
         n_channels=n_channels,
         uq=uq,
     )
-    for iz in range(len(x.chunks[0])):
-        for iy in range(len(x.chunks[2])):
-            y0, y1 = int(bounds[2][iy]), int(bounds[2][iy + 1])
-            for ix in range(len(x.chunks[3])):
-                x0, x1 = int(bounds[3][ix]), int(bounds[3][ix + 1])
-                pieces, pads = _window_pieces(x, iz, y0, y1, x0, x1, halo, 1, dsk, f"{name}-in")
-                pred_pieces = None
-                if pred is not None:
-                    pred_pieces, _ = _window_pieces(
-                        pred, iz, y0, y1, x0, x1, halo, s, dsk, f"{name}-pred"
-                    )
-                task = (partial(func, pads=pads), model_key, pieces, pred_pieces)
-                if check_blocks:  # the block's own chunk is one of its pieces: no extra read
-                    run = partial(_checked_block, run=task[0], name=name, channels=channels,
-                                  origin=(int(bounds[0][iz]), y0, x0), has_z=has_z, halo=halo)
-                    task = (run, model_key, pieces, pred_pieces, (x.name, iz, 0, iy, ix))
-                dsk[(name, iz, 0, iy, ix)] = task
-    deps = [x] if pred is None else [x, pred]
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
-    chunks = (
-        x.chunks[0],
-        (n_channels,),
-        tuple(c * s for c in x.chunks[2]),
-        tuple(c * s for c in x.chunks[3]),
-    )
-    stacked = da.Array(graph, name, chunks, meta=np.empty((0, 0, 0, 0), dtype=np.float32))
+    check = {"channels": channels, "has_z": has_z, "halo": halo} if check_blocks else None
+    stacked = _block_graph(name, x, pred, scale=s, halo=halo, ref=ref, run=func,
+                           n_channels=n_channels, check=check)
     return Plan(
         model=model,
         ref=ref,

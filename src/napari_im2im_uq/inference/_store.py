@@ -11,7 +11,7 @@
   prepared folder onto that name, which fails while another holds it. A lock whose process is
   gone (same host, pid dead or reused) is reported and taken over.
 - **The input of each block.** Each block's task also writes the BLAKE2b of the input window
-  it read (:func:`fingerprint_tasks`); a resume recomputes those of the done blocks
+  it read (:func:`fingerprint_graph`); a resume recomputes those of the done blocks
   (:func:`changed_blocks`) and refuses a change, naming the planes (:func:`where`).
 - **Input and output apart.** :func:`check_apart` refuses an output that is, contains or lies
   inside a file or store the input is read from.
@@ -36,9 +36,8 @@ import numpy as np
 
 from .._files import TEMP_PREFIX, write_atomic
 from .._warnings import Im2ImUQWarning
-from ._predict import _window_pieces
 
-__all__ = ["ATTRS_KEY", "LOCK", "StoreLock", "changed_blocks", "check_apart", "fingerprint_tasks",
+__all__ = ["ATTRS_KEY", "LOCK", "StoreLock", "changed_blocks", "check_apart", "fingerprint_graph",
            "input_paths", "ours_and_foreign", "read_outputs", "read_root", "remove_ours", "where",
            "write_root"]
 
@@ -220,46 +219,62 @@ def _fingerprint(pieces) -> np.ndarray:
     return np.frombuffer(digest.digest(), dtype=np.uint8)
 
 
-def fingerprint_tasks(plan, blocks, dsk: dict, name: str) -> list:
-    """Add one task per block to ``dsk``: the fingerprint of the input window it reads.
+def fingerprint_graph(plan, name: str):
+    """Return a graph with a task per block ``(name, iz, iy, ix)``: its input's fingerprint.
 
     The window is the block and its halo of the input as given (derived channels follow from
     it) and, for a mask model, of the prediction it rates (at the output resolution). When the
-    model derives no channel the pieces are the very tasks the prediction reads, so nothing
-    is read twice. Returns the dask arrays the tasks depend on.
+    model derives no channel the pieces come from the very chunks the prediction reads, so
+    nothing is read twice. The tasks are built when they are run (:mod:`._graph`).
     """
+    from dask.highlevelgraph import HighLevelGraph
+
+    from ._graph import BlockLayer, piece_tasks, rechunk, task, window_pieces
+
     pz, br, bc = plan.block_shape
-    src = plan.source.rechunk((pz, plan.source.shape[1], br, bc))
+    src = rechunk(plan.source, (pz, plan.source.shape[1], br, bc))
     bounds = [np.cumsum((0, *c)) for c in src.chunks]
     pred = getattr(plan, "prediction", None)
-    for iz, iy, ix in blocks:
+
+    def build(index):
+        iz, iy, ix = index
         y0, y1 = int(bounds[2][iy]), int(bounds[2][iy + 1])
         x0, x1 = int(bounds[3][ix]), int(bounds[3][ix + 1])
-        pieces, _ = _window_pieces(src, iz, y0, y1, x0, x1, plan.halo, 1, dsk, f"{name}-in")
+        tasks: dict = {}
+        pieces, _ = window_pieces(src.name, src.chunks, iz, y0, y1, x0, x1, plan.halo, 1)
+        refs = piece_tasks(pieces, f"{name}-in", index, tasks)
         if pred is not None:
-            more, _ = _window_pieces(pred, iz, y0, y1, x0, x1, plan.halo, plan.scale_factor,
-                                     dsk, f"{name}-pred")
-            pieces = [*pieces, *more]
-        dsk[(name, iz, iy, ix)] = (_fingerprint, pieces)
-    return [src] if pred is None else [src, pred]
+            more, _ = window_pieces(pred.name, pred.chunks, iz, y0, y1, x0, x1, plan.halo,
+                                   plan.scale_factor)
+            refs = [*refs, *piece_tasks(more, f"{name}-pred", index, tasks)]
+        tasks[(name, *index)] = task((name, *index), _fingerprint, refs)
+        return tasks
+
+    grid = tuple(len(c) for c in (src.chunks[0], src.chunks[2], src.chunks[3]))
+    layer = BlockLayer(name, grid, build, helpers=(f"{name}-in", f"{name}-pred"))
+    return HighLevelGraph.from_collections(name, layer,
+                                           dependencies=[src] if pred is None else [src, pred])
 
 
 def changed_blocks(plan, done, stored, scheduler) -> list:
-    """Return the blocks of ``done`` whose input window's fingerprint differs from ``stored``."""
-    from dask.highlevelgraph import HighLevelGraph
+    """Return the blocks of ``done`` whose input window's fingerprint differs from ``stored``.
 
+    ``done`` is a list of block indices ``(iz, iy, ix)``, ``stored`` their fingerprints (one
+    row each).
+    """
     from ._executor import run_graph
+    from ._graph import BlockKeys
 
     name = f"im2im-verify-{uuid.uuid4().hex}"
-    dsk: dict = {}
-    sources = fingerprint_tasks(plan, done, dsk, name)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=sources)
+    graph = fingerprint_graph(plan, name)
+    grid = graph.layers[name].grid
+    flat = np.ravel_multi_index(tuple(np.asarray(done, dtype=np.int64).T), grid)
     now = {}
-    keys = [(name, *b) for b in done]
+    keys = BlockKeys(name, grid, flat)
     for _ in run_graph(graph, keys, scheduler=scheduler,
                        collect=lambda k, v: now.__setitem__(tuple(k[1:]), v)):
         pass
-    return [b for b in done if not np.array_equal(now[b], stored[b])]
+    return [b for b, old in zip(done, stored, strict=True) if not np.array_equal(now[b], old)]
 
 
 def where(plan, blocks) -> str:

@@ -22,6 +22,7 @@ overwrite may remove and for the one-writer lock.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import uuid
@@ -41,7 +42,7 @@ from ._store import (
     StoreLock,
     changed_blocks,
     check_apart,
-    fingerprint_tasks,
+    fingerprint_graph,
     input_paths,
     ours_and_foreign,
     read_root,
@@ -274,34 +275,76 @@ def _store_block(block, digest, *, path, run_id, layout, has_z, index, origin):
 
 
 def _store_graph(plan, pending, path: str, run_id: str):
-    """Build the graph that computes and stores each pending block.
+    """Build the graph that computes and stores each pending block, as rules (:mod:`._graph`).
 
-    Returns ``(graph, keys)``: one key per pending block, whose task writes the block and its
-    input's fingerprint, then marks it done.
+    ``pending`` is None (every block) or the flat indices of the blocks to write. Returns
+    ``(graph, keys)``: one key per pending block, whose task writes the block and its input's
+    fingerprint, then marks it done; the keys and the tasks are made a wave at a time.
     """
     from dask.highlevelgraph import HighLevelGraph
 
+    from ._graph import BlockKeys, BlockLayer, ref, task
+
     stacked = plan.stacked
     bounds = [np.cumsum((0, *c)) for c in stacked.chunks]
-    name = f"im2im-store-{run_id}"
-    dsk = {}
-    sources = fingerprint_tasks(plan, pending, dsk, f"im2im-print-{run_id}")
-    for iz, iy, ix in pending:
-        origin = (int(bounds[0][iz]), int(bounds[2][iy]), int(bounds[3][ix]))
+    name, prints = f"im2im-store-{run_id}", f"im2im-print-{run_id}"
+
+    def build(index):
+        iz, iy, ix = index
         func = partial(
             _store_block,
             path=path,
             run_id=run_id,
             layout=plan.layout,
             has_z=plan.has_z,
-            index=(iz, iy, ix),
-            origin=origin,
+            index=index,
+            origin=(int(bounds[0][iz]), int(bounds[2][iy]), int(bounds[3][ix])),
         )
-        dsk[(name, iz, iy, ix)] = (func, (stacked.name, iz, 0, iy, ix),
-                                   (f"im2im-print-{run_id}", iz, iy, ix))
-    keys = [k for k in dsk if k[0] == name]
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[stacked, *sources])
-    return graph, keys
+        key = (name, *index)
+        return {key: task(key, func, ref((stacked.name, iz, 0, iy, ix)), ref((prints, *index)))}
+
+    grid = _grid(plan)
+    graph = HighLevelGraph.merge(stacked.__dask_graph__(), fingerprint_graph(plan, prints))
+    graph = HighLevelGraph({**graph.layers, name: BlockLayer(name, grid, build)},
+                           {**graph.dependencies, name: {stacked.name, prints}})
+    return graph, BlockKeys(name, grid, pending)
+
+
+def _read_marks(path: Path, grid) -> np.ndarray:
+    """Read the ``_done`` marks from the names of its chunk files (written blocks have one).
+
+    Reading 100,000 one-element chunks through zarr asks the store for each; listing the
+    folder costs only the blocks written. Falls back on zarr for another chunk layout.
+    """
+    import zarr
+
+    folder = path / DONE
+    try:
+        meta = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
+        encoding = meta.get("chunk_key_encoding", {})
+        layout_ok = (encoding.get("name") == "default"
+                     and encoding.get("configuration", {}).get("separator", "/") == "/"
+                     and tuple(meta.get("chunk_grid", {}).get("configuration", {})
+                               .get("chunk_shape", ())) == (1,) * len(grid)
+                     and meta.get("fill_value") == 0 and not meta.get("storage_transformers"))
+    except (OSError, ValueError, AttributeError):
+        layout_ok = False
+    if not layout_ok:
+        return np.asarray(zarr.open_array(store=str(path), path=DONE, mode="r")[...])
+    marks = np.zeros(grid, dtype=np.uint8)
+    top = folder / "c"
+    for dirpath, _, files in os.walk(top):
+        parts = Path(dirpath).relative_to(top).parts
+        if len(parts) != len(grid) - 1:
+            continue
+        for f in files:
+            try:
+                index = tuple(int(v) for v in (*parts, f))
+            except ValueError:
+                continue
+            if all(0 <= i < n for i, n in zip(index, grid, strict=True)):
+                marks[index] = 1
+    return marks
 
 
 def _pixel_size(pixel_size, has_z: bool) -> list[float]:
@@ -520,14 +563,14 @@ def _start(plan, path: Path, *, overwrite, scheduler, pixel_size, unit):
             if state == "ours":
                 _say_replaced(path, stored, overwrite)
             run_id = _create(path, plan, description, pixel_size, unit, stored)
-            marks = np.zeros(_grid(plan), dtype=np.uint8)
+            marks = None
     except BaseException:
         lock.release()
         raise
-    pending = [tuple(int(i) for i in idx) for idx in np.argwhere(marks == 0)]
-    total = int(marks.size)
-    job = _generate(plan, pending, str(path), run_id, total - len(pending), total, scheduler,
-                    lock)
+    total = int(np.prod(_grid(plan)))
+    pending = None if marks is None else np.flatnonzero(marks.ravel() == 0)  # None: all
+    todo = total if pending is None else len(pending)
+    job = _generate(plan, pending, str(path), run_id, total - todo, total, scheduler, lock)
     lock.release_with(job)  # also when the job is dropped without running
     return job
 
@@ -567,10 +610,14 @@ def _resume(plan, path: Path, stored, description, pixel_size, unit, scheduler):
             + ". Pass overwrite=True to replace it, or choose another store"
         )
     root = zarr.open_group(store=str(path), mode="r+")
-    marks = np.asarray(root[DONE][...])
+    marks = _read_marks(path, _grid(plan))
     done = [tuple(int(i) for i in idx) for idx in np.argwhere(marks != 0)]
     if done:
-        changed = changed_blocks(plan, done, np.asarray(root[PRINT][...]), scheduler)
+        at = np.asarray(done, dtype=np.int64)  # one coordinate per byte of each fingerprint
+        byte = np.broadcast_to(np.arange(16), (len(done), 16))
+        stored_prints = root[PRINT].get_coordinate_selection(
+            tuple(np.broadcast_to(c[:, None], byte.shape) for c in at.T) + (byte,))
+        changed = changed_blocks(plan, done, stored_prints, scheduler)
         if changed:
             raise ValueError(
                 f"image changed since store {path} was written: {where(plan, changed)} "
@@ -589,11 +636,11 @@ def _generate(plan, pending, path, run_id, done, total, scheduler, lock):
 
     try:
         yield done, total
-        if pending:
+        if done < total:
             graph, keys = _store_graph(plan, pending, path, run_id)
             yield from run_graph(graph, keys, scheduler=scheduler, done=done, total=total)
         root = zarr.open_group(store=path, mode="r+")
-        if int(np.count_nonzero(np.asarray(root[DONE][...]) == 0)):
+        if int(np.count_nonzero(_read_marks(Path(path), _grid(plan)) == 0)):
             # Cancelled via the inner generator's return: not complete.
             raise RuntimeError(
                 f"the prediction into {path} stopped before every block was written"
