@@ -6,7 +6,13 @@
 (b) ``calibrate_trust_mask`` on 100 tiles of 1024 x 1024 against Algorithm 1 of Adame et al.
     (Appendix C) written as a plain loop over the globally sorted pixels.
 (c) Peak traced memory of ``calibrate_intervals`` on dask inputs of 100 and 400 tiles (the same
-    chunk size): it should not grow with n.
+    chunk size). Lazy inputs are now read once and their critical values kept (8 bytes a
+    pixel, up to 1 GiB, then streamed): the peak grows with n by that much.
+(d) Every method, rule and bound on the same tiles (512 tiles of 64 x 64), with the risk curve
+    on as the widgets use it: the new single-pass core against the previous one (frozen in
+    ``tests/_calibration_old``), in memory and on lazy (dask) inputs whose chunk reads are
+    counted (``passes``: the most reads of any chunk), and each time against the new
+    Hoeffding-Bentkus intervals on the same tiles.
 
 Usage::
 
@@ -25,14 +31,17 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
 from napari_im2im_uq.calibration import bounds, calibrate_intervals, calibrate_trust_mask
 
 REPEATS = 5  # runs of each exact calibration; the median is reported
+OLD = Path(__file__).resolve().parents[1] / "tests"  # holds _calibration_old, the previous core
 
 
 def timed(fn, repeats=REPEATS):
@@ -155,6 +164,80 @@ def bench_dask_memory(n_values, side, chunk_tiles=10):
     return out
 
 
+def _methods(core, n, side):
+    """(name, call(arrays), arrays) of every method, rule and bound for the module ``core``."""
+    f, lo, up, y = regression_tiles(n, side, seed=3)
+    yc = np.clip(y, 0, 1)
+    width = (up - lo).astype(np.float32)
+    m = np.clip(1 - 5 * width, 0, 1).astype(np.float32)
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(n, 3, side, side)).astype(np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = (p.cumsum(axis=1) < rng.random((n, 1, side, side))).sum(axis=1).clip(0, 2)
+    ci, tm, mk, sg = (core[k] for k in ("intervals", "trust_mask", "mask", "segmentation"))
+    rows = []
+    for rule, bound in (("rcps", "hoeffding_bentkus"), ("rcps", "hoeffding"), ("rcps", "wsr"),
+                        ("crc", "hoeffding_bentkus")):
+        rows.append((f"intervals {rule} {bound if rule == 'rcps' else ''}".strip(),
+                     lambda a, r=rule, b=bound: ci(*a, alpha=0.1, delta=0.1, rule=r, bound=b),
+                     (f, lo, up, y)))
+    rows.append(("trust_mask crc (16-point curve)",
+                 lambda a: tm(*a, alpha=0.3, data_range=(0, 1)), (width, f, yc)))
+    for rule in ("conformal", "crc", "paper"):
+        rows.append((f"mask {rule} l1", lambda a, r=rule: mk(*a, alpha=0.02, beta=0.9, rule=r,
+                                                          data_range=(0, 1)), (m, f, y)))
+    for rule, bound in (("crc", None), ("rcps", "hoeffding_bentkus"), ("rcps", "wsr")):
+        kw = {"rule": rule} if bound is None else {"rule": rule, "bound": bound}
+        rows.append((f"segmentation {rule} {bound or ''}".strip(),
+                     lambda a, kw=kw: sg(*a, alpha=0.1, **kw), (p, labels)))
+    return rows
+
+
+def bench_methods(n, side, repeats=3):
+    """(d): every method, old vs new, in memory and lazy (passes counted)."""
+    import dask
+    import dask.array as da
+
+    from napari_im2im_uq import calibration as new_core
+    from napari_im2im_uq.workflows._reads import ReadCounter
+
+    sys.path.insert(0, str(OLD))
+    from _calibration_old import intervals, mask, segmentation, trust_mask
+
+    cores = {
+        "new": {"intervals": new_core.calibrate_intervals, "trust_mask":
+                new_core.calibrate_trust_mask, "mask": new_core.calibrate_mask,
+                "segmentation": new_core.calibrate_segmentation},
+        "old": {"intervals": intervals.calibrate_intervals, "trust_mask":
+                trust_mask.calibrate_trust_mask, "mask": mask.calibrate_mask,
+                "segmentation": segmentation.calibrate_segmentation},
+    }
+    out = []
+    rows = {k: _methods(v, n, side) for k, v in cores.items()}
+    chunk = 64
+    for i, (task, _, arrays) in enumerate(rows["new"]):
+        row = {"task": task}
+        for which in ("old", "new"):
+            call = rows[which][i][1]
+            res, t_mem, _ = timed(lambda call=call, a=arrays: call(a), 1 if which == "old" else
+                                  repeats)
+            counter = ReadCounter()
+            wrapped = [counter.wrap(da.from_array(a, chunks=(chunk,) + a.shape[1:]), f"a{k}")
+                       for k, a in enumerate(arrays)]
+            with dask.config.set(scheduler="synchronous"):
+                res_lazy, t_lazy, _ = timed(lambda call=call, a=wrapped: call(a), 1)
+            row[which] = {"memory_s": t_mem, "lazy_s": t_lazy,
+                          "passes": counter.passes(), "lam": res.lam,
+                          "lam_lazy": res_lazy.lam}
+        row["same_lam"] = bool(row["old"]["lam"] == row["new"]["lam"] == row["new"]["lam_lazy"])
+        out.append(row)
+        print(f"  {task}: done", flush=True)
+    hb = out[0]["new"]["memory_s"]
+    for row in out:
+        row["vs_hb_new"] = row["new"]["memory_s"] / hb
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -175,9 +258,21 @@ def main(argv=None):
         print(f"{m['task']:<58} peak traced memory {m['peak_mib']:8.1f} MiB  "
               f"({m['seconds']:.1f} s, lam {m['lam']:.5f})")
     print(f"peak memory ratio 400 vs 100 tiles: {mem[1]['peak_mib'] / mem[0]['peak_mib']:.2f}")
+    n_tiles = 512 // k
+    print(f"(d) every method on {n_tiles} tiles of 64 x 64, risk curve on (new: median of 3; "
+          "old: 1 run; lazy: dask chunks of 64 tiles, 1 run)")
+    methods = bench_methods(n_tiles, 64)
+    print(f"{'method':<34} {'old mem':>8} {'new mem':>8} {'x HB':>6} {'old lazy':>9} "
+          f"{'new lazy':>9} {'passes old/new':>15}  same lam")
+    for r in methods:
+        o, w = r["old"], r["new"]
+        print(f"{r['task']:<34} {o['memory_s']:>8.3f} {w['memory_s']:>8.3f} "
+              f"{r['vs_hb_new']:>6.1f} {o['lazy_s']:>9.3f} {w['lazy_s']:>9.3f} "
+              f"{o['passes']:>7d}/{w['passes']:<7d}  {r['same_lam']}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"speed": rows, "memory": mem}, fh, indent=1, default=float)
+            json.dump({"speed": rows, "memory": mem, "methods": methods}, fh, indent=1,
+                      default=float)
 
 
 if __name__ == "__main__":
