@@ -205,6 +205,7 @@ def test_heartbeat_and_cancel(tem_viewer, qtbot):
     from napari_im2im_uq._widgets import CalibrateWidget, PredictWidget
 
     viewer = tem_viewer
+    switch_interval = sys.getswitchinterval()
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
@@ -230,6 +231,8 @@ def test_heartbeat_and_cancel(tem_viewer, qtbot):
     # (a tick count alone depends on how fast the model is: 46 in 0.5 s with srnet2d)
     assert len(ticks) > 10 and len(ticks) > 0.2 * seconds / 0.010, (len(ticks), seconds)
     assert longest < 1500, longest  # goal 100 ms; loose so a shared CI machine does not flake
+    # the jobs ran with a short thread switch interval (_widgets._warm), given back after them
+    assert sys.getswitchinterval() == switch_interval
 
     # cancel: small tiles make many blocks; stop after the first
     predict_w = PredictWidget(viewer)

@@ -16,6 +16,7 @@ from psygnal import Signal
 from qtpy.QtCore import QTimer
 
 from .. import api, layers
+from . import _warm
 
 NONE = "(none)"
 WHOLE = "(whole image: everything is ground truth)"
@@ -79,34 +80,20 @@ def text(rich: bool = False) -> Label:
     return label
 
 
-#: Milliseconds after a Predict dock opens before torch is imported in a background thread
-#: (None: never warm it; the first prediction imports it). Importing torch holds the GIL for
-#: about 0.4 s even from a worker thread, which stalls the viewer once: better while the user
-#: reads the model card than during the first prediction.
+#: Milliseconds after the plugin's first dock opens before the plugin warms up in a background
+#: thread: torch (its libraries loaded without the GIL), the modules of a first Predict and
+#: Calibrate, matplotlib's fonts (``_warm.warm_up``). None: never warm up; the first jobs then
+#: import all of it in their threads (the behaviour before issue 15, a stalled viewer).
 WARM_UP_MS: int | None = 1500
 
-_warming: list = []
 
+def warm_up(delay_ms: int | None = None) -> None:
+    """Warm the plugin up in a background thread ``delay_ms`` (default ``WARM_UP_MS``) from now.
 
-def warm_up_torch(delay_ms: int | None = None) -> None:
-    """Import torch in a background thread ``delay_ms`` after now (once per process).
-
-    Opening the widgets stays free of torch (the timer fires only when the event loop runs).
+    Once per process; opening the widgets stays free of torch (the timer fires only when the
+    event loop runs).
     """
-    import sys
-    import threading
-
-    delay_ms = WARM_UP_MS if delay_ms is None else delay_ms
-    if delay_ms is None or _warming or "torch" in sys.modules:
-        return
-    _warming.append(True)
-
-    def start():
-        if "torch" not in sys.modules:
-            threading.Thread(target=__import__, args=("torch",), name="im2im-uq torch warm-up",
-                             daemon=True).start()
-
-    QTimer.singleShot(int(delay_ms), start)
+    _warm.warm_up(WARM_UP_MS if delay_ms is None else delay_ms)
 
 
 def dock_of(widget):
@@ -189,6 +176,7 @@ class JobRunner:
         self.cancel_button = cancel
         self.worker = None
         self.showing = False
+        self._holding = False
         self._job = None
         self._bar = None
         cancel.enabled = False
@@ -228,7 +216,11 @@ class JobRunner:
         self._job = job
         self._bar = progress(total=0, desc=description)
 
+        warm = WARM_UP_MS is not None
+
         def drive():
+            if warm:  # what the job would import anyway, without stalling the viewer
+                _warm.ensure_warm()
             try:
                 while True:
                     yield next(job)
@@ -248,6 +240,8 @@ class JobRunner:
             b.enabled = False
         self.cancel_button.enabled = True
         self.status.value = f"{description}..."
+        _warm.hold()  # the main thread gets the GIL back quickly while the job's threads run
+        self._holding = True
         worker.start()
         return worker
 
@@ -272,6 +266,9 @@ class JobRunner:
         show_info("napari-im2im-uq: cancelled")
 
     def _on_finished(self):
+        if self._holding:
+            self._holding = False
+            _warm.release()
         if self._bar is not None:
             self._bar.close()
         self._bar = None
@@ -299,6 +296,7 @@ class Panel(Container):
         super().__init__(**kwargs)
         self.viewer = viewer
         self.status = text()
+        warm_up()  # in the background, once the viewer is idle
 
     def watch(self, *widgets):
         """Re-validate whenever one of ``widgets`` changes."""

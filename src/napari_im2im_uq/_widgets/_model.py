@@ -30,7 +30,7 @@ class ModelWidget(Panel):
     """Choose the model every other widget of this viewer uses; shows its card.
 
     Reading the card opens ``model.json`` only: torch is imported in the background after the
-    Predict dock opens (``_common.warm_up_torch``), or when a prediction first runs.
+    first dock opens (``_common.warm_up``), or when a prediction first runs.
     """
 
     def __init__(self, napari_viewer):

@@ -7,7 +7,6 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit, Label, PushButton, SpinBox
 
 from .. import api
-from . import _common
 from ._common import NONE, JobRunner, Panel, kind, layer_picker, meta, prefer, session, text
 
 OUTPUTS = {"auto (in memory up to 1 GiB, else lazy)": "auto", "in memory": "memory",
@@ -68,7 +67,6 @@ class PredictWidget(Panel):
         self.session.changed.connect(self.refresh)
         self.connect_layers()
         self.refresh()
-        _common.warm_up_torch(_common.WARM_UP_MS)  # in the background, once the viewer is idle
 
     def run_buttons(self):
         return [self.run_button]

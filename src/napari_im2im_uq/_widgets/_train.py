@@ -19,7 +19,6 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton
 
 from .. import api
 from .._jobs import relay
-from . import _common
 from ._common import JobRunner, Panel, is_output, kind, layer_picker, meta, prefer, session, text
 from ._loss_plot import LossFigure, LossHistory, plot_losses
 from ._plot import PlotArea
@@ -292,7 +291,6 @@ class TrainWidget(Panel):
         self.connect_layers()
         self.plot.draw(plot_losses, self.history.snapshot())
         self.refresh()
-        _common.warm_up_torch(_common.WARM_UP_MS)
 
     # -- fields -------------------------------------------------------------------------------
 
