@@ -161,7 +161,7 @@ def test_planning_a_huge_volume_builds_no_block_and_its_first_wave_only(tmp_path
     assert built["blocks"] == 0  # store created, nothing built yet
     assert next(gen)[0] == 1  # the first block is written
     gen.close()
-    wave = _executor.WAVE
+    wave = _executor.FIRST_WAVE
     # One wave was built: its blocks' store, fingerprint and prediction tasks (and their
     # neighbours' input chunks), each a handful of tasks: O(wave), not O(volume).
     assert len(sizes) == 1

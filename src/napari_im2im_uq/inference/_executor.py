@@ -21,8 +21,18 @@ import numpy as np
 
 __all__ = ["check_scheduler", "compute_outputs", "run_graph"]
 
-#: Tasks handed to the local scheduler at once.
+#: Tasks handed to the scheduler at once (the first waves are smaller: see :func:`_waves`).
 WAVE = 512
+#: Size of the first wave: the first block starts after a few blocks' tasks are built.
+FIRST_WAVE = 8
+
+
+def _waves(n: int):
+    """``(start, stop)`` of the waves over ``n`` keys: 8, 16, 32, ... keys, then :data:`WAVE`."""
+    start, size = 0, min(FIRST_WAVE, WAVE)
+    while start < n:
+        yield start, min(start + size, n)
+        start, size = start + size, min(2 * size, WAVE)
 
 
 class _Cancelled(Exception):
@@ -78,10 +88,10 @@ def _run_local(graph, keys, done: int, total: int, collect):
         try:
             # Waves of tasks, each built when it starts: the scheduler's state and the graph
             # held stay the size of a wave however large the volume.
-            for start in range(0, len(keys), WAVE):
+            for start, stop in _waves(len(keys)):
                 if cancel.is_set():
                     break
-                wave = list(keys[start : start + WAVE])
+                wave = list(keys[start:stop])
                 dsk = wave_graph(graph, wave)
                 if collect is not None:
                     sinks = _sinks(wave, collect, sink, start)
@@ -124,21 +134,20 @@ def _run_distributed(graph, keys, done: int, total: int, scheduler, collect):
     own = not isinstance(scheduler, Client)
     client = Client(scheduler, set_as_default=False) if own else scheduler
     pending: set = set()
-    position = 0
+    waves = _waves(len(keys))
+    left = [len(keys)]
 
     def submit():
         # A wave's tasks, built now and sent at once; the cluster holds about two waves.
-        nonlocal position
-        wave = list(keys[position : position + WAVE])
-        position += len(wave)
+        start, stop = next(waves)
+        left[0] -= stop - start
+        wave = list(keys[start:stop])
         futures = client.get(wave_graph(graph, wave), wave, sync=False)
         pending.update(futures)
         return futures
 
     try:
         completed = as_completed(submit(), loop=client.loop)
-        while position < len(keys) and len(pending) < 2 * WAVE:
-            completed.update(submit())
         for future in completed:
             value = future.result()  # raises the task's error
             if collect is not None:
@@ -149,7 +158,7 @@ def _run_distributed(graph, keys, done: int, total: int, scheduler, collect):
             del future
             done += 1
             yield done, total
-            while position < len(keys) and len(pending) < 2 * WAVE:
+            while left[0] and len(pending) < 2 * WAVE:
                 completed.update(submit())
     finally:
         if pending:

@@ -318,17 +318,19 @@ def _block_graph(name, x, pred, *, scale, halo, ref, run, n_channels, check):
     """
     model_key = f"im2im-model-{ref.token[:24]}"
     bounds = [np.cumsum((0, *c)) for c in x.chunks]
+    pred_bounds = None if pred is None else [np.cumsum((0, *c)) for c in pred.chunks]
 
     def build(index):
         iz, _, iy, ix = index
         y0, y1 = int(bounds[2][iy]), int(bounds[2][iy + 1])
         x0, x1 = int(bounds[3][ix]), int(bounds[3][ix + 1])
         tasks: dict = {}
-        pieces, pads = window_pieces(x.name, x.chunks, iz, y0, y1, x0, x1, halo, 1)
+        pieces, pads = window_pieces(x.name, x.chunks, iz, y0, y1, x0, x1, halo, 1, bounds)
         refs = piece_tasks(pieces, f"{name}-in", index, tasks)
         pred_refs = None
         if pred is not None:
-            more, _ = window_pieces(pred.name, pred.chunks, iz, y0, y1, x0, x1, halo, scale)
+            more, _ = window_pieces(pred.name, pred.chunks, iz, y0, y1, x0, x1, halo, scale,
+                                   pred_bounds)
             pred_refs = piece_tasks(more, f"{name}-pred", index, tasks)
         key = (name, *index)
         func = partial(run, pads=pads)

@@ -235,17 +235,19 @@ def fingerprint_graph(plan, name: str):
     src = rechunk(plan.source, (pz, plan.source.shape[1], br, bc))
     bounds = [np.cumsum((0, *c)) for c in src.chunks]
     pred = getattr(plan, "prediction", None)
+    pred_bounds = None if pred is None else [np.cumsum((0, *c)) for c in pred.chunks]
 
     def build(index):
         iz, iy, ix = index
         y0, y1 = int(bounds[2][iy]), int(bounds[2][iy + 1])
         x0, x1 = int(bounds[3][ix]), int(bounds[3][ix + 1])
         tasks: dict = {}
-        pieces, _ = window_pieces(src.name, src.chunks, iz, y0, y1, x0, x1, plan.halo, 1)
+        pieces, _ = window_pieces(src.name, src.chunks, iz, y0, y1, x0, x1, plan.halo, 1,
+                                  bounds)
         refs = piece_tasks(pieces, f"{name}-in", index, tasks)
         if pred is not None:
             more, _ = window_pieces(pred.name, pred.chunks, iz, y0, y1, x0, x1, plan.halo,
-                                   plan.scale_factor)
+                                   plan.scale_factor, pred_bounds)
             refs = [*refs, *piece_tasks(more, f"{name}-pred", index, tasks)]
         tasks[(name, *index)] = task((name, *index), _fingerprint, refs)
         return tasks
