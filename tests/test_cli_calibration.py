@@ -97,8 +97,8 @@ def test_apply_writes_the_products_and_never_the_prediction(store, capsys):
         assert [a["name"] for a in ome["axes"]] == ["y", "x"]
     # a rerun replaces only the groups it wrote
     assert main(["apply", str(record), str(path), "--no-progress"]) == 0
-    assert sorted(p.name for p in (path / "calibrated").iterdir()) == ["interval_width",
-                                                                        "zarr.json"]
+    assert sorted(p.name for p in (path / "calibrated").iterdir()) == [
+        "_done", "interval_width", "zarr.json"]
     assert _arrays_bytes(path) == before
     # anything else in calibrated/ is the user's: refused, kept
     (path / "calibrated" / "notes").mkdir()

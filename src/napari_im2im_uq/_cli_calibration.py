@@ -5,9 +5,11 @@
   plan of tiles, and writes the record (JSON).
 - ``apply`` applies a record to a store and writes each calibrated product (interval width,
   untrusted mask, calibrated bounds, sets...) as an OME image group ``calibrated/<product>`` of
-  the same store, block by block through the one executor, under the store's lock. The
-  prediction's own arrays are never written. A rerun replaces the ``calibrated/`` groups an
-  earlier ``apply`` wrote (it is not resumed block by block) and refuses anything else there.
+  the same store, with its resolution pyramid, block by block through the one executor, under
+  the store's lock. The prediction's own arrays are never written. A rerun of the same record
+  resumes where a stopped run left off (blocks are marked as they are written); another record
+  replaces the ``calibrated/`` groups an earlier ``apply`` wrote; anything else there is
+  refused.
 - ``evaluate`` measures a record on held-out ground truth and writes a report folder: the
   figure (PNG) and one self-contained HTML page.
 
@@ -97,8 +99,9 @@ def register(subparsers) -> None:
         description=(
             "Apply RECORD to the outputs in PREDICTION.zarr and write each calibrated product "
             f"as an OME image group {GROUP}/<product> of the same store, block by block. The "
-            "prediction's arrays are never written; a rerun replaces the groups an earlier "
-            "apply wrote. Prints the drift verdict."
+            "prediction's arrays are never written; a rerun of the same record resumes a "
+            "stopped run, another record replaces the groups an earlier apply wrote. Prints "
+            "the drift verdict."
         ),
     )
     _record_arguments(app)
@@ -257,72 +260,126 @@ def _read(path, **kwargs):
 # -- apply -----------------------------------------------------------------------------------
 
 
-def _write_block(block, *, path, region):
+#: Inside ``calibrated/``: one uint8 array per product, one element per block (1 = written).
+DONE = "_done"
+
+
+def _write_block(*, inputs, record, bounds, region, targets, index):
+    """Compute and write one block of every product, all its levels, then mark it. A task.
+
+    ``inputs`` maps each output to its level-0 zarr array (path); the task reads the block's
+    ``region`` of each (every class, if any), applies ``record`` to it
+    (:func:`~napari_im2im_uq.workflows.apply.product_arrays`: products are per pixel) and
+    writes each product's block into every level of its pyramid (``targets``: per product
+    ``(path, axes, levels, marks)``), then marks it. Nothing but the block is held.
+    """
     import zarr
 
-    zarr.open_array(store=path, mode="r+")[region] = block
+    from .inference._pyramid import pyramid
+    from .workflows.apply import product_arrays
+
+    arrays = {}
+    for name, path in inputs.items():
+        source = zarr.open_array(store=path, mode="r")
+        arrays[name] = source[(slice(None),) * (source.ndim - len(region)) + region]
+    blocks = product_arrays(record, arrays, show_bounds=bounds)
+    for block, (path, axes, levels, done) in zip(blocks, targets, strict=True):
+        for k, level in enumerate(pyramid(block, axes, levels)):
+            first = [r.start >> k if a in "YX" else r.start
+                     for a, r in zip(axes, region, strict=True)]
+            target = zarr.open_array(store=path, path=str(k), mode="r+")
+            target[tuple(slice(f, f + m) for f, m in zip(first, level.shape,
+                                                           strict=True))] = level
+        zarr.open_array(store=done, mode="r+")[index] = 1
     return None
 
 
-def _ome_of(store: Path, reference: str, name: str, ndim: int) -> dict:
-    """OME metadata of a product: the reference output's axes and transformations."""
-    import copy
-
+def _ome_of(store: Path, reference: str, name: str, ndim: int, levels: int) -> dict:
+    """OME metadata of a product: the reference output's last ``ndim`` axes, its geometry."""
     import zarr
 
-    ome = copy.deepcopy(dict(zarr.open_group(store=str(store / reference), mode="r").attrs)
-                        .get("ome", {}))
+    from .inference._ome import image_metadata
+
+    ome = dict(zarr.open_group(store=str(store / reference), mode="r").attrs).get("ome", {})
     try:
         scales = ome["multiscales"][0]
-        extra = ndim - len(scales["axes"])
-        if extra > 0:  # a class axis in front (sets, probabilities)
-            scales["axes"] = [{"name": "c", "type": "channel"}] * extra + scales["axes"]
-            for t in scales["datasets"][0]["coordinateTransformations"]:
-                key = "scale" if t["type"] == "scale" else "translation"
-                t[key] = [1.0 if key == "scale" else 0.0] * extra + t[key]
-        scales["name"] = name
-    except (KeyError, IndexError, TypeError):
+        axes = scales["axes"][-ndim:]
+        transforms = {t["type"]: t[t["type"]] for t in
+                      scales["datasets"][0]["coordinateTransformations"]}
+        letters = "".join(a["name"].upper() for a in axes)
+        unit = next((a.get("unit") for a in axes if a.get("unit")), None)
+        return image_metadata(name, letters, transforms["scale"][-ndim:],
+                              transforms["translation"][-ndim:], unit=unit, levels=levels)
+    except (KeyError, IndexError, TypeError, ValueError):
         return {}
-    return ome
 
 
-def _clear_previous(store: Path) -> None:
-    """Remove the groups an earlier apply wrote; refuse a ``calibrated`` group not ours."""
+def _previous(store: Path):
+    """Return the attribute of an earlier apply's ``calibrated`` group (refuse one not ours)."""
     import json
-    import shutil
 
     folder = store / GROUP
     if not folder.exists():
-        return
+        return None
     try:
         doc = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
-        ours = set(doc["attributes"][ATTRS]["products"])
+        attrs = doc["attributes"][ATTRS]
+        ours = set(attrs["products"]) | {DONE}
     except (OSError, ValueError, KeyError, TypeError):
-        ours = None
+        attrs, ours = None, set()
     entries = sorted(p.name for p in folder.iterdir() if p.name != "zarr.json")
-    foreign = [n for n in entries if ours is None or n not in ours]
-    if foreign:
+    foreign = [n for n in entries if n not in ours]
+    if foreign or attrs is None:
         raise FileExistsError(
             f"PREDICTION.zarr {store} holds a {GROUP}/ group that apply did not write (it holds "
-            f"{', '.join(foreign[:8])}); it is never replaced. Move it out of the store")
-    shutil.rmtree(folder)
+            f"{', '.join(foreign[:8]) or 'no products list'}); it is never replaced. Move it "
+            "out of the store")
+    return attrs
+
+
+def _plan_products(shown):
+    """Name each product's group; return ``({name: description}, [(name, dask array)])``."""
+    import dask.array
+    import numpy as np
+
+    from . import layers
+
+    products, todo = {}, []
+    for data, kwargs, kind in shown:
+        name = _product_name(kwargs["name"])
+        while name in products:
+            name += "_"
+        arr = data if hasattr(data, "dask") else dask.array.from_array(np.asarray(data))
+        arr = arr.rechunk(arr.chunksize)
+        products[name] = {"layer": kwargs["name"], "kind": kind,
+                          "product": kwargs["metadata"][layers.META_KEY].get("product"),
+                          "limits": None if kwargs.get("contrast_limits") is None else
+                          [float(v) for v in kwargs["contrast_limits"]],
+                          "shape": list(arr.shape), "chunks": list(arr.chunksize)}
+        todo.append((name, arr))
+    return products, todo
 
 
 def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
     """Write the products of ``record`` into ``store``; a generator of ``(done, total)``.
 
+    Each product is a multiscale OME image group ``calibrated/<name>`` (levels as the
+    prediction's, :mod:`.inference._pyramid`); a block task writes a block of every level, then
+    marks it in ``calibrated/_done/<name>``. A rerun with the same record and products resumes
+    (only unmarked blocks run); another record or other products replace the groups.
     Returns ``(products, verdict)``: {group path: layer name} and the drift verdict or None.
     """
     import functools
+    import shutil
 
     import dask
-    import dask.array
     import numpy as np
     import zarr
     from dask.highlevelgraph import HighLevelGraph
 
     from . import layers
     from .inference._executor import check_scheduler, run_graph
+    from .inference._pyramid import level_shape, n_levels
     from .inference._store import StoreLock, read_root
     from .workflows.apply import apply_record
 
@@ -338,44 +395,66 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
         raise ValueError(f"RECORD gives no product for the outputs of {store}")
     verdict = shown[0][1]["metadata"][layers.META_KEY].get("drift")
     reference = next(iter(stored["outputs"].values()))["path"].split("/")[0]
+    products, todo = _plan_products(shown)
+    checksum = record.get("checksum")
     lock = StoreLock(store).acquire()
     try:
-        _clear_previous(store)
-        products, todo = {}, []
-        for data, kwargs, _ in shown:
-            name = _product_name(kwargs["name"])
-            while name in products:
-                name += "_"
-            arr = data if hasattr(data, "dask") else dask.array.from_array(np.asarray(data))
-            arr = arr.rechunk(arr.chunksize)
-            products[name] = {"layer": kwargs["name"],
-                              "product": kwargs["metadata"][layers.META_KEY].get("product")}
-            todo.append((name, arr))
+        previous = _previous(store)
+        resume = (previous is not None and previous.get("record_checksum") == checksum
+                  and previous.get("products") == products)
         root = zarr.open_group(store=str(store), mode="r+")
-        group = root.create_group(GROUP, attributes={ATTRS: {
-            "products": products, "complete": False, "drift": verdict,
-            "record_checksum": record.get("checksum")}})
-        keys, dsk, deps = [], {}, []
-        task = f"im2im-apply-{dask.base.tokenize(*[a for _, a in todo])}"
+        if not resume:
+            if previous is not None:
+                shutil.rmtree(store / GROUP)
+            group = root.create_group(GROUP, attributes={ATTRS: {
+                "products": products, "complete": False, "drift": verdict,
+                "record_checksum": checksum}})
+            marks = group.create_group(DONE)
+        else:
+            group = root[GROUP]
+            marks = group[DONE]
+        # one task per block reads the block of the outputs and writes every product: the
+        # graph holds no array task, memory is the blocks in flight
+        keys, dsk, done, members = [], {}, 0, []
+        chunks = todo[0][1].chunks
         for name, arr in todo:
-            sub = group.create_group(name, attributes={
-                "ome": _ome_of(store, reference, products[name]["layer"], arr.ndim)})
-            sub.create_array("0", shape=arr.shape, chunks=arr.chunksize,
-                             dtype=arr.dtype, fill_value=0)
-            target = str(store / GROUP / name / "0")
-            starts = [np.r_[0, np.cumsum(c)] for c in arr.chunks]
-            for idx in np.ndindex(*arr.numblocks):
-                region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx,
-                                                                                strict=True))
-                key = (task, len(keys))
-                dsk[key] = (functools.partial(_write_block, path=target, region=region),
-                            (arr.name, *idx))
-                keys.append(key)
-            deps.append(arr)
-        graph = HighLevelGraph.from_collections(task, dsk, dependencies=deps)
-        yield 0, len(keys)
-        yield from run_graph(graph, keys, scheduler=scheduler)
-        group.attrs[ATTRS] = {**dict(group.attrs)[ATTRS], "complete": True}
+            if arr.chunks != chunks:
+                raise ValueError(f"RECORD gives products on different grids ({name}: "
+                                 f"{arr.chunksize}, {todo[0][0]}: {todo[0][1].chunksize})")
+            axes = "ZYX"[-arr.ndim:]
+            levels = n_levels(arr.shape, arr.chunksize, axes)
+            if not resume:
+                sub = group.create_group(name, attributes={"ome": _ome_of(
+                    store, reference, products[name]["layer"], arr.ndim, levels)})
+                for k in range(levels):
+                    sub.create_array(str(k), shape=level_shape(arr.shape, axes, k),
+                                     chunks=level_shape(arr.chunksize, axes, k),
+                                     dtype=arr.dtype, fill_value=0)
+                marks.create_array(name, shape=arr.numblocks, chunks=(1,) * arr.ndim,
+                                   dtype="uint8", fill_value=0)
+            members.append((str(store / GROUP / name), axes, levels,
+                            str(store / GROUP / DONE / name)))
+        written = np.logical_and.reduce([np.asarray(marks[n][...]) != 0 for n, _ in todo])
+        inputs = {k: str(store / spec["path"]) for k, spec in stored["outputs"].items()}
+        starts = [np.r_[0, np.cumsum(c)] for c in chunks]
+        task = f"im2im-apply-{dask.base.tokenize(checksum, store, bounds)}"
+        for idx in np.ndindex(*written.shape):
+            if written[idx]:
+                done += 1
+                continue
+            region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx,
+                                                                            strict=True))
+            key = (task, len(keys))
+            dsk[key] = (functools.partial(_write_block, inputs=inputs, record=record,
+                                          bounds=bounds, region=region,
+                                          targets=tuple(members), index=idx),)
+            keys.append(key)
+        total = done + len(keys)
+        graph = HighLevelGraph.from_collections(task, dsk, dependencies=[])
+        yield done, total
+        yield from run_graph(graph, keys, scheduler=scheduler, done=done, total=total)
+        if all(np.asarray(marks[n][...]).all() for n, _ in todo):
+            group.attrs[ATTRS] = {**dict(group.attrs)[ATTRS], "complete": True}
     finally:
         lock.release()
     return {f"{GROUP}/{n}": p["layer"] for n, p in products.items()}, verdict

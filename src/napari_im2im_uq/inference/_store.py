@@ -69,11 +69,14 @@ def read_root(path: Path):
     return ours if isinstance(ours, dict) else None
 
 
-def read_outputs(path, *, name: str = "prediction", warn_incomplete: bool = True) -> dict:
+def read_outputs(path, *, name: str = "prediction", warn_incomplete: bool = True,
+                 levels: bool = False) -> dict:
     """Return the outputs of a store written by ``predict`` as dask arrays, by name.
 
     ``name`` is how the store is said in the error (a command's argument). An interrupted
-    run's store is read with a warning on stderr (unwritten tiles are NaN).
+    run's store is read with a warning on stderr (unwritten tiles are NaN). With
+    ``levels=True`` each output is the list of its resolution levels, finest first, as the
+    group's OME metadata lists them (what napari takes as a multiscale image).
     """
     import sys
 
@@ -85,6 +88,11 @@ def read_outputs(path, *, name: str = "prediction", warn_incomplete: bool = True
         root = zarr.open_group(store=str(path), mode="r")
         info = dict(root.attrs)[ATTRS_KEY]
         outputs = {k: da.from_zarr(root[spec["path"]]) for k, spec in info["outputs"].items()}
+        if levels:
+            outputs = {k: [da.from_zarr(root[f"{group}/{d['path']}"]) for d in
+                           root[group].attrs["ome"]["multiscales"][0]["datasets"]]
+                       for k, spec in info["outputs"].items()
+                       for group in [spec["path"].rsplit("/", 1)[0]]}
     except Exception as err:  # noqa: BLE001 - any unreadable store gets the same answer
         raise ValueError(f"{name} must be a zarr store written by `napari-im2im-uq predict`; "
                          f"{path}: {err}") from None
@@ -125,9 +133,11 @@ def ours_and_foreign(path: Path, stored: dict | None) -> tuple[list[str], list[s
             ours.append(name)
         elif name in outputs and entry.is_dir():
             inner = {p.name for p in entry.iterdir()}
-            extra = sorted(inner - {"zarr.json", "0"})
-            if (entry / "0").exists():
-                extra += [f"0/{n}" for n in sorted(p.name for p in (entry / "0").iterdir())
+            levels = {n for n in inner if n.isdigit() and (entry / n).is_dir()}  # the pyramid
+            extra = sorted(inner - {"zarr.json", "0"} - levels)
+            for level in sorted(levels | ({"0"} & inner)):
+                extra += [f"{level}/{n}" for n in sorted(p.name for p in
+                                                         (entry / level).iterdir())
                           if n not in ("zarr.json", "c")]
             if extra:
                 foreign += [f"{name}/{n}" for n in extra]

@@ -36,6 +36,7 @@ from .._warnings import Im2ImUQWarning
 from ._axes import output_axes
 from ._executor import check_scheduler, run_graph
 from ._predict import make_plan
+from ._pyramid import level_shape, pyramid
 from ._store import (
     ATTRS_KEY,
     LOCK,
@@ -53,7 +54,7 @@ from ._store import (
 
 __all__ = ["plan_to_zarr", "predict_to_zarr", "write_zarr"]
 
-FORMAT = 2
+FORMAT = 3  # 3: resolution pyramids
 DONE = "_done"
 PRINT = "_input_blake2b"
 _OPEN: dict = {}
@@ -135,32 +136,18 @@ def _differences(stored: dict, now: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
-def _ome(name: str, axes: str, scale: list[float], translation: list[float], unit) -> dict:
-    kinds = {"C": "channel", "Z": "space", "Y": "space", "X": "space"}
-    axis_list = []
-    for a in axes:
-        entry = {"name": a.lower(), "type": kinds[a]}
-        if unit and kinds[a] == "space":
-            entry["unit"] = unit
-        axis_list.append(entry)
-    return {
-        "version": "0.5",
-        "multiscales": [
-            {
-                "name": name,
-                "axes": axis_list,
-                "datasets": [
-                    {
-                        "path": "0",
-                        "coordinateTransformations": [
-                            {"type": "scale", "scale": scale},
-                            {"type": "translation", "translation": translation},
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
+def _ome(name: str, axes: str, scale: list[float], translation: list[float], unit, *,
+         levels: int = 1) -> dict:
+    """Return the validated OME-NGFF 0.5 ``ome`` attribute of an output (``levels`` levels)."""
+    from ._ome import image_metadata
+
+    return image_metadata(name, axes, scale, translation, unit=unit, levels=levels)
+
+
+def _levels(axes: str, shape, chunks) -> int:
+    from ._pyramid import n_levels
+
+    return n_levels(shape, chunks, axes)
 
 
 def _geometry(plan, name: str, channels: int, pixel_size):
@@ -216,15 +203,18 @@ def _create(path: Path, plan, description: dict, pixel_size, unit, stored) -> st
     root = zarr.open_group(store=str(path), mode="r+")
     for name, channels in plan.layout:
         axes, shape, chunks, scale, shift = _geometry(plan, name, channels, pixel_size)
-        group = root.create_group(name, attributes={"ome": _ome(name, axes, scale, shift, unit)})
-        group.create_array(
-            "0",
-            shape=shape,
-            chunks=chunks,
-            dtype="float32",
-            fill_value=float("nan"),
-            dimension_names=[a.lower() for a in axes],
-        )
+        levels = _levels(axes, shape, chunks)
+        group = root.create_group(name, attributes={
+            "ome": _ome(name, axes, scale, shift, unit, levels=levels)})
+        for k in range(levels):  # level k: 2**k coarser in Y and X, chunks aligned on blocks
+            group.create_array(
+                str(k),
+                shape=level_shape(shape, axes, k),
+                chunks=level_shape(chunks, axes, k),
+                dtype="float32",
+                fill_value=float("nan"),
+                dimension_names=[a.lower() for a in axes],
+            )
     grid = _grid(plan)
     root.create_array(DONE, shape=grid, chunks=(1, 1, 1), dtype="uint8", fill_value=0)
     root.create_array(PRINT, shape=(*grid, 16), chunks=(1, 1, 1, 16), dtype="uint8",
@@ -242,7 +232,10 @@ def _open_arrays(path: str, run_id: str, names) -> dict:
     with _OPEN_LOCK:
         if key not in _OPEN:
             root = zarr.open_group(store=path, mode="r+")
-            arrays = {name: root[f"{name}/0"] for name in names}
+            arrays = {}
+            for name in names:  # every level, as the group's OME metadata lists them
+                sets = root[name].attrs["ome"]["multiscales"][0]["datasets"]
+                arrays[name] = [root[f"{name}/{d['path']}"] for d in sets]
             arrays[DONE] = root[DONE]
             arrays[PRINT] = root[PRINT]
             if len(_OPEN) > 8:
@@ -252,23 +245,29 @@ def _open_arrays(path: str, run_id: str, names) -> dict:
 
 
 def _store_block(block, digest, *, path, run_id, layout, has_z, index, origin):
-    """Write one block's outputs and input fingerprint, then mark it done. A dask task."""
+    """Write one block's outputs (every pyramid level) and input fingerprint, then mark it done.
+
+    A dask task. The block's region is aligned on the chunks of every level
+    (:mod:`._pyramid`), so its downsampled blocks fill whole chunks of the coarser levels.
+    """
     arrays = _open_arrays(path, run_id, [name for name, _ in layout])
     z0, r0, c0 = origin
-    z1, r1, c1 = z0 + block.shape[0], r0 + block.shape[2], c0 + block.shape[3]
     ch = 0
     for name, n in layout:
         part = block[:, ch : ch + n]
         ch += n
-        if name == "probabilities":
-            if has_z:
-                arrays[name][:, z0:z1, r0:r1, c0:c1] = part.transpose(1, 0, 2, 3)
-            else:
-                arrays[name][:, r0:r1, c0:c1] = part[0]
-        elif has_z:
-            arrays[name][z0:z1, r0:r1, c0:c1] = part[:, 0]
+        if name == "probabilities":  # (C, Z, Y, X) or (C, Y, X)
+            data = part.transpose(1, 0, 2, 3) if has_z else part[0]
+            axes = "CZYX" if has_z else "CYX"
         else:
-            arrays[name][r0:r1, c0:c1] = part[0, 0]
+            data = part[:, 0] if has_z else part[0, 0]
+            axes = "ZYX" if has_z else "YX"
+        levels = arrays[name]
+        for k, level in enumerate(pyramid(data, axes, len(levels))):
+            start = {"C": 0, "Z": z0, "Y": r0 >> k, "X": c0 >> k}
+            level_array = levels[k]
+            level_array[tuple(slice(start[a], start[a] + m)
+                              for a, m in zip(axes, level.shape, strict=True))] = level
     arrays[PRINT][index] = digest
     arrays[DONE][index] = 1
     return index
@@ -626,8 +625,9 @@ def _resume(plan, path: Path, stored, description, pixel_size, unit, scheduler):
                 "original image, or pass overwrite=True to replace the store"
             )
     for name, channels in plan.layout:  # the pixel size may be given now
-        axes_out, _, _, scale, shift = _geometry(plan, name, channels, pixel_size)
-        root[name].attrs["ome"] = _ome(name, axes_out, scale, shift, unit)
+        axes_out, shape, chunks, scale, shift = _geometry(plan, name, channels, pixel_size)
+        root[name].attrs["ome"] = _ome(name, axes_out, scale, shift, unit,
+                                       levels=_levels(axes_out, shape, chunks))
     return stored["run_id"], marks
 
 

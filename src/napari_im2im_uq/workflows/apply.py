@@ -14,7 +14,7 @@ from .._validation import check_bool
 from ..calibration import methods
 from .records import as_record, warn_if_other_model
 
-__all__ = ["apply_record", "result_layers"]
+__all__ = ["apply_record", "product_arrays", "result_layers"]
 
 def _score(sigma):
     """Return a trust-mask score given as a layer as its array (names and arrays as they are)."""
@@ -22,6 +22,54 @@ def _score(sigma):
         return sigma
     return layers.data_of(sigma, "sigma")
 
+
+
+def _options(entry, record, options):
+    opts = entry.apply_options(record)
+    opts.update({k: v for k, v in options.items() if v is not None})
+    if "sigma" in opts:
+        opts["sigma"] = _score(opts["sigma"])
+    return opts
+
+
+def product_arrays(record: dict, arrays: dict, *, show_bounds: bool = False) -> list:
+    """Return the calibrated products of a checked record on arrays, unstyled, in layer order.
+
+    The arithmetic of :func:`apply_record` without the layers, the checks or the drift test:
+    what a block task of ``napari-im2im-uq apply`` runs on one block of the outputs (every
+    product is computed pixel by pixel, so a block of the result is the result on the block).
+
+    Parameters
+    ----------
+    record : dict
+        A record already checked (:func:`~napari_im2im_uq.workflows.records.as_record`).
+    arrays : dict of str to array
+        The outputs by name (numpy or dask).
+    show_bounds : bool
+
+    Returns
+    -------
+    list of array
+        One array per product, in the order of :func:`apply_record`'s layers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_im2im_uq import api
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.random((64, 64))
+    >>> out = {"prediction": truth, "lower": truth - 0.1, "upper": truth + 0.1}
+    >>> rec = api.calibrate(out, truth, method="intervals", alpha=0.2, rule="crc",
+    ...                     tile_shape=(16, 16)).record
+    >>> [a.shape for a in product_arrays(rec, out, show_bounds=True)]
+    [(64, 64), (64, 64), (64, 64)]
+    """
+    from ..calibration import CalibrationResult
+
+    result = CalibrationResult.from_dict(record["calibration"], where="record.calibration")
+    entry = methods.get(result.method)
+    return [p.data for p in entry.products(result, arrays, show_bounds=show_bounds,
+                                           **_options(entry, record, {}))]
 
 
 def result_layers(entry, result, record, outputs, *, show_bounds=False, **options) -> list:
@@ -37,10 +85,7 @@ def result_layers(entry, result, record, outputs, *, show_bounds=False, **option
     meta = {layers.META_KEY: {"role": "calibrated", "record": record}}
     geom = {"scale": tuple(float(v) for v in scale),
             "translate": tuple(float(v) for v in translate)}
-    opts = entry.apply_options(record)
-    opts.update({k: v for k, v in options.items() if v is not None})
-    if "sigma" in opts:
-        opts["sigma"] = _score(opts["sigma"])
+    opts = _options(entry, record, options)
     out = []
     for product in entry.products(result, arrays, show_bounds=show_bounds, **opts):
         kwargs = {"name": f"{product.name} ({model})",
