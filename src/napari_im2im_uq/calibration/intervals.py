@@ -16,6 +16,7 @@ from .._validation import (
 )
 from . import _fraction
 from ._common import fraction_curve, tile_phrase
+from ._refining import RefiningLoss
 from ._result import CalibrationResult
 
 __all__ = ["calibrate_intervals", "interval_critical_values"]
@@ -276,6 +277,18 @@ def _refine(crit, start, exact, prediction, lower, upper, truth):
     return rows, cols
 
 
+def _exact_picks(prediction, lower, upper, truth):
+    """(start, rows, cols) -> exact critical values of those pixels of the block at ``start``."""
+
+    def exact(start, rows, cols):
+        m = int(rows.max()) + 1
+        picks = [np.asarray(a[start : start + m]).reshape(m, -1)[rows, cols]
+                 for a in (prediction, lower, upper, truth)]
+        return interval_critical_values(*picks, exact=True)
+
+    return exact
+
+
 def _stats_after_window(stats, touched, window, n):
     """Update the plain values' stats after the values in ``window`` were made exact in place.
 
@@ -417,7 +430,13 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
     # exact, and solve again. The second answer is exact when it falls inside the window (values
     # outside it cannot change sides of any lam in it); otherwise, and always for WSR, every
     # value is made exact.
-    if wsr:
+    if wsr and not (lazy or stream):
+        # In memory, WSR asks about many lams: the plain values are made exact only near the
+        # numbers its questions compare them with, and inside the ranges whose values it reads.
+        make_loss(False)
+        loss = RefiningLoss(plain, n, _exact_picks(prediction, lower, upper, truth), _WINDOW)
+        lam, order = solve(loss)
+    elif wsr:
         loss = make_loss(True)
         lam, order = solve(loss)
     else:
