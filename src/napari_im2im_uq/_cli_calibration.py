@@ -496,35 +496,92 @@ def run_apply(args) -> int:
 # -- evaluate --------------------------------------------------------------------------------
 
 
-def _html(record_path, report: dict, guarantee: str, png: bytes) -> str:
+def _png(figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _example_figure(record, outputs: dict, truth, figure) -> str:
+    """Draw one held-out plane: truth, prediction and each calibrated product; return its title.
+
+    The middle plane, cropped to its central 512 x 512 pixels at most; only that crop is read
+    from the store.
+    """
+    import numpy as np
+
+    from .workflows.apply import product_arrays
+
+    grid = truth.shape
+    plane = grid[0] // 2 if len(grid) == 3 else None
+    rows, cols = grid[-2:]
+    r0, c0 = max(0, (rows - 512) // 2), max(0, (cols - 512) // 2)
+    crop = (slice(r0, min(rows, r0 + 512)), slice(c0, min(cols, c0 + 512)))
+    where = crop if plane is None else (plane, *crop)
+
+    def read(a):
+        return np.asarray(a[(slice(None),) * (a.ndim - len(where)) + where])
+
+    arrays = {k: read(v) for k, v in outputs.items()}
+    shown = [("ground truth", read(truth), "gray", None)]
+    if "prediction" in arrays:
+        shown.append(("prediction", arrays["prediction"], "gray", None))
+    for name, data in product_arrays(record, arrays, names=True):
+        data = np.asarray(data)
+        cmap = "tab10" if data.dtype.kind in "iub" and data.max(initial=0) > 1 else "magma"
+        shown.append((name, data, cmap, None))
+    axes = figure.subplots(1, len(shown), squeeze=False)[0]
+    for ax, (name, data, cmap, _) in zip(axes, shown, strict=True):
+        finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+        lo, hi = (np.percentile(finite, (1, 99)) if finite.size else (0.0, 1.0))
+        im = ax.imshow(data, cmap=cmap, vmin=float(lo), vmax=float(hi if hi > lo else lo + 1),
+                       interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([]), ax.set_yticks([])
+        if cmap != "gray":
+            figure.colorbar(im, ax=ax, shrink=0.7)
+    where_said = "" if plane is None else f"plane {plane}, "
+    title = (f"The record applied to one region ({where_said}rows {crop[0].start}-"
+             f"{crop[0].stop}, columns {crop[1].start}-{crop[1].stop}; calibration tiles lying "
+             "there are not masked)")
+    figure.suptitle(title, fontsize=11)
+    return title
+
+
+def _html(record_path, report: dict, guarantee: str, figures: list, facts: list) -> str:
     import base64
     import html
 
+    said = report["held_out"]["message"]
     rows = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                     for k, v in report["summary"])
-    image = base64.b64encode(png).decode("ascii")
+                     for k, v in [*facts, *report["summary"]] if k != "held-out risk")
+    images = "\n".join(
+        f"<h3>{html.escape(caption)}</h3><img alt=\"{html.escape(caption)}\" "
+        f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
+        for caption, png in figures)
     title = f"Calibration report: {html.escape(Path(record_path).name)}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}}
 th{{text-align:left;vertical-align:top;padding-right:1em;white-space:nowrap}}
 td,th{{border-bottom:1px solid #ddd;padding:.3em}}table{{border-collapse:collapse}}
 img{{max-width:100%}}.g{{background:#f4f4f4;padding:1em}}</style></head>
 <body><h1>{title}</h1>
-<h2>Held-out result</h2><p>{html.escape(report["held_out"]["message"])}</p>
+<h2>Held-out result</h2><p>{html.escape(said)}</p>
+<h2>The guarantee</h2><p class="g">{html.escape(guarantee)}</p>
 <h2>Summary</h2><table>
 {rows}
 </table>
-<h2>The guarantee</h2><p class="g">{html.escape(guarantee)}</p>
-<h2>Figures</h2><img alt="diagnostics" src="data:image/png;base64,{image}">
+<h2>Figures</h2>
+{images}
 </body></html>
 """
 
 
 def run_evaluate(args) -> int:
     """Run ``evaluate``; return the exit status."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -532,7 +589,7 @@ def run_evaluate(args) -> int:
 
     from ._diagnostics import plot_diagnostics
     from ._jobs import run_to_end
-    from .calibration import CalibrationResult
+    from .calibration import CalibrationResult, methods
     from .workflows.diagnose import diagnose_job
 
     out = Path(args.output)
@@ -547,15 +604,20 @@ def run_evaluate(args) -> int:
                                          n_splits=args.splits, seed=args.seed))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return _error(err)
-    guarantee = CalibrationResult.from_dict(record["calibration"],
-                                           where="record.calibration").guarantee
-    figure = Figure(figsize=(10, 8))
-    plot_diagnostics(report, figure, ncols=2)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
+    result = CalibrationResult.from_dict(record["calibration"], where="record.calibration")
+    n_plots = 1 + len(methods.get(result.method).plots)  # the risk histogram, then the method's
+    figure = Figure(figsize=(5.2 * n_plots, 4.8), layout="constrained")
+    plot_diagnostics(report, figure, ncols=n_plots)  # one row: no empty panel
+    figures = [("Diagnostics on the held-out tiles", _png(figure))]
+    example = Figure(figsize=(15, 4.6), layout="constrained")
+    caption = _example_figure(record, outputs, truth, example)
+    figures.append((caption, _png(example)))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "diagnostics.png").write_bytes(buffer.getvalue())
-    page = _html(args.record, report, guarantee, buffer.getvalue())
+    (out / "diagnostics.png").write_bytes(figures[0][1])
+    (out / "example.png").write_bytes(figures[1][1])
+    facts = [("record", str(args.record)), ("prediction store", str(args.prediction)),
+             ("held-out ground truth", f"{args.truth} (shape {tuple(truth.shape)})")]
+    page = _html(args.record, report, result.guarantee, figures, facts)
     (out / "report.html").write_text(page, encoding="utf-8")
     for label, text in report["summary"]:
         print(f"{label}: {text}")

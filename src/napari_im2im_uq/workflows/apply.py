@@ -32,7 +32,8 @@ def _options(entry, record, options):
     return opts
 
 
-def product_arrays(record: dict, arrays: dict, *, show_bounds: bool = False) -> list:
+def product_arrays(record: dict, arrays: dict, *, show_bounds: bool = False,
+                   names: bool = False) -> list:
     """Return the calibrated products of a checked record on arrays, unstyled, in layer order.
 
     The arithmetic of :func:`apply_record` without the layers, the checks or the drift test:
@@ -46,6 +47,8 @@ def product_arrays(record: dict, arrays: dict, *, show_bounds: bool = False) -> 
     arrays : dict of str to array
         The outputs by name (numpy or dask).
     show_bounds : bool
+    names : bool
+        Return ``(name, array)`` pairs (the product's name, e.g. "interval width").
 
     Returns
     -------
@@ -68,8 +71,9 @@ def product_arrays(record: dict, arrays: dict, *, show_bounds: bool = False) -> 
 
     result = CalibrationResult.from_dict(record["calibration"], where="record.calibration")
     entry = methods.get(result.method)
-    return [p.data for p in entry.products(result, arrays, show_bounds=show_bounds,
-                                           **_options(entry, record, {}))]
+    made = entry.products(result, arrays, show_bounds=show_bounds,
+                          **_options(entry, record, {}))
+    return [(p.name, p.data) if names else p.data for p in made]
 
 
 def result_layers(entry, result, record, outputs, *, show_bounds=False, **options) -> list:
