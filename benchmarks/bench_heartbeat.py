@@ -19,9 +19,9 @@ imported before); ``--modes`` chooses them (all three by default, ``--repeat`` t
   matplotlib's fonts; its gaps are the "warm-up" phase) and the user, reading the model card
   meanwhile, presses Predict once it is done; jobs run with a 0.5 ms switch interval.
 * ``napari``: napari alone: the same layers (computed beforehand, out of the measurement) are
-  added with ``viewer.add_image`` / ``add_labels``, one per event-loop turn, the width's colour
-  bar shown, with no plugin code and no thread running: what napari's own layer creation and
-  painting cost on this display (phases "predict layers" and "calibrate layers").
+  added with ``viewer.add_image``, one per event-loop turn as the docks space them, then the
+  width's colour bar, with no plugin code and no thread running: what napari's own layer
+  creation and painting cost on this display (phases "predict layers", "calibrate layers").
 
 Each line reports, per phase, the longest gap and its 99th percentile. Goal (issue 15):
 longest gap under 100 ms in the predict and calibrate phases.
@@ -205,7 +205,10 @@ def run_plugin(mode: str, colorbar: bool = True) -> dict:
 
 def run_napari() -> dict:
     """Add the plugin's result layers with napari alone; return the gaps (own process)."""
+    from qtpy.QtCore import QTimer
+
     from napari_im2im_uq import api, layers
+    from napari_im2im_uq._widgets import _common
 
     viewer = open_viewer()
     outputs = api.predict("tem-sr4x-quantile", viewer.layers["tem input (low-res)"])
@@ -218,24 +221,24 @@ def run_napari() -> dict:
     settle(0.3)
     calls = []
 
-    def add_one_per_turn(tuples):
-        pending = list(tuples)
+    def add_one_per_turn(tuples):  # as the docks space them (_common.LAYER_SPACING_MS)
+        pending, added = list(tuples), []
 
         def step():
+            if not pending:  # the colour bars in a turn of their own, as the docks do
+                for layer in added:
+                    if layers.meta(layer).get("product") in layers._COLORBAR_ROLES:
+                        layer.colorbar.visible = True
+                return
             data, kwargs, kind = pending.pop(0)
             t = time.perf_counter()
-            layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
-            if layers.meta(layer).get("product") in layers._COLORBAR_ROLES:
-                layer.colorbar.visible = True
+            added.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
             calls.append((beat.phase, kwargs["name"], (time.perf_counter() - t) * 1000))
-            if pending:
-                QTimer.singleShot(0, step)
-
-        from qtpy.QtCore import QTimer
+            QTimer.singleShot(_common.LAYER_SPACING_MS, step)
 
         QTimer.singleShot(0, step)
         wait_until(lambda: not pending)
-        settle(0.5)  # the paints that follow
+        settle(0.5)  # the colour bars and the paints that follow
 
     beat.phase = "predict layers"
     add_one_per_turn(outputs)

@@ -35,6 +35,7 @@ __all__ = [
     "product_style",
     "robust_limits",
     "show",
+    "show_colorbar",
     "untrusted_style",
 ]
 
@@ -114,7 +115,7 @@ def name_of(obj, default: str) -> str:
     return str(obj.name) if is_layer(obj) else default
 
 
-def show(viewer, layers) -> list:
+def show(viewer, layers, *, colorbar=True) -> list:
     """Add layer-data tuples to a viewer, updating the plugin's own layers of the same name.
 
     A layer of the same name that the plugin made (it has ``metadata["im2im_uq"]``) has its
@@ -126,11 +127,24 @@ def show(viewer, layers) -> list:
     viewer : napari.Viewer
     layers : list of tuple
         ``(data, kwargs, layer_type)`` as returned by ``api.predict`` or ``api.calibrate``.
+    colorbar : bool
+        Show the colour bar of the layers whose values are in the prediction's units (interval
+        widths, set sizes); False leaves that to :func:`show_colorbar` (the dock widgets do it
+        in a later event-loop turn: drawing its text is a repaint of its own).
 
     Returns
     -------
     list of napari layers
         The layers added or updated, in order.
+
+    Examples
+    --------
+    >>> class Viewer:  # a stand-in; napari's Viewer in the plugin
+    ...     layers, dims = {}, None
+    ...     def add_image(self, data, **kwargs):
+    ...         return type("Image", (), {"data": data, **kwargs})()
+    >>> [ly.name for ly in show(Viewer(), [(np.zeros((4, 4)), {"name": "a"}, "image")])]
+    ['a']
     """
     shown = []
     for data, kwargs, layer_type in layers:
@@ -154,12 +168,31 @@ def show(viewer, layers) -> list:
             shown.append(existing)
         else:
             shown.append(getattr(viewer, f"add_{layer_type}")(data, **kwargs))
-        if meta(shown[-1]).get("product") in _COLORBAR_ROLES:
-            colorbar = getattr(shown[-1], "colorbar", None)  # napari >= 0.5
-            if colorbar is not None:
-                colorbar.visible = True
+        if colorbar:
+            show_colorbar(shown[-1])
     label_axes(viewer)
     return shown
+
+
+def show_colorbar(layer) -> bool:
+    """Show the colour bar of a layer whose values are in the prediction's units; say if shown.
+
+    Interval widths and set sizes have one (napari >= 0.5); other layers are left as they are.
+
+    Examples
+    --------
+    >>> class Layer:
+    ...     metadata = {}
+    >>> show_colorbar(Layer())
+    False
+    """
+    if meta(layer).get("product") not in _COLORBAR_ROLES:
+        return False
+    bar = getattr(layer, "colorbar", None)  # napari >= 0.5
+    if bar is None:
+        return False
+    bar.visible = True
+    return True
 
 
 #: Product roles whose layer shows a colour bar (their values are in the prediction's units).

@@ -15,7 +15,7 @@ from napari.utils.notifications import show_error, show_info
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
-from .. import api, layers
+from .. import layers
 from . import _warm
 
 NONE = "(none)"
@@ -153,6 +153,10 @@ def prefer(box: ComboBox, accept) -> None:
             return
 
 
+#: Milliseconds between two result layers added by a dock (see ``JobRunner.show``).
+LAYER_SPACING_MS = 30
+
+
 class JobFailed(Exception):
     """A job raised a RuntimeError (torch's errors do): re-raised as this one.
 
@@ -187,26 +191,36 @@ class JobRunner:
         """Whether a job runs or its layers are still being added."""
         return self.worker is not None or self.showing
 
-    def show(self, viewer, layers, then=None):
+    def show(self, viewer, tuples, then=None):
         """Add layer tuples one per event-loop turn, then call ``then(shown_layers)``.
 
-        napari needs about 0.2 s of the main thread to create one image layer's visual on a
-        software-rendered display; one layer per turn keeps the viewer responsive between them.
+        napari needs 0.1-0.3 s of the main thread to create one image layer and its visual on
+        a software-rendered display (``benchmarks/bench_heartbeat.py --modes napari``): each
+        layer gets a turn of its own, :data:`LAYER_SPACING_MS` apart so the viewer paints and
+        answers between them, and the colour bars (their text is drawn on the main thread)
+        one more. The first layer comes in the next turn, after what the caller shows now.
         """
         shown = []
         self.showing = True
 
         def step(i=0):
-            if i < len(layers):
-                shown.extend(api.show(viewer, [layers[i]]))
-                QTimer.singleShot(0, lambda: step(i + 1))
+            if i < len(tuples):
+                shown.extend(layers.show(viewer, [tuples[i]], colorbar=False))
+                QTimer.singleShot(LAYER_SPACING_MS, lambda: step(i + 1))
                 return
+            bars = [layers.show_colorbar(ly) for ly in shown]  # every one, not up to the first
+            if any(bars):
+                QTimer.singleShot(LAYER_SPACING_MS, finish)
+            else:
+                finish()
+
+        def finish():
             self.showing = False
             if then is not None:
                 then(shown)
             self.after_finish()
 
-        step()
+        QTimer.singleShot(0, step)
 
     def run(self, job_factory, on_done, description: str):
         """Start a job; returns the worker (already started)."""
