@@ -118,3 +118,31 @@ def test_napari_opens_the_store_as_multiscale_layers(written, make_napari_viewer
     # napari's per-level downsample factors are the store's 2x pyramid
     np.testing.assert_allclose(layer.downsample_factors,
                                [[1, 1, 1], [1, 2, 2], [1, 4, 4]])
+
+
+def test_a_record_applied_to_the_opened_store_gives_lazy_multiscale_products(
+        written, make_napari_viewer):
+    from napari_im2im_uq import api
+    from napari_im2im_uq.calibration import CalibrationResult
+
+    path, _ = written
+    viewer = make_napari_viewer()
+    opened = viewer.open(str(path), plugin="napari-im2im-uq")
+    outputs = api.model_outputs(viewer.layers, opened[0])
+    level0 = {k: np.asarray(v.data[0]) for k, v in outputs.items()}
+    rng = np.random.default_rng(1)
+    truth = level0["prediction"] + level0["prediction"].std() * rng.standard_normal(SHAPE)
+    record = api.calibrate(outputs, truth.astype(np.float32), method="intervals", rule="crc",
+                           alpha=0.2, tile_shape=(32, 32), regions=api.plan_tiles(
+                               truth, tile_shape=(32, 32), n_tiles=12, seed=0)[0]).record
+    (width, kwargs, kind), = api.apply_record(record, outputs, check_drift=False)
+    assert kwargs["multiscale"] is True and len(width) == 3
+    assert all(hasattr(level, "dask") for level in width)  # nothing computed yet
+    result = CalibrationResult.from_dict(record["calibration"])
+    for k, level in enumerate(width):  # each level: the record on that level of the outputs
+        f, lo, up = (np.asarray(outputs[n].data[k]) for n in ("prediction", "lower", "upper"))
+        lo_c, up_c = result.intervals(f, lo, up)
+        np.testing.assert_array_equal(np.asarray(level), (up_c - lo_c).astype(np.float32))
+    layer = viewer.add_image(width, **kwargs)
+    assert layer.multiscale is True
+    np.testing.assert_allclose(layer.scale, [2.0, 0.5, 0.5])

@@ -90,14 +90,40 @@ def result_layers(entry, result, record, outputs, *, show_bounds=False, **option
     geom = {"scale": tuple(float(v) for v in scale),
             "translate": tuple(float(v) for v in translate)}
     opts = _options(entry, record, options)
+    made = entry.products(result, arrays, show_bounds=show_bounds, **opts)
+    pyramid = _pyramid(outputs, opts)
+    coarse = [entry.products(result, level, show_bounds=show_bounds, **opts)
+              for level in pyramid[1:]]
     out = []
-    for product in entry.products(result, arrays, show_bounds=show_bounds, **opts):
+    for i, product in enumerate(made):
+        data = [product.data, *(c[i].data for c in coarse)] if coarse else product.data
+        shown = data[-1] if coarse else data  # the style reads the coarsest level
         kwargs = {"name": f"{product.name} ({model})",
-                  **layers.product_style(product.role, product.data, product.limits),
+                  **layers.product_style(product.role, shown, product.limits),
                   "metadata": {layers.META_KEY: {**meta[layers.META_KEY],
-                                                 "product": product.role}}, **geom}
-        out.append((product.data, kwargs, product.kind))
+                                                 "product": product.role}}, **geom,
+                  **({"multiscale": True} if coarse else {})}
+        out.append((data, kwargs, product.kind))
     return out
+
+
+def _pyramid(outputs: dict, opts: dict) -> list:
+    """Return the outputs level by level when every one is a multiscale layer (else ``[]``).
+
+    A prediction opened from a store (the reader) is a pyramid; its calibrated products are
+    then pyramids too, each level the products of that level of the outputs (pixel by pixel,
+    lazily), so napari reads only the level and region it shows. A score given as an array
+    (``sigma``) has one level: no pyramid then.
+    """
+    if opts.get("sigma") is not None and not isinstance(opts["sigma"], str):
+        return []
+    if not outputs or not all(layers.is_layer(v) and getattr(v, "multiscale", False)
+                              for v in outputs.values()):
+        return []
+    counts = {len(v.data) for v in outputs.values()}
+    if len(counts) != 1:
+        return []
+    return [{k: v.data[i] for k, v in outputs.items()} for i in range(counts.pop())]
 
 
 
