@@ -146,3 +146,16 @@ def test_a_record_applied_to_the_opened_store_gives_lazy_multiscale_products(
     layer = viewer.add_image(width, **kwargs)
     assert layer.multiscale is True
     np.testing.assert_allclose(layer.scale, [2.0, 0.5, 0.5])
+
+
+def test_the_reader_takes_only_prediction_stores_among_folders(written, tmp_path):
+    from napari_im2im_uq._reader import get_reader, read_store
+
+    path, _ = written
+    assert get_reader(str(path)) is read_store
+    assert get_reader(str(tmp_path)) is None  # an empty folder
+    zarr.open_group(store=str(tmp_path / "foreign.zarr"), mode="w").attrs["x"] = 1
+    assert get_reader(str(tmp_path / "foreign.zarr")) is None  # a zarr store not ours
+    (tmp_path / "bad.zarr").mkdir()
+    (tmp_path / "bad.zarr" / "zarr.json").write_bytes(b"\xff\xfe not json")
+    assert get_reader(str(tmp_path / "bad.zarr")) is None
