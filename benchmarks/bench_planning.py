@@ -39,20 +39,36 @@ TILE = 32
 PER_SIDE = 10
 
 
-def procedural_volume(shape, chunks, *, seed: int = 0):
-    """A lazy uint8 volume whose every chunk is a deterministic function of its position."""
-    import dask.array as da
+def _procedural_block(location):
+    (z0, z1), (y0, y1), (x0, x1) = location
+    z, y, x = np.ogrid[z0:z1, y0:y1, x0:x1]
+    value = (z * 2_654_435_761 + y * 40_503 + x * 9_973) % 251
+    return (value ^ ((y * x) % 7)).astype(np.uint8)
 
-    def block(block_info=None):
-        info = block_info[None]
-        (z0, z1), (y0, y1), (x0, x1) = info["array-location"]
-        z, y, x = np.ogrid[z0:z1, y0:y1, x0:x1]
-        value = (z * 2_654_435_761 + y * 40_503 + x * 9_973 + seed * 7) % 251
-        return (value ^ ((y * x) % 7)).astype(np.uint8)
+
+def procedural_volume(shape, chunks):
+    """A lazy uint8 volume whose every chunk is a deterministic function of its position.
+
+    Its graph is a rule (``inference._graph.BlockLayer``): ``da.map_blocks`` with
+    ``block_info`` would build a table with an entry per chunk (hundreds of MB for the
+    facility run's 400,000 chunks) before anything is planned.
+    """
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    from napari_im2im_uq.inference._graph import BlockLayer, task
 
     chunks = da.core.normalize_chunks(chunks, shape)
-    return da.map_blocks(block, chunks=chunks, dtype=np.uint8,
-                         meta=np.empty((0, 0, 0), dtype=np.uint8))
+    bounds = [np.cumsum((0, *c)) for c in chunks]
+    name = f"procedural-{da.core.tokenize(shape, chunks)}"
+
+    def build(index):
+        location = tuple((int(b[i]), int(b[i + 1])) for b, i in zip(bounds, index, strict=True))
+        return {(name, *index): task((name, *index), _procedural_block, location)}
+
+    layer = BlockLayer(name, tuple(len(c) for c in chunks), build)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
+    return da.Array(graph, name, chunks, meta=np.empty((0, 0, 0), dtype=np.uint8))
 
 
 def tiny_model():

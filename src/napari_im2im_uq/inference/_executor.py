@@ -135,12 +135,14 @@ def _run_distributed(graph, keys, done: int, total: int, scheduler, collect):
     client = Client(scheduler, set_as_default=False) if own else scheduler
     pending: set = set()
     waves = _waves(len(keys))
-    left = [len(keys)]
+    left = [len(keys), 0]  # keys not yet sent, size of the last wave sent
 
     def submit():
-        # A wave's tasks, built now and sent at once; the cluster holds about two waves.
+        # A wave's tasks, built now and sent at once. The next wave goes when fewer tasks than
+        # the last wave are left in flight: the cluster always has work queued, and the client
+        # (and the scheduler) never handle more than about two waves at a time.
         start, stop = next(waves)
-        left[0] -= stop - start
+        left[:] = [left[0] - (stop - start), stop - start]
         wave = list(keys[start:stop])
         futures = client.get(wave_graph(graph, wave), wave, sync=False)
         pending.update(futures)
@@ -158,7 +160,7 @@ def _run_distributed(graph, keys, done: int, total: int, scheduler, collect):
             del future
             done += 1
             yield done, total
-            while left[0] and len(pending) < 2 * WAVE:
+            if left[0] and len(pending) < left[1]:
                 completed.update(submit())
     finally:
         if pending:
