@@ -23,7 +23,7 @@ from .apply import _score, result_layers
 from .drift import summary_of
 from .leakage import check_leakage, leakage_figures, leaked_tiles, refusal, training_regions
 from .records import make_record
-from .tiles import calibration_tiles, cut, no_tiles_error, spatial
+from .tiles import calibration_tiles, cut_many, no_tiles_error, spatial
 
 __all__ = ["Calibration", "calibrate", "calibrate_job", "self_check"]
 
@@ -96,10 +96,11 @@ def collect(outputs, truth, *, method, tile_shape, regions=None, sigma=None,
     if len(origins) == 0:
         raise no_tiles_error(th, tw, grid_shape)
     arrays = {k: layers.data_of(v, k) for k, v in outputs.items()}
-    truth_tiles = cut(spatial(truth_data), origins, (th, tw))
-    raw = {"truth": truth_tiles}
-    raw.update({k: cut(v, origins, (th, tw), class_axis=entry.class_axis)
-                for k, v in entry.inputs(arrays, sigma=sigma).items()})
+    wanted = {"truth": (spatial(truth_data), False)}  # cut together: one read of each chunk
+    wanted.update({k: (v, entry.class_axis)
+                   for k, v in entry.inputs(arrays, sigma=sigma).items()})
+    raw = cut_many(wanted, origins, (th, tw))
+    truth_tiles = raw["truth"]
     tiles, keep = entry.prepare_tiles(raw)
     keep = np.asarray(keep, dtype=bool)
     if not keep.all():

@@ -14,8 +14,8 @@ import numpy as np
 from .. import layers
 from .._validation import check_int, check_tile_shape
 
-__all__ = ["calibration_tiles", "cut", "spatial", "no_tiles_error", "overlap_mask", "plan_tiles",
-           "world_tiles"]
+__all__ = ["calibration_tiles", "cut", "cut_many", "spatial", "no_tiles_error", "overlap_mask",
+           "plan_tiles", "world_tiles"]
 
 
 def _region_arrays(regions) -> list[np.ndarray]:
@@ -218,16 +218,87 @@ def cut(arr, origins, tile_shape, *, class_axis: bool = False) -> np.ndarray:
     """Cut the tiles at ``origins`` ((plane, row, column) rows) out of a 2-D or 3-D array.
 
     With ``class_axis`` the array has a leading class axis, which each tile keeps:
-    (n, classes, rows, columns); else (n, rows, columns). Only the tiles are read (a lazy
-    array is read tile by tile).
+    (n, classes, rows, columns); else (n, rows, columns). Only the tiles are read, and a
+    chunked (dask or zarr) array is read once per chunk, however many tiles it holds
+    (:func:`cut_many`).
+
+    Examples
+    --------
+    >>> cut(np.arange(64.0).reshape(8, 8), np.array([[0, 0, 0], [0, 4, 4]]), (2, 2)).tolist()
+    [[[0.0, 1.0], [8.0, 9.0]], [[36.0, 37.0], [44.0, 45.0]]]
+    """
+    return cut_many({"a": (arr, class_axis)}, origins, tile_shape)["a"]
+
+
+def _chunked(arr):
+    """``arr`` as a dask array when it is one or a chunked store (zarr), else None."""
+    from .._validation import is_dask
+
+    if is_dask(arr):
+        return arr
+    if isinstance(arr, np.ndarray):
+        return None
+    chunks = getattr(arr, "chunks", None)
+    if (isinstance(chunks, tuple) and len(chunks) == getattr(arr, "ndim", -1)
+            and all(isinstance(c, int | np.integer) for c in chunks)):
+        import dask.array as da
+
+        return da.from_array(arr, chunks=chunks)
+    return None
+
+
+def cut_many(arrays: dict, origins, tile_shape) -> dict:
+    """Cut the same tiles out of several arrays; each chunk of a lazy one is read once.
+
+    Parameters
+    ----------
+    arrays : dict of str to (array, bool)
+        Each array (numpy, dask or zarr; 2-D or 3-D, with a leading class axis when the bool
+        is True) by name.
+    origins : ndarray of int, shape (n, 3)
+        (plane, row, column) of each tile's first pixel.
+    tile_shape : (int, int)
+
+    Returns
+    -------
+    dict of str to ndarray
+        The stacked tiles of each array, as :func:`cut` gives them. The tiles of every dask
+        or zarr array are computed together by one ``dask.compute``: a chunk shared by many
+        tiles, or by several of the arrays (outputs of one lazy graph), is read once.
+
+    Examples
+    --------
+    >>> a = np.arange(32.0).reshape(2, 4, 4)
+    >>> out = cut_many({"x": (a, False), "y": (a + 1, False)}, np.array([[1, 2, 2]]), (2, 2))
+    >>> out["x"].tolist(), out["y"].shape
+    ([[[26.0, 27.0], [30.0, 31.0]]], (1, 2, 2))
     """
     th, tw = tile_shape
-    a = spatial(arr, class_axis=class_axis)
-    if class_axis:
-        tiles = [np.asarray(a[:, z, r:r + th, c:c + tw]) for z, r, c in origins]
-    else:
-        tiles = [np.asarray(a[z, r:r + th, c:c + tw]) for z, r, c in origins]
-    return np.stack(tiles)
+    origins = np.asarray(origins, dtype=np.int64).reshape(-1, 3)
+    out, lazy = {}, {}
+    for name, (arr, class_axis) in arrays.items():
+        chunked = _chunked(arr)
+        a = spatial(arr if chunked is None else chunked, class_axis=class_axis)
+        if not len(origins):
+            out[name] = np.empty((0,) + tuple(a.shape[:1] if class_axis else ()) + (th, tw),
+                                 a.dtype)
+            continue
+        if class_axis:
+            pieces = [a[:, z, r:r + th, c:c + tw] for z, r, c in origins]
+        else:
+            pieces = [a[z, r:r + th, c:c + tw] for z, r, c in origins]
+        if chunked is None:
+            out[name] = np.stack([np.asarray(p) for p in pieces])
+        else:
+            lazy[name] = pieces
+    if lazy:
+        import dask
+
+        names = list(lazy)
+        computed = dask.compute(*[lazy[k] for k in names])
+        for name, pieces in zip(names, computed):
+            out[name] = np.stack(pieces)
+    return {name: out[name] for name in arrays}
 
 
 def world_tiles(origins, th, tw, scale, translate, ndim) -> list[list[float]]:
