@@ -90,6 +90,7 @@ class Heartbeat:
     def start(self):
         self.t_wall = time.time()
         self._last = time.perf_counter()
+        self.ticks.append((self._last, self.phase))  # what follows at once counts too
         self.timer.start()
         gc.callbacks.append(self._gc)
         threading.Thread(target=self._watch, daemon=True).start()
@@ -164,8 +165,8 @@ def run_plugin(mode: str, colorbar: bool = True) -> dict:
     viewer = open_viewer()
     settle(0.5)
     beat = Heartbeat()
-    beat.start()
     beat.phase = "open docks"
+    beat.start()
     t_open = time.perf_counter()
     model_w, predict_w, cal_w = ModelWidget(viewer), PredictWidget(viewer), CalibrateWidget(viewer)
     for i, (w, name) in enumerate(((model_w, "Model"), (predict_w, "Predict"),

@@ -100,6 +100,7 @@ def test_full_path_predict_calibrate_diagnose(tem_viewer, qtbot):
     assert rec["calibration"]["lam"] == cal.result.lam and rec["model"]["name"] == MODEL
     assert rec["calibration"]["n"] == 40 and rec["tile_shape"] == [64, 64]
     assert width.colormap.name == "inferno" and width.data.shape == (3, 384, 384)
+    assert width.colorbar.visible  # shown a turn after the layer (JobRunner.show)
     assert "probability at least 90%" in cal_w.guarantee.value
     assert "assumption" in cal_w.guarantee.value
     ax = cal_w.plot.figure.axes[0]
