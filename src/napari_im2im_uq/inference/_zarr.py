@@ -5,6 +5,9 @@ Layout of a store written by :func:`predict_to_zarr` (zarr format 3, OME-NGFF 0.
     OUT.zarr/                 group; attributes["napari_im2im_uq"] = the run description
       prediction/             group; attributes["ome"] = {"version": "0.5", "multiscales": [...]}
         0                     float32 array, one chunk per block, NaN where not yet written
+        1, 2, ...             the resolution pyramid (``_pyramid``): 2x coarser in Y and X,
+                              written by each block's task (chunks aligned on the blocks);
+                              the OME metadata (``_ome``, validated by yaozarrs) lists them
       lower/0, upper/0, ...   one OME image group per model output
       _done                   uint8 array, one element (and one chunk) per block: 1 = written
       _input_blake2b          uint8 (blocks..., 16): BLAKE2b of the input window each block read
