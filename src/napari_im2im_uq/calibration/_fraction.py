@@ -16,6 +16,7 @@ function of the mean alone, so every breakpoint above lam_hat is checked, in vec
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -386,8 +387,12 @@ def _risk_at_infinity(loss: FractionLoss) -> float:
     return float(loss.tile_inf_losses().mean())
 
 
+@functools.lru_cache(maxsize=256)
 def max_certified_risk(n: int, alpha: float, delta: float, bound: str) -> float:
-    """Largest mean risk R whose p-value is at most delta (-1 if none), for mean-only bounds."""
+    """Largest mean risk R whose p-value is at most delta (-1 if none), for mean-only bounds.
+
+    A function of its four numbers only (kept: diagnostics ask it again at every split).
+    """
     if bound == "hoeffding":
         return alpha - np.sqrt(np.log(1.0 / delta) / (2.0 * n))
     pvalue = _bounds.hoeffding_bentkus_pvalue

@@ -314,7 +314,8 @@ def _stats_after_window(stats, touched, window, n):
 
 
 def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, rule="rcps",
-                        bound="hoeffding_bentkus", valid=None, seed=0, block_tiles=16):
+                        bound="hoeffding_bentkus", valid=None, seed=0, block_tiles=16,
+                        curve=True):
     """Calibrate per-pixel intervals so few pixels fall outside them.
 
     The intervals are ``T_lam = [f - lam (f - lower), f + lam (upper - f)]`` (Eq. 1 of
@@ -345,6 +346,9 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
         Seed of the fixed random order of the tiles in the WSR running product.
     block_tiles : int, default 16
         Tiles processed together for in-memory inputs (bounds temporary memory).
+    curve : bool, default True
+        Compute the risk curve (``result.curve``; an empty dict without it). Diagnostics that
+        recalibrate many times and read only ``lam`` leave it out.
 
     Returns
     -------
@@ -452,8 +456,9 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
                 lam, order = solve(loss)
     at_hat = loss.tile_losses([lam])[:, 0]
     risk = float(at_hat.mean())
-    curve = fraction_curve(loss, lam, at_hat, rule=rule, alpha=alpha, delta=delta, bound=bound,
-                           order=order)
+    if curve:
+        curve = fraction_curve(loss, lam, at_hat, rule=rule, alpha=alpha, delta=delta,
+                               bound=bound, order=order)
     tile = tile_phrase(prediction.shape[1:])
     if rule == "rcps":
         guarantee = (
@@ -485,6 +490,6 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
         loss_bound=1.0,
         tile_shape=tuple(int(s) for s in prediction.shape[1:]),
         empirical_risk=risk,
-        curve=curve,
+        curve=curve or {},
         params={"seed": int(seed)} if rule == "rcps" and bound == "wsr" else {},
     )

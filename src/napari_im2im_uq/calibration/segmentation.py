@@ -48,7 +48,7 @@ def _critical_values(s, labels, valid):
 
 def calibrate_segmentation(scores, labels, *, alpha, scores_are="probabilities",
                            loss="miscoverage", tau=None, class_weights=None, ignore_label=None,
-                           rule="crc", delta=0.1, bound="hoeffding_bentkus", seed=0):
+                           rule="crc", delta=0.1, bound="hoeffding_bentkus", seed=0, curve=True):
     """Calibrate multi-label segmentation sets ``{k : p_k >= 1 - lam}`` plus the top-1 class.
 
     Parameters
@@ -73,6 +73,8 @@ def calibrate_segmentation(scores, labels, *, alpha, scores_are="probabilities",
         Conformal risk control (expectation) or RCPS (high probability, with ``delta``, ``bound``).
     delta, bound, seed
         As in :func:`calibrate_intervals`, for ``rule="rcps"``.
+    curve : bool, default True
+        As in :func:`calibrate_intervals`: compute the risk curve.
 
     Returns
     -------
@@ -178,8 +180,9 @@ def calibrate_segmentation(scores, labels, *, alpha, scores_are="probabilities",
     lam = float(min(lam, 1.0))
     at_hat = fl.tile_losses([lam])[:, 0]
     risk = float(at_hat.mean())
-    curve = fraction_curve(fl, lam, at_hat, rule=rule, alpha=alpha, delta=delta, bound=bound,
-                           order=order)
+    if curve:
+        curve = fraction_curve(fl, lam, at_hat, rule=rule, alpha=alpha, delta=delta,
+                               bound=bound, order=order)
     tile = tile_phrase(labels.shape[1:])
     what = {
         "coverage_ratio": f"a new tile covers less than {tau or 1:.0%} of its labelled pixels "
@@ -212,7 +215,7 @@ def calibrate_segmentation(scores, labels, *, alpha, scores_are="probabilities",
         loss_bound=1.0,
         tile_shape=tuple(int(s) for s in labels.shape[1:]),
         empirical_risk=risk,
-        curve=curve,
+        curve=curve or {},
         params={"scores_are": scores_are, "tau": tau, "n_classes": k,
                 "class_weights": None if weights_k is None else weights_k.tolist(),
                 "ignore_label": ignore_label, "seed": int(seed)},

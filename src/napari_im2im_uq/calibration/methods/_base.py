@@ -174,7 +174,7 @@ class Method:
         raise NotImplementedError
 
     def recalibrate(self, result, tiles: dict):
-        """Calibrate ``tiles`` with every setting of ``result``."""
+        """Calibrate ``tiles`` with every setting of ``result`` (its curve may be left out)."""
         raise NotImplementedError
 
     @staticmethod

@@ -73,6 +73,7 @@ class _Intervals(Method):
             tiles["prediction"], tiles["lower"], tiles["upper"], tiles["truth"],
             alpha=result.alpha, rule=result.rule, valid=tiles.get("valid"),
             **self.risk_control_options(result),
+            curve=False,  # diagnostics read lam only
         )
 
     def held_out_words(self, result):

@@ -150,6 +150,7 @@ class _Segmentation(Method):
             loss=result.loss, tau=p.get("tau"), class_weights=p.get("class_weights"),
             ignore_label=p.get("ignore_label"), rule=result.rule,
             **self.risk_control_options(result),
+            curve=False,  # diagnostics read lam only
         )
 
     def pixel_key(self, result):
