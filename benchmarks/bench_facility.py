@@ -13,7 +13,9 @@ computed chunk by chunk from the chunk's position, deterministically):
    of ``--tiles`` 64 x 64 tiles drawn inside the written blocks, against a generated ground
    truth (a deterministic function of position), reading the store lazily.
 4. ``api.apply_record`` on the store's lazy outputs (``check_drift=False``), its products
-   computed on the written blocks.
+   computed on the written blocks through the executor (``compute_outputs``: the tasks of
+   those blocks only; ``dask.compute`` would run dask's graph optimisation over the whole
+   volume's products first).
 5. Equality with the in-memory path: every checked block's outputs against ``predict`` on a
    numpy crop of the input around the block (the crop's margins are the model's halo rounded to
    its divisor, or the image's edges, so the crop mirrors where the volume does), and the
@@ -105,6 +107,8 @@ class Sampler:
 
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.peak = dict.fromkeys(self.procs, 0)
+        self.phases: dict = {}  # phase -> peak of the client during it (MB)
+        self.phase = None
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -113,13 +117,20 @@ class Sampler:
         while self.running:
             for name, proc in self.procs.items():
                 with contextlib.suppress(Exception):  # a restarted worker
-                    self.peak[name] = max(self.peak[name], proc.memory_info().rss)
+                    rss = proc.memory_info().rss
+                    self.peak[name] = max(self.peak[name], rss)
+                    if name == "client" and self.phase is not None:
+                        self.phases[self.phase] = max(self.phases.get(self.phase, 0), rss / 1e6)
             time.sleep(0.1)
 
     def stop(self) -> dict:
         self.running = False
         self.thread.join()
         return {k: v / 1e6 for k, v in self.peak.items()}
+
+    def enter(self, phase: str) -> None:
+        time.sleep(0.15)  # one sample of the phase before
+        self.phase = phase
 
 
 def _written(store: Path, grid) -> list:
@@ -182,10 +193,9 @@ def warm_up(client, bundle: Path, tmp: Path) -> dict:
 
 
 def run_size(gb: float, args, client, workers: dict, tmp: Path, bundle: Path) -> dict:
-    import dask
-
     from napari_im2im_uq import api
-    from napari_im2im_uq.inference import predict_to_zarr
+    from napari_im2im_uq._jobs import run_to_end
+    from napari_im2im_uq.inference import compute_outputs, predict_to_zarr
     from napari_im2im_uq.inference._store import read_outputs
     from napari_im2im_uq.models import load_cached
 
@@ -198,6 +208,7 @@ def run_size(gb: float, args, client, workers: dict, tmp: Path, bundle: Path) ->
     sampler = Sampler({"client": __import__("os").getpid(), **workers})
     row = {"virtual_gb": planes * ROWS * COLS / 1e9, "shape": list(shape),
            "blocks_total": int(np.prod(grid)), "tile": TILE}
+    sampler.enter("predict")
     t0 = time.perf_counter()
     gen = predict_to_zarr(bundle, volume, store, axes="ZYX", tile_shape=(TILE, TILE),
                           scheduler=client, device="cpu")
@@ -205,6 +216,7 @@ def run_size(gb: float, args, client, workers: dict, tmp: Path, bundle: Path) ->
     start, _, first, seconds = _run_until(gen, args.first)
     row["first_block_s"] = row["call_s"] + first
     row["first_run"] = {"blocks": len(_written(store, grid)), "seconds": row["call_s"] + seconds}
+    sampler.enter("resume")
     t0 = time.perf_counter()
     gen = predict_to_zarr(bundle, volume, store, axes="ZYX", tile_shape=(TILE, TILE),
                           scheduler=client, device="cpu")
@@ -224,6 +236,7 @@ def run_size(gb: float, args, client, workers: dict, tmp: Path, bundle: Path) ->
         rr = np.array([r, r, r + CAL_TILE, r + CAL_TILE], float) - 0.5
         cc = np.array([c, c + CAL_TILE, c + CAL_TILE, c], float) - 0.5
         regions.append(np.stack([np.full(4, float(iz)), rr, cc], axis=1))
+    sampler.enter("calibrate")
     outputs = read_outputs(store, warn_incomplete=False)
     truth = truth_volume(shape)
     t0 = time.perf_counter()
@@ -232,6 +245,7 @@ def run_size(gb: float, args, client, workers: dict, tmp: Path, bundle: Path) ->
     row["calibrate"] = {"tiles": len(regions), "seconds": time.perf_counter() - t0,
                         "lam": float(cal.result.lam)}
     # apply lazily; compute the products on written blocks; compare with memory
+    sampler.enter("apply")
     t0 = time.perf_counter()
     shown = api.apply_record(cal.record, outputs, check_drift=False)
     row["apply_plan_s"] = time.perf_counter() - t0
@@ -239,14 +253,15 @@ def run_size(gb: float, args, client, workers: dict, tmp: Path, bundle: Path) ->
     halo, div = int(model.halo), int(model.divisor)
     margin = -(-halo // div) * div
     diff_out, diff_prod, t_apply = 0.0, 0.0, 0.0
+    sampler.enter("compare")
     for block in check:
         iz, iy, ix = block
         region = (iz, slice(iy * TILE, (iy + 1) * TILE), slice(ix * TILE, (ix + 1) * TILE))
         ref = _crop_reference(model, volume, block, margin)
         stored = {k: np.asarray(v[region].compute()) for k, v in outputs.items()}
         diff_out = max(diff_out, *(float(np.abs(stored[k] - ref[k]).max()) for k in ref))
-        t1 = time.perf_counter()
-        lazy = dask.compute(*[data[region] for data, _, _ in shown])
+        t1 = time.perf_counter()  # through the one executor (a wave's tasks), as apply runs
+        lazy = [run_to_end(compute_outputs({"p": data[region]}))["p"] for data, _, _ in shown]
         t_apply += time.perf_counter() - t1
         memory = api.apply_record(cal.record, ref, check_drift=False)
         for got, (want, _, _) in zip(lazy, memory, strict=True):
@@ -257,6 +272,7 @@ def run_size(gb: float, args, client, workers: dict, tmp: Path, bundle: Path) ->
     row["max_diff_outputs_vs_memory"] = diff_out
     row["max_diff_products_vs_memory"] = diff_prod
     row["peak_rss_mb"] = sampler.stop()
+    row["client_peak_by_phase_mb"] = dict(sampler.phases)
     shutil.rmtree(store, ignore_errors=True)
     return row
 

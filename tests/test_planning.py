@@ -213,3 +213,21 @@ def test_resume_reads_the_marks_of_written_blocks_only(tmp_path):
     assert steps[0] == (int(marks.sum()), 75) and steps[-1] == (75, 75)
     whole = untiled(model, image, "ZYX")
     np.testing.assert_allclose(arrays["upper"][...], whole["upper"], atol=1e-5)
+
+
+def test_a_slice_of_a_huge_lazy_prediction_builds_its_blocks_only(tmp_path, monkeypatch):
+    zarr = pytest.importorskip("zarr")
+    _, built = _count_waves(monkeypatch)
+    tile = 8
+    # a zarr input (dask's from_array keeps an old-style task: HighLevelGraph.cull then asks
+    # every layer for its keys) of 10^5 blocks, never written: reads give the fill value
+    volume = zarr.open_array(tmp_path / "in.zarr", mode="w", shape=(1000, 10 * tile, 10 * tile),
+                             chunks=(1, tile, tile), dtype="float32", fill_value=0.5)
+    model = make_model("quantile")
+    out = make_plan(model, volume, axes="ZYX", tile_shape=(tile, tile), device="cpu").outputs()
+    assert out["prediction"].npartitions == 100_000 and built["blocks"] == 0
+    value = out["prediction"][3, :tile, :tile].compute()  # as napari reads a plane's corner
+    assert value.shape == (tile, tile)
+    assert built["blocks"] <= 2  # the block, built once by the cull (and once by its lookup)
+    whole = model(np.full((1, 1, 10 * tile, 10 * tile), 0.5, np.float32))["prediction"]
+    np.testing.assert_allclose(value, whole[0, 0, :tile, :tile], atol=1e-5)

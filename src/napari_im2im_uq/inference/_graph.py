@@ -122,7 +122,12 @@ class BlockLayer(Layer):
         return self._len
 
     def get_output_keys(self):
-        return self.keys()
+        """Return the blocks' keys (helper keys are the layer's own: no other layer needs them).
+
+        ``HighLevelGraph.cull`` asks for them when a layer holds old-style tasks; made from
+        the grid, without building any block.
+        """
+        return {(self.name, *(int(i) for i in index)) for index in np.ndindex(*self.grid)}
 
     def cull(self, keys, all_hlg_keys=()):
         """Return the tasks of ``keys`` (and the helper keys they need) and their dependencies."""

@@ -242,7 +242,10 @@ def _as_dask(image, name: str) -> da.Array:
     elif isinstance(image, np.ndarray):
         arr = da.from_array(image, chunks=image.shape or (), name=False)
     elif hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__"):
-        arr = da.from_array(image, chunks="auto")
+        chunks = getattr(image, "chunks", None)  # a zarr array: a block reads its own chunks
+        ok = isinstance(chunks, tuple) and len(chunks) == len(image.shape) and all(
+            isinstance(c, int) and c > 0 for c in chunks)
+        arr = da.from_array(image, chunks=chunks if ok else "auto")
     else:
         try:
             as_np = np.asarray(image)
