@@ -53,8 +53,10 @@ def _slow_region_p(ref, ref_region, new):
 
 def test_region_pvalues_match_a_slow_reference():
     rng = np.random.default_rng(0)
-    for case in range(30):
-        k, m = rng.integers(2, 7), rng.integers(2, 6)
+    for case in range(40):
+        # single-tile regions and many of them too (blocks of 1 x 1 tiles)
+        k, m = (rng.integers(20, 60), 1) if case % 4 == 0 else (rng.integers(2, 7),
+                                                                rng.integers(1, 6))
         ref = np.round(rng.normal(size=(k * m, 2)) + np.repeat(rng.normal(size=(k, 2)), m, 0), 1)
         new = np.round(rng.normal(size=(m, 2)) + rng.normal(size=2) * case % 3, 1)
         ref_region = np.repeat(np.arange(k), m)

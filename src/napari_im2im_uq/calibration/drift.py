@@ -311,21 +311,15 @@ def benjamini_hochberg(pvalues, level: float) -> np.ndarray:
     return out
 
 
-def _unit_auc(pool, unit, sub):
-    """AUC of each unit's tiles (``sub``: their indices) against every other tile of ``pool``."""
-    n = len(pool)
-    auc = np.empty((len(sub), pool.shape[1]))
-    for f in range(pool.shape[1]):
-        col = pool[:, f]
-        srt = np.sort(col)
-        for u, idx in enumerate(sub):
-            own = np.sort(col[unit == u])
-            t = col[idx]
-            below = np.searchsorted(srt, t, "left") - np.searchsorted(own, t, "left")
-            ties = (np.searchsorted(srt, t, "right") - np.searchsorted(srt, t, "left")
-                    - (np.searchsorted(own, t, "right") - np.searchsorted(own, t, "left")))
-            auc[u, f] = np.mean(below + 0.5 * ties) / (n - len(own))
-    return auc
+def _within_unit_counts(col, unit, n_units):
+    """Per value: how many values of its own unit lie below it, and how many tie (itself too)."""
+    _, dense = np.unique(col, return_inverse=True)
+    width = int(dense.max()) + 2
+    key = unit.astype(np.int64) * width + dense.ravel()
+    srt = np.sort(key)
+    lo, hi = np.searchsorted(srt, key, "left"), np.searchsorted(srt, key, "right")
+    start = np.searchsorted(srt, np.arange(n_units, dtype=np.int64) * width, "left")
+    return lo - start[unit], hi - lo
 
 
 def region_pvalues(reference, reference_region, new, new_region, *, seed: int = 0) -> dict:
@@ -372,18 +366,40 @@ def region_pvalues(reference, reference_region, new, new_region, *, seed: int = 
     ref = np.asarray(reference, dtype=np.float64)
     x = np.asarray(new, dtype=np.float64)
     _, ref_unit = np.unique(np.asarray(reference_region), return_inverse=True)
+    ref_unit = ref_unit.ravel()
     k_ref = int(ref_unit.max()) + 1
+    n, n_feat = ref.shape
+    sizes = np.bincount(ref_unit, minlength=k_ref)
     rng = np.random.default_rng(seed)
-    ids = np.unique(np.asarray(new_region))
+    # a random order of each calibration region's tiles: a region is scored on its first m
+    order = np.lexsort((rng.random(n), ref_unit))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    srt = np.sort(ref, axis=0)
+    below = np.empty((n, n_feat))  # below + ties / 2 among the other calibration regions' tiles
+    for f in range(n_feat):
+        lo = np.searchsorted(srt[:, f], ref[:, f], "left")
+        hi = np.searchsorted(srt[:, f], ref[:, f], "right")
+        own_lo, own_tie = _within_unit_counts(ref[:, f], ref_unit, k_ref)
+        below[:, f] = (lo - own_lo) + 0.5 * ((hi - lo) - own_tie)
+    new_region = np.asarray(new_region).ravel()
     out = {"p": [], "score": [], "feature": [], "auc": [], "n_reference_regions": k_ref}
-    for r in ids:
-        own = x[np.asarray(new_region) == r]
-        pool = np.concatenate([ref, own])
-        unit = np.concatenate([ref_unit, np.full(len(own), k_ref)])
-        sizes = np.bincount(unit)
-        m = int(sizes.min())
-        sub = [rng.permutation(np.flatnonzero(unit == u))[:m] for u in range(k_ref + 1)]
-        auc = _unit_auc(pool, unit, sub)
+    for r in np.unique(new_region):
+        own = x[new_region == r]
+        m = min(int(sizes.min()), len(own))
+        sel = rank < m
+        unit = ref_unit[sel]
+        own_sub = own[rng.permutation(len(own))[:m]]
+        denom = (n + len(own) - sizes)[unit]
+        auc = np.empty((k_ref + 1, n_feat))
+        for f in range(n_feat):
+            t, o = ref[sel, f], np.sort(own[:, f])
+            lo, hi = np.searchsorted(o, t, "left"), np.searchsorted(o, t, "right")
+            val = (below[sel, f] + lo + 0.5 * (hi - lo)) / denom
+            auc[:k_ref, f] = np.bincount(unit, weights=val, minlength=k_ref) / m
+            lo = np.searchsorted(srt[:, f], own_sub[:, f], "left")
+            hi = np.searchsorted(srt[:, f], own_sub[:, f], "right")
+            auc[k_ref, f] = np.mean(lo + 0.5 * (hi - lo)) / n
         dev = np.abs(auc - 0.5)
         scale = np.sqrt(np.mean(dev ** 2, axis=0)) + 1e-12
         score = (dev / scale).max(axis=1)
