@@ -193,3 +193,44 @@ def test_real_isbi_planes_the_shifted_plane_scores_highest():
     assert p[2] == p[3] == pytest.approx(1 / 27), verdict["message"]
     assert np.mean(p[:2]) > np.mean(p[2:])
     assert not any(r["status"] == "no drift" for r in verdict["regions"][2:])
+
+
+def test_blocks_within_planes_share_the_plane_effect_so_auto_tests_planes():
+    """Why "auto" tests planes: blocks of one new plane share its offset (a plane effect).
+
+    Exchangeable planes (40 calibration, 4 new), 8 blocks of 5 tiles each. The plane map keeps
+    its family-wise level; the block map marks about ``level`` of the blocks but some block
+    far more often (an extreme plane takes all its blocks below the BH thresholds at once).
+    """
+    draws, k_cal, k_new, blocks, per = 150, 40, 4, 8, 5
+    rng = np.random.default_rng(6)
+    block_any, block_rate, plane_any = 0, [], 0
+    for _ in range(draws):
+        feats, region = _regions(rng, k_cal + k_new, blocks * per)
+        block = np.repeat(np.arange((k_cal + k_new) * blocks), per)
+        n = k_cal * blocks * per
+        cal = {k: v[:n] for k, v in feats.items()}
+        new = {k: v[n:] for k, v in feats.items()}
+        by_block = drift.drift_test(cal, new, block[n:] - k_cal * blocks, level=LEVEL,
+                                    reference_region=block[:n])
+        by_plane = drift.drift_test(cal, new, region[n:] - k_cal, level=LEVEL,
+                                    reference_region=region[:n])
+        marked = [r["drifted"] for r in by_block["regions"]]
+        block_any += any(marked)
+        block_rate.append(np.mean(marked))
+        plane_any += any(r["drifted"] for r in by_plane["regions"])
+    tol = mc_tolerance(LEVEL, draws)
+    assert plane_any / draws <= LEVEL + tol
+    assert np.mean(block_rate) <= LEVEL + tol
+    assert block_any / draws > 2 * LEVEL  # measured 0.2 (seed 6, 200 draws)
+
+
+def test_block_regions_of_a_volume_say_their_false_alarms_can_exceed_the_level():
+    outputs, truth = _volume(seed=0, planes=24)
+    cal = api.calibrate(outputs, truth, alpha=0.2, rule="crc", tile_shape=(8, 8))
+    new, _ = _volume(seed=1, planes=4)
+    verdict, _ = api.check_drift(cal.record, new, regions=4)  # 4 blocks of 16 tiles a plane
+    assert verdict["region_test"] == "regions" and verdict["region_word"].startswith("block")
+    assert "regions='plane' keeps the level" in verdict["message"]
+    verdict, _ = api.check_drift(cal.record, new)
+    assert verdict["region_word"] == "plane" and "keeps the level" not in verdict["message"]
