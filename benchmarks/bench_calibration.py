@@ -13,6 +13,8 @@
     ``tests/_calibration_old``), in memory and on lazy (dask) inputs whose chunk reads are
     counted (``passes``: the most reads of any chunk), and each time against the new
     Hoeffding-Bentkus intervals on the same tiles.
+(e) WSR against Hoeffding-Bentkus intervals on the same tiles in memory (256 and 1,024 tiles of
+    64 x 64, the sizes of issue 14's figures), risk curve on.
 
 Usage::
 
@@ -238,6 +240,22 @@ def bench_methods(n, side, repeats=3):
     return out
 
 
+def bench_wsr(n_values, side, repeats=REPEATS):
+    """(e): WSR against Hoeffding-Bentkus intervals on the same tiles, in memory, curve on."""
+    out = []
+    for n in n_values:
+        arrays = regression_tiles(n, side, seed=5)
+        row = {"task": f"intervals rcps, {n} tiles of {side}x{side}"}
+        for bound in ("hoeffding_bentkus", "wsr"):
+            res, t, times = timed(lambda b=bound, a=arrays: calibrate_intervals(
+                *a, alpha=0.1, delta=0.1, bound=b), repeats)
+            row[bound] = {"seconds": t, "times": times, "lam": res.lam,
+                          "curve_points": len(res.curve["lam"])}
+        row["wsr_vs_hb"] = row["wsr"]["seconds"] / row["hoeffding_bentkus"]["seconds"]
+        out.append(row)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -269,10 +287,16 @@ def main(argv=None):
         print(f"{r['task']:<34} {o['memory_s']:>8.3f} {w['memory_s']:>8.3f} "
               f"{r['vs_hb_new']:>6.1f} {o['lazy_s']:>9.3f} {w['lazy_s']:>9.3f} "
               f"{o['passes']:>7d}/{w['passes']:<7d}  {r['same_lam']}")
+    wsr_rows = bench_wsr([256 // k, 1024 // k], 64)
+    print(f"(e) WSR vs Hoeffding-Bentkus intervals, same tiles, in memory, curve on (median of "
+          f"{REPEATS})")
+    for r in wsr_rows:
+        print(f"{r['task']:<40} HB {r['hoeffding_bentkus']['seconds']:.3f} s  WSR "
+              f"{r['wsr']['seconds']:.3f} s  {r['wsr_vs_hb']:.2f}x")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"speed": rows, "memory": mem, "methods": methods}, fh, indent=1,
-                      default=float)
+            json.dump({"speed": rows, "memory": mem, "methods": methods, "wsr": wsr_rows}, fh,
+                      indent=1, default=float)
 
 
 if __name__ == "__main__":

@@ -79,14 +79,16 @@ class RefiningLoss(FractionLoss):
         w = self._window
         step = np.diff(points)
         uniform = step.min() > 0 and np.allclose(step, step.mean(), rtol=1e-6, atol=0)
+        # a window far narrower than the grid step can only hold the nearest grid point
+        nearest_only = w * points[-1] < 0.25 * step.min()
         for b, (_, crit, _) in enumerate(self._stored):
-            if uniform:  # nearest grid point by arithmetic, then its neighbours
+            if uniform:  # nearest grid point by arithmetic (and its neighbours if need be)
                 with np.errstate(invalid="ignore", over="ignore"):
                     j = np.rint((crit - points[0]) / step.mean())
                 j = np.clip(np.nan_to_num(j, nan=0.0, posinf=0.0, neginf=0.0), 0,
                             points.size - 1).astype(np.intp)
                 near = np.zeros(crit.shape, bool)
-                for k in (j - 1, j, j + 1):
+                for k in (j,) if nearest_only else (j - 1, j, j + 1):
                     np.clip(k, 0, points.size - 1, out=k)
                     e = points[k]
                     near |= np.abs(crit - e) <= w * e
