@@ -23,7 +23,6 @@ quantile.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from .._validation import check_level
 
@@ -103,6 +102,8 @@ def hoeffding_bentkus_pvalue(risk, n: int, alpha: float):
     risk = np.asarray(risk, dtype=np.float64)
     hoeffding = np.exp(-n * _h1(np.minimum(risk, alpha), alpha))
     k = np.ceil(np.round(n * risk, _NR_DECIMALS))
+    from scipy import stats  # 0.7 s to import: not when napari opens the Calibrate dock
+
     bentkus = np.e * stats.binom.cdf(k, n, alpha)
     return np.minimum(hoeffding, bentkus)
 
