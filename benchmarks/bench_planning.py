@@ -14,6 +14,11 @@ generator is closed after the first block is written. Reported: seconds from the
 first block written, resident memory when it is written and the peak, both above the
 process's resident memory before the call (imports, model).
 
+Measured (this script as below, 2 CPU cores shared with four other jobs, load ~8):
+first block written 3.89 / 12.65 / 33.56 s old, 0.75 / 0.54 / 0.49 s new; resident memory
+when it is written 91 / 457 / 1631 MB old, 30 / 31 / 31 MB new (1,600 / 25,600 / 102,400
+blocks).
+
 Usage::
 
     nice python benchmarks/bench_planning.py                      # 1,600 / 25,600 / 102,400
