@@ -16,10 +16,16 @@ family-wise level 0.05, with one region per plane (64 tiles).
     new volume is the other half with half of its planes shifted (contrast x 0.7 about the
     mean, or Gaussian noise of std 0.05 added to the input); the drift map is scored by the
     fraction of shifted planes it marks and of unshifted planes it marks.
+(c) The region test with one region per plane: each new plane against the calibration planes.
+(d) The region test with regions = blocks of k x k tiles within the planes (k = 2, 4; k = 8 is
+    the whole 512 x 512 ISBI plane), so that the calibration has hundreds of regions: ISBI (26
+    calibration slices, 4 new) and VNC stack 2 (raw only, 20 slices of 1024 x 1024: 16
+    calibration, 4 new), the new slices exchangeable or half shifted (contrast x 0.7, noise
+    0.05; half of the slices, or the right half of every slice).
 
 Usage::
 
-    python benchmarks/bench_drift.py [--quick] [--json PATH] [--cache PATH.npz]
+    python benchmarks/bench_drift.py [--quick] [--json PATH] [--cache PATH.npz] [--parts abcd]
 
 ``--quick`` uses fewer splits and draws (a smoke run). Needs ../shared/data.
 
@@ -32,6 +38,19 @@ unshifted ISBI planes are marked too (ISBI slices differ from one another as muc
 right halves shifted with regions = tile columns spanning the planes: contrast 1.00 (shifted
 columns marked 100%, unshifted 1-10%), noise 0.05: 0.50 / 0.99 / 1.00 (shifted columns marked
 21% / 71% / 100%, unshifted 0-6%).
+
+Measured (2026-12-01, 2 shared CPU cores, ``--parts d`` 179 s with the statistics cached; level
+0.05; exchangeable 200 draws, shifted 100). The map's false alarm (some block of an undrifted
+volume marked): ISBI k=2 0.110, k=4 0.100 (1000 draws, other seed: 0.138), planes 0.000; VNC2 k=4
+0.000. So on ISBI blocks are NOT valid family-wise: the blocks of a new slice share its
+differences from the calibration slices, and a slice extreme among the 27 takes all its blocks
+below the BH thresholds at once. Per block the rate stays at the level: ISBI unshifted blocks
+marked 1.4% (k=2) / 3.3% (k=4), VNC2 0.0%. Contrast x 0.7 (half of the slices / right halves):
+shifted blocks marked ISBI k=2 42% / 43%, k=4 85% / 84% (a shifted slice has some block marked
+98% / 95%, most of its blocks 82% / 73%), planes 8% (p >= 1/27); VNC2 k=4 100% / 100%, its
+unshifted blocks 2.4% / 3.2%. Noise 0.05: ISBI k=4 shifted blocks 2.6% / 3.0%, as unshifted ones
+(invisible: no per-tile statistic of the prediction, its width or the 4x-binned input, the
+median absolute Laplacian included, moves by more than ISBI slices differ). "auto" keeps planes.
 """
 
 from __future__ import annotations
@@ -178,6 +197,64 @@ def region_map_half_shifted(clean, shifted, plane, *, n_cal_planes, draws, seed)
     return res
 
 
+def block_map_half_shifted(clean, shifted, plane, *, k, n_cal_planes, draws, seed,
+                           half="planes"):
+    """The region test with regions = blocks of k x k tiles within planes (d).
+
+    Calibrate on a random ``n_cal_planes`` of the slices (all their tiles, the region of each
+    its block); the other slices are the new volume, its regions their blocks. ``half``:
+    "planes" shifts the first half of the new slices (in a random order), "columns" the right
+    half of every new slice; ``shifted is None``: nothing shifted (exchangeable planes). A
+    slice counts as marked when any of its blocks is ("any") or more than half ("majority").
+    """
+    idx = np.concatenate([np.arange(np.sum(plane == z)) for z in np.unique(plane)])
+    side = int(round(np.sqrt(np.sum(plane == plane[0]))))  # tiles per row of a (square) slice
+    row, col = idx // side, idx % side
+    nb = -(-side // k)
+    block = (plane * nb + row // k) * nb + col // k
+    slices = np.unique(plane)
+    rng = np.random.default_rng(seed)
+    acc = {key: [] for key in ("region_test", "map_false_alarm", "shifted_blocks", "unshifted_blocks",
+                               "unshifted_p_small", "shifted_any", "shifted_majority", "unshifted_any",
+                               "unshifted_majority")}
+    for _ in range(draws):
+        perm = rng.permutation(slices)
+        cal_sl, new_sl = perm[:n_cal_planes], perm[n_cal_planes:]
+        cal_idx = np.flatnonzero(np.isin(plane, cal_sl))
+        new_idx = np.concatenate([np.flatnonzero(plane == z) for z in new_sl])
+        if shifted is None:
+            is_sh = np.zeros(len(new_idx), bool)
+        elif half == "planes":
+            is_sh = np.isin(plane[new_idx], new_sl[: len(new_sl) // 2])
+        else:
+            is_sh = col[new_idx] >= side // 2
+        src = clean if shifted is None else shifted
+        new = {key: np.where(is_sh, src[key][new_idx], clean[key][new_idx]) for key in clean}
+        _, region = np.unique(block[new_idx], return_inverse=True)
+        out = drift.drift_test(take(clean, cal_idx), new, region, level=LEVEL,
+                               reference_region=block[cal_idx], min_region_tiles=1)
+        acc["region_test"].append(out["region_test"] == "regions")  # not the tile fallback
+        marked = np.array([r["drifted"] for r in out["regions"]])
+        p = np.array([r["p_value"] for r in out["regions"]])
+        reg_sh = np.zeros(len(marked), bool)
+        reg_sh[region[is_sh]] = True
+        reg_plane = np.zeros(len(marked), int)
+        reg_plane[region] = plane[new_idx]
+        acc["map_false_alarm"].append(marked[~reg_sh].any())  # any unshifted block marked
+        if reg_sh.any():
+            acc["shifted_blocks"].append(marked[reg_sh].mean())
+        if (~reg_sh).any():
+            acc["unshifted_blocks"].append(marked[~reg_sh].mean())
+            acc["unshifted_p_small"].append(np.mean(p[~reg_sh] <= LEVEL))
+        for z in new_sl:
+            for tag, sel in (("shifted", reg_sh), ("unshifted", ~reg_sh)):
+                here = sel & (reg_plane == z)
+                if here.any():
+                    acc[f"{tag}_any"].append(marked[here].any())
+                    acc[f"{tag}_majority"].append(marked[here].mean() > 0.5)
+    return {key: float(np.mean(v)) for key, v in acc.items() if v}
+
+
 def power_half_columns(clean, shifted, column, *, n_cal, draws, seed, n_columns=8):
     """The right half of every plane shifted; regions = tile columns spanning all planes.
 
@@ -212,8 +289,7 @@ def summarize_data():
     isbi = load_isbi2012()["raw"]  # (30, 512, 512)
     vnc = load_em_drosophila(stack=1, slices=range(14, 20))["raw"]  # (6, 1024, 1024)
     synth = np.stack([synthetic_em_tissue((512, 512), seed=s)["image"] for s in range(8)])
-    mean = isbi.mean(axis=(1, 2), keepdims=True)
-    contrast = np.clip(mean + 0.7 * (isbi - mean), 0, 1).astype(np.float32)
+    contrast = contrast_of(isbi)
     noisy = np.clip(isbi + 0.05 * np.random.default_rng(0).standard_normal(isbi.shape), 0, 1)
     f_isbi, p_isbi = tile_features(predict_planes(isbi))
     f_vnc, p_vnc = tile_features(predict_planes(vnc))
@@ -238,12 +314,68 @@ def load_cache(path):
             feats["contrast"], feats["noise"])
 
 
+def contrast_of(images, factor=0.7):
+    """Each slice's contrast scaled by ``factor`` about its mean (clipped to [0, 1])."""
+    mean = images.mean(axis=(1, 2), keepdims=True)
+    return np.clip(mean + factor * (images - mean), 0, 1).astype(np.float32)
+
+
+def vnc2_features(cache=None):
+    """Tile statistics of VNC stack 2 (20 slices, raw only), as is and at contrast x 0.7."""
+    if cache and os.path.exists(cache):
+        data = np.load(cache)
+        if "p_vnc2" in data.files:
+            feats = {key: {k.split("|", 1)[1]: data[k] for k in data.files
+                           if k.startswith(key + "|")} for key in ("vnc2", "vnc2_contrast")}
+            return feats["vnc2"], feats["vnc2_contrast"], data["p_vnc2"]
+    from napari_im2im_uq.data import load_em_drosophila
+
+    vnc2 = load_em_drosophila(stack=2)["raw"]  # (20, 1024, 1024)
+    f_clean, plane = tile_features(predict_planes(vnc2))
+    f_con, _ = tile_features(predict_planes(contrast_of(vnc2)))
+    if cache:
+        old = dict(np.load(cache)) if os.path.exists(cache) else {}
+        old.update({f"vnc2|{k}": v for k, v in f_clean.items()})
+        old.update({f"vnc2_contrast|{k}": v for k, v in f_con.items()})
+        np.savez(cache, p_vnc2=plane, **old)
+    return f_clean, f_con, plane
+
+
+def block_table(report, f_isbi, p_isbi, f_con, f_noi, vnc2, *, draws):
+    """(d): the region test with regions = blocks of k x k tiles within the new planes."""
+    print(f"\n(d) region test on blocks of k x k tiles within planes (calibration regions: the "
+          f"blocks of the calibration slices, BH at {LEVEL}); exchangeable: {draws} draws, "
+          f"shifted: {draws // 2}; map_false_alarm = any unshifted block marked; a slice is "
+          "marked when any / the majority of its blocks are")
+    f_vnc2, f_vnc2_con, p_vnc2 = vnc2
+    cases = [("ISBI", f_isbi, p_isbi, 26, k, name, sh, half)
+             for k, todo in ((2, ("exchangeable", "contrast")),
+                             (4, ("exchangeable", "contrast", "noise")),
+                             (8, ("exchangeable", "contrast", "noise")))
+             for name, sh in (("exchangeable", None), ("contrast", f_con), ("noise", f_noi))
+             if name in todo
+             for half in (("planes",) if sh is None or k == 8 else ("planes", "columns"))]
+    # VNC2: 20 slices, 16 calibration planes: too few for planes as regions (needs 19 at 0.05)
+    cases += [("VNC2", f_vnc2, p_vnc2, 16, 4, name, sh, half)
+              for name, sh in (("exchangeable", None), ("contrast", f_vnc2_con))
+              for half in (("planes",) if sh is None else ("planes", "columns"))]
+    report["block_test"] = {}
+    for data, clean, plane, n_cal, k, name, sh, half in cases:
+        res = block_map_half_shifted(clean, sh, plane, k=k, n_cal_planes=n_cal, seed=k,
+                                     draws=draws if sh is None else draws // 2, half=half)
+        key = f"{data} k={k} {name}" + ("" if sh is None else f" ({half})")
+        report["block_test"][key] = res
+        print(f"{key:<32} " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--cache", metavar="PATH.npz",
                         help="keep the per-tile statistics here (predicting takes minutes)")
+    parser.add_argument("--parts", default="abcd",
+                        help="which parts to run, e.g. 'd' (default: abcd)")
     args = parser.parse_args(argv)
     splits, draws = (200, 50) if args.quick else (1000, 200)
 
@@ -259,52 +391,58 @@ def main(argv=None):
 
     report = {"level": LEVEL, "tile": TILE, "splits": splits, "draws": draws,
               "false_alarm": {}, "power": {}}
-    tol = 3 * np.sqrt(LEVEL * (1 - LEVEL) / splits)
-    print(f"\n(a) false-alarm rate over {splits} exchangeable splits (level {LEVEL}, 3 MC s.e. = "
-          f"{tol:.3f}); new volume = 4 regions x 64 tiles (synthetic: fewer when the pool is short)")
-    print(f"{'pool':<12}" + "".join(f"n_cal={n:<6}" for n in (32, 100, 300)))
-    for name, feats in [("ISBI", f_isbi), ("VNC", f_vnc), ("synthetic", f_syn)]:
-        rates = {n: false_alarms(feats, n_cal=n, splits=splits, seed=n) for n in (32, 100, 300)}
-        report["false_alarm"][name] = rates
-        print(f"{name:<12}" + "".join(f"{rates[n]:<12.3f}" for n in rates))
+    if "a" in args.parts:
+        tol = 3 * np.sqrt(LEVEL * (1 - LEVEL) / splits)
+        print(f"\n(a) false-alarm rate over {splits} exchangeable splits (level {LEVEL}, 3 MC s.e. = "
+              f"{tol:.3f}); new volume = 4 regions x 64 tiles (synthetic: fewer when the pool is short)")
+        print(f"{'pool':<12}" + "".join(f"n_cal={n:<6}" for n in (32, 100, 300)))
+        for name, feats in [("ISBI", f_isbi), ("VNC", f_vnc), ("synthetic", f_syn)]:
+            rates = {n: false_alarms(feats, n_cal=n, splits=splits, seed=n) for n in (32, 100, 300)}
+            report["false_alarm"][name] = rates
+            print(f"{name:<12}" + "".join(f"{rates[n]:<12.3f}" for n in rates))
 
-    print(f"\n(b) power over {draws} calibration draws (family-wise level {LEVEL})")
-    lo, hi = p_isbi < 15, p_isbi >= 15
-    per_plane = 512 // TILE  # ISBI slices are 512 x 512: tiles in row-major order
-    c_isbi = np.concatenate([np.arange(np.sum(p_isbi == z)) % per_plane
-                             for z in np.unique(p_isbi)])
-    cases = {
-        "ISBI 0-14 -> 15-29": lambda n, s: power_fixed_target(
-            take(f_isbi, lo), take(f_isbi, hi), p_isbi[hi], n_cal=n, draws=draws, seed=s),
-        "ISBI -> VNC": lambda n, s: power_fixed_target(
-            f_isbi, f_vnc, p_vnc, n_cal=n, draws=draws, seed=s),
-        "half-shifted ISBI, contrast x0.7": lambda n, s: power_half_shifted(
-            f_isbi, f_con, p_isbi, n_cal=n, draws=draws, seed=s),
-        "half-shifted ISBI, noise 0.05": lambda n, s: power_half_shifted(
-            f_isbi, f_noi, p_isbi, n_cal=n, draws=draws, seed=s),
-        "right halves shifted, contrast x0.7": lambda n, s: power_half_columns(
-            f_isbi, f_con, c_isbi, n_cal=n, draws=draws, seed=s),
-        "right halves shifted, noise 0.05": lambda n, s: power_half_columns(
-            f_isbi, f_noi, c_isbi, n_cal=n, draws=draws, seed=s),
-    }
-    for case, fn in cases.items():
-        report["power"][case] = {}
-        for n in (32, 100, 300):
-            res = fn(n, n + 1)
-            report["power"][case][n] = res
-            extra = ", ".join(f"{k} {v:.2f}" for k, v in res.items() if k != "power")
-            print(f"{case:<36} n_cal={n:<4} power {res['power']:.3f}  ({extra})")
-    n_cal = 26
-    print(f"\n(c) region test (each new plane against the {n_cal} calibration planes, conformal "
-          f"p-value >= 1/{n_cal + 1}, BH at {LEVEL}) over {draws // 2} draws: new volume = the "
-          f"other {30 - n_cal} ISBI slices, half shifted")
-    report["region_test"] = {}
-    for case, sh in [("exchangeable planes", None), ("contrast x0.7", f_con),
-                     ("noise 0.05", f_noi)]:
-        res = region_map_half_shifted(f_isbi, sh, p_isbi, n_cal_planes=n_cal,
-                                      draws=draws // 2, seed=7)
-        report["region_test"][case] = res
-        print(f"{case:<22} " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()))
+    if "b" in args.parts:
+        print(f"\n(b) power over {draws} calibration draws (family-wise level {LEVEL})")
+        lo, hi = p_isbi < 15, p_isbi >= 15
+        per_plane = 512 // TILE  # ISBI slices are 512 x 512: tiles in row-major order
+        c_isbi = np.concatenate([np.arange(np.sum(p_isbi == z)) % per_plane
+                                 for z in np.unique(p_isbi)])
+        cases = {
+            "ISBI 0-14 -> 15-29": lambda n, s: power_fixed_target(
+                take(f_isbi, lo), take(f_isbi, hi), p_isbi[hi], n_cal=n, draws=draws, seed=s),
+            "ISBI -> VNC": lambda n, s: power_fixed_target(
+                f_isbi, f_vnc, p_vnc, n_cal=n, draws=draws, seed=s),
+            "half-shifted ISBI, contrast x0.7": lambda n, s: power_half_shifted(
+                f_isbi, f_con, p_isbi, n_cal=n, draws=draws, seed=s),
+            "half-shifted ISBI, noise 0.05": lambda n, s: power_half_shifted(
+                f_isbi, f_noi, p_isbi, n_cal=n, draws=draws, seed=s),
+            "right halves shifted, contrast x0.7": lambda n, s: power_half_columns(
+                f_isbi, f_con, c_isbi, n_cal=n, draws=draws, seed=s),
+            "right halves shifted, noise 0.05": lambda n, s: power_half_columns(
+                f_isbi, f_noi, c_isbi, n_cal=n, draws=draws, seed=s),
+        }
+        for case, fn in cases.items():
+            report["power"][case] = {}
+            for n in (32, 100, 300):
+                res = fn(n, n + 1)
+                report["power"][case][n] = res
+                extra = ", ".join(f"{k} {v:.2f}" for k, v in res.items() if k != "power")
+                print(f"{case:<36} n_cal={n:<4} power {res['power']:.3f}  ({extra})")
+    if "c" in args.parts:
+        n_cal = 26
+        print(f"\n(c) region test (each new plane against the {n_cal} calibration planes, conformal "
+              f"p-value >= 1/{n_cal + 1}, BH at {LEVEL}) over {draws // 2} draws: new volume = the "
+              f"other {30 - n_cal} ISBI slices, half shifted")
+        report["region_test"] = {}
+        for case, sh in [("exchangeable planes", None), ("contrast x0.7", f_con),
+                         ("noise 0.05", f_noi)]:
+            res = region_map_half_shifted(f_isbi, sh, p_isbi, n_cal_planes=n_cal,
+                                          draws=draws // 2, seed=7)
+            report["region_test"][case] = res
+            print(f"{case:<22} " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()))
+    if "d" in args.parts:
+        block_table(report, f_isbi, p_isbi, f_con, f_noi, vnc2_features(args.cache),
+                    draws=draws)
     report["seconds"] = time.perf_counter() - t0
     print(f"\ntotal {report['seconds']:.0f} s")
     if args.json:
