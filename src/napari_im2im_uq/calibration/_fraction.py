@@ -333,24 +333,15 @@ def _weighted_count(mask: np.ndarray, weight: np.ndarray) -> float:
 
 
 def _bin_index(crit: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Index j with edges[j-1] < c <= edges[j] (0 below e0, len(edges) above the last), exactly."""
-    g = edges.size - 1
-    lo, hi = edges[0], edges[-1]
-    width = (hi - lo) / g if hi > lo else 1.0
-    with np.errstate(invalid="ignore", over="ignore"):
-        pos = np.ceil((np.clip(crit, lo, hi) - lo) / width)
-    idx = np.nan_to_num(pos, nan=0.0).astype(np.int64)
-    np.clip(idx, 0, g, out=idx)
-    # floating point can put a value one bin off; fix it against the true edges
-    for _ in range(3):
-        too_high = (idx > 0) & (crit <= edges[np.maximum(idx - 1, 0)])
-        too_low = (idx <= g) & (crit > edges[np.minimum(idx, g)])
-        if not (too_high.any() or too_low.any()):
-            break
-        idx -= too_high
-        idx += too_low & (idx < g)
-    idx[crit <= lo] = 0
-    idx[crit > hi] = g + 1
+    """Index j with edges[j-1] < c <= edges[j] (0 below e0, len(edges) above the last), exactly.
+
+    A binary search on the sorted edges (``side="left"`` is this very definition); NaN, which
+    compares with nothing, goes to bin 0.
+    """
+    idx = np.searchsorted(edges, crit, side="left")
+    nan = np.isnan(crit)
+    if nan.any():
+        idx[nan] = 0
     return idx
 
 

@@ -621,8 +621,10 @@ def _curve(blocks, n, t_hat, bound, points, at_hat):
         if pool.size:
             lams += list(np.quantile(pool, np.linspace(0.0, 1.0, points)))
     lams = np.unique(np.asarray(lams, dtype=np.float64))
-    per_tile = _tile_losses_at(blocks, n, lams)
-    risks = per_tile.mean(axis=0)
-    risks[lams == t_hat] = at_hat.mean()
+    if np.array_equal(lams, [t_hat]):  # no curve asked for: the answer's risk is known
+        risks = np.array([at_hat.mean()])
+    else:
+        risks = _tile_losses_at(blocks, n, lams).mean(axis=0)
+        risks[lams == t_hat] = at_hat.mean()
     controlled = (n * risks + bound) / (n + 1)
     return {"lam": lams.tolist(), "risk": risks.tolist(), "bound": controlled.tolist()}
