@@ -362,22 +362,34 @@ def _is_lazy(data) -> bool:
     return hasattr(data, "dask") and hasattr(data, "blocks")
 
 
-def _product_limits(data, *, n_chunks=SAMPLE_CHUNKS, seed=0):
-    """Robust limits of in-memory data, or of ``n_chunks`` random chunks of a dask array."""
+def _product_limits(data, *, n_chunks=SAMPLE_CHUNKS, seed=0, read_chunks=None):
+    """Robust limits of in-memory data, or of ``n_chunks`` random chunks of a dask array.
+
+    The chunks are computed alone: ``read_chunks(data, indices)`` when given (the workflows
+    pass one that builds only those chunks' tasks), else the graph culled to them and run
+    without dask's graph optimisation (which walks every chunk of the graph first).
+    """
     if not _is_lazy(data):
         return robust_limits(data)
-    import dask
-
     rng = np.random.default_rng(seed)
     grid = data.numblocks
     total = int(np.prod(grid))
     picks = rng.choice(total, size=min(n_chunks, total), replace=False)
-    blocks = [data.blocks[np.unravel_index(int(i), grid)] for i in sorted(picks)]
-    sample = dask.compute(*blocks)
+    indices = [tuple(int(v) for v in np.unravel_index(int(i), grid)) for i in sorted(picks)]
+    sample = (read_chunks or _culled_chunks)(data, indices)
     return robust_limits(np.concatenate([np.asarray(b).reshape(-1) for b in sample]))
 
 
-def product_style(role: str, data, limits=None) -> dict:
+def _culled_chunks(data, indices) -> list:
+    """Chunks ``indices`` of a dask array: its graph culled to them, run unoptimised."""
+    import dask
+
+    keys = [(data.name, *idx) for idx in indices]
+    graph = data.__dask_graph__().cull(set(keys))
+    return list(dask.base.get_scheduler(collections=[data])(graph, keys))
+
+
+def product_style(role: str, data, limits=None, *, read_chunks=None) -> dict:
     """Return the layer kwargs of a calibrated product by its role (``methods.Product``).
 
     Roles: "width" (interval width: a translucent heat map over the prediction, contrast
@@ -387,7 +399,10 @@ def product_style(role: str, data, limits=None) -> dict:
     (heat map in [0, 1], hidden).
 
     Lazy (dask) data is never computed whole: its contrast limits come from at most
-    ``SAMPLE_CHUNKS`` chunks drawn at random (:func:`_product_limits`).
+    ``SAMPLE_CHUNKS`` chunks drawn at random (:func:`_product_limits`), computed by
+    ``read_chunks(data, indices) -> list of arrays`` when given (the chunks' tasks only,
+    however many chunks the graph has; see ``workflows.apply``), else by the graph culled to
+    them.
 
     Examples
     --------
@@ -395,11 +410,12 @@ def product_style(role: str, data, limits=None) -> dict:
     (0.01, 0.99)
     """
     if role == "width":
-        limits = _product_limits(data) or limits or (0.0, 1.0)
+        limits = _product_limits(data, read_chunks=read_chunks) or limits or (0.0, 1.0)
         return {"colormap": HEAT_COLORMAP, "contrast_limits": tuple(float(v) for v in limits),
                 "blending": "translucent", "opacity": 0.35}
     if role == "bound":
-        lazy = _product_limits(data) if _is_lazy(data) else None  # napari would read it all
+        lazy = (_product_limits(data, read_chunks=read_chunks) if _is_lazy(data)
+                else None)  # napari would read it all
         return {"colormap": "gray", "visible": False,
                 **({"contrast_limits": lazy} if lazy else {})}
     if role == "untrusted":

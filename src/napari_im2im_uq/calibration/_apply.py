@@ -82,7 +82,8 @@ def per_pixel(func, scores, *, dtype):
     """Apply ``func`` to class scores of shape (K, ...): an array of shape (...) (numpy or dask).
 
     ``func`` works pixel by pixel (it reads the class axis 0 of its argument and drops it), so a
-    dask ``scores`` is mapped block by block with the class axis in one chunk: nothing is
+    dask ``scores`` is mapped block by block, each task joining its block's class chunks (one
+    ``blockwise`` layer: no task is written per block when this is called): nothing is
     computed until the result is, and a block of the result reads only its own block of scores.
     Numpy in, numpy out (``func(scores)`` itself).
 
@@ -94,9 +95,14 @@ def per_pixel(func, scores, *, dtype):
     """
     if not is_dask(scores):
         return func(np.asarray(scores))
-    scores = scores.rechunk({0: -1})
+    import dask.array as da
+
+    # one blockwise layer whose tasks concatenate the class chunks of their block (a rechunk
+    # of a class axis in several chunks would write a task per block when it is called)
+    index = tuple(range(scores.ndim))
     meta = np.empty((0,) * (scores.ndim - 1), dtype=dtype)
-    return scores.map_blocks(func, drop_axis=0, dtype=dtype, meta=meta)
+    return da.blockwise(func, index[1:], scores, index, concatenate=True, dtype=dtype,
+                        meta=meta)
 
 
 def _class_axis(scores):
