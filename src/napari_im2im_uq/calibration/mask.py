@@ -135,41 +135,164 @@ def _distortion_on_grid(m, f, y, valid, grid, *, distance, eps):
     return (saturated + np.asarray(grid, np.float64) ** q * linear) / count[:, None]
 
 
-def _tile_critical_values(m, f, y, valid, *, alpha, distance, eps, data_range):
-    """Largest lam before each tile's distortion first exceeds alpha (+inf if it never does)."""
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+def _pixel_terms(m, f, y, valid, *, q, eps):
+    """Per-pixel ``b``, ``a`` and each tile's count of valid pixels.
+
+    ``b = eps + 1 - m`` is the lam at which a pixel saturates, ``a = |y - f|**q`` its weight (0
+    where not valid); both (n, pixels) float64.
+    """
     n = m.shape[0]
-    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)  # lam at which a pixel saturates
+    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)
     e = (np.asarray(y, np.float64) - np.asarray(f, np.float64)).reshape(n, -1)
-    if distance == "ssim":
-        return np.array([
-            _ssim_critical(b[i], f[i], y[i], alpha=alpha, eps=eps, data_range=data_range,
-                           m=m[i]) for i in range(n)
-        ])
-    q = 1 if distance == "l1" else 2
     a = np.abs(e) if q == 1 else e**2
-    v = np.ones_like(a, bool) if valid is None else valid.reshape(n, -1)
-    a = np.where(v, a, 0.0)
-    count = v.sum(axis=1).astype(np.float64)
-    order = np.argsort(b, axis=1, kind="stable")
-    bs = np.take_along_axis(b, order, axis=1)
-    as_ = np.take_along_axis(a, order, axis=1)
-    ws = (1.0 / bs) ** q * as_
-    sat_before = np.cumsum(as_, axis=1) - as_
-    lin_from = np.cumsum(ws[:, ::-1], axis=1)[:, ::-1]
-    d_at = (sat_before + bs**q * lin_from) / count[:, None]
-    crit = np.full(n, np.inf)
-    for i in range(n):
-        over = np.flatnonzero(d_at[i] > alpha)
-        if over.size == 0:
+    if valid is None:
+        return b, a, np.full(n, a.shape[1])
+    v = np.asarray(valid).reshape(n, -1)
+    return b, np.where(v, a, 0.0), v.sum(axis=1)
+
+
+def _order_keys(m):
+    """uint64 keys (n, pixels) whose ascending order is the stable ascending order of ``b``.
+
+    For a mask held in at most 32 bits (float16 / float32, integers or booleans, the values
+    being in [0, 1]), ``key = (2**32 - 1 - bits(m)) << 32 | flat index``: the bits of a
+    non-negative float32 grow with it, so keys ascend with -m, that is with b, and ties of m
+    go by index. Two different m can round to one b (tiny m): callers check for that
+    (:func:`_ties_agree`) and fall back to a stable argsort of b. None for wider masks.
+    """
+    m = np.asarray(m)
+    if not (m.dtype.kind in "biu" or (m.dtype.kind == "f" and m.dtype.itemsize <= 4)) or \
+            m.size >= 2**32:
+        return None
+    m32 = m.astype(np.float32).reshape(m.shape[0], -1)
+    m32 += np.float32(0.0)  # -0.0 -> +0.0, whose bits sort with the other zeros
+    keys = (_LOW32 - m32.view(np.uint32).astype(np.uint64)) << np.uint64(32)
+    keys |= np.arange(m32.size, dtype=np.uint64).reshape(m32.shape)
+    return keys
+
+
+def _ties_agree(bs, keys) -> bool:
+    """Whether b ties only where m does, so the sorted keys give the stable order of b.
+
+    ``bs`` holds b in the order of the sorted ``keys`` (along the last axis).
+    """
+    hi = keys >> np.uint64(32)
+    return bool(np.all((bs[..., 1:] > bs[..., :-1]) | (hi[..., 1:] == hi[..., :-1])))
+
+
+class _SortedTiles:
+    """Each tile's pixels in stable ascending order of b, with the sums the sweeps read.
+
+    ``sat_before[i, j]`` is the weight ``a`` of the pixels before j (saturated once lam reaches
+    ``bs[i, j]``), ``lin_from[i, j]`` the slope weight ``a / b**q`` from j on; the tile's
+    distortion at ``bs[i, j]`` is ``d_at[i, j]``. Built once and read by the critical values,
+    the crc sweep (pooled through :meth:`pooled_order`) and the risk curve.
+    """
+
+    def __init__(self, m, f, y, valid, *, distance, eps):
+        self.q = q = 1 if distance == "l1" else 2
+        b, a, count = _pixel_terms(m, f, y, valid, q=q, eps=eps)
+        n = b.shape[0]
+        keys = _order_keys(m)
+        flat = None
+        if keys is not None:
+            keys.sort(axis=1)
+            flat = (keys & _LOW32).astype(np.intp)
+            bs = b.ravel()[flat]
+            if not _ties_agree(bs, keys):
+                flat = keys = None
+        if flat is None:
+            order = np.argsort(b, axis=1, kind="stable")
+            flat = order + b.shape[1] * np.arange(n)[:, None]
+            bs = np.take_along_axis(b, order, axis=1)
+        self._b, self._a, self._keys, self._flat = b, a, keys, flat
+        self.count = count
+        self.bs, self.as_ = bs, a.ravel()[flat]
+        ws = (1.0 / bs) ** q * self.as_
+        self.sat_before = np.cumsum(self.as_, axis=1) - self.as_
+        self.lin_from = np.cumsum(ws[:, ::-1], axis=1)[:, ::-1]
+
+    def critical_values(self, alpha):
+        """Largest lam before each tile's distortion first exceeds alpha (+inf if never)."""
+        q, bs, as_, sat_before, lin_from = self.q, self.bs, self.as_, self.sat_before, \
+            self.lin_from
+        count = self.count.astype(np.float64)
+        d_at = (sat_before + bs**q * lin_from) / count[:, None]
+        over = d_at > alpha
+        first = over.argmax(axis=1)
+        crit = np.full(bs.shape[0], np.inf)
+        for i in np.flatnonzero(~over.any(axis=1)):
             if as_[i].sum() / count[i] > alpha:  # cannot happen: d is continuous
                 crit[i] = bs[i, -1]
-            continue
-        j = over[0]
-        slope = lin_from[i, j]
-        lam = ((alpha * count[i] - sat_before[i, j]) / slope) ** (1.0 / q) if slope > 0 else 0.0
-        lo = bs[i, j - 1] if j > 0 else 0.0
-        crit[i] = min(max(lam, lo), bs[i, j])
-    return crit
+        for i in np.flatnonzero(over.any(axis=1)):  # scalar arithmetic, as the reference does
+            j = first[i]
+            slope = lin_from[i, j]
+            lam = ((alpha * count[i] - sat_before[i, j]) / slope) ** (1.0 / q) \
+                if slope > 0 else 0.0
+            lo = bs[i, j - 1] if j > 0 else 0.0
+            crit[i] = min(max(lam, lo), bs[i, j])
+        return crit
+
+    def pooled_order(self):
+        """Flat indices of every pixel of every tile in stable ascending order of b."""
+        if self._keys is not None:  # the rows are sorted runs: a stable merge of them
+            keys = np.sort(self._keys.ravel(), kind="stable")
+            flat = (keys & _LOW32).astype(np.intp)
+            if _ties_agree(self._b.ravel()[flat], keys):
+                return flat
+        return self._flat.ravel()[np.argsort(self.bs.ravel(), kind="stable")]
+
+    def crc_lam(self, threshold):
+        """sup{lam : sum_i d_i(lam) <= threshold}, from the pooled breakpoints."""
+        flat = self.pooled_order()
+        a = self._a / self.count[:, None]
+        return _crc_sweep(self._b.ravel()[flat], a.ravel()[flat], threshold=threshold, q=self.q)
+
+    def on_grid(self, grid):
+        """Each tile's distortion at every sorted lam of ``grid``: (n, len(grid)).
+
+        A pixel is saturated at lam when ``b <= lam``: with k of them, the distortion is
+        ``(sat_before[k] + lam**q lin_from[k]) / count`` (k = all: the tile's whole weight).
+        """
+        grid = np.asarray(grid, np.float64)
+        n, p = self.bs.shape
+        k = np.stack([np.searchsorted(row, grid, side="right") for row in self.bs]) if n else \
+            np.zeros((0, grid.size), np.intp)
+        inside = np.minimum(k, p - 1)
+        sat = np.take_along_axis(self.sat_before, inside, axis=1)
+        total = self.sat_before[:, -1] + self.as_[:, -1]
+        sat = np.where(k < p, sat, total[:, None])
+        lin = np.where(k < p, np.take_along_axis(self.lin_from, inside, axis=1), 0.0)
+        return (sat + grid**self.q * lin) / self.count[:, None]
+
+
+def _crc_sweep(bs, as_, *, threshold, q):
+    """Solve crc's sweep over pooled breakpoints ``bs`` (sorted) and weights ``as_``."""
+    ws = (1.0 / bs) ** q * as_
+    sat_before = np.cumsum(as_) - as_
+    lin_from = np.cumsum(ws[::-1])[::-1]
+    total_at = sat_before + bs**q * lin_from
+    over = np.flatnonzero(total_at > threshold)
+    if over.size == 0:
+        return np.inf
+    j = over[0]
+    slope = lin_from[j]
+    lam = ((threshold - sat_before[j]) / slope) ** (1.0 / q) if slope > 0 else 0.0
+    lo = bs[j - 1] if j > 0 else 0.0
+    return float(min(max(lam, lo), bs[j]))
+
+
+def _ssim_critical_values(m, f, y, *, alpha, eps, data_range):
+    """Largest lam before each tile's 1 - SSIM first exceeds alpha (+inf if it never does)."""
+    n = m.shape[0]
+    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)  # lam at which a pixel saturates
+    return np.array([
+        _ssim_critical(b[i], f[i], y[i], alpha=alpha, eps=eps, data_range=data_range, m=m[i])
+        for i in range(n)
+    ])
 
 
 def _ssim_critical(b, f, y, *, alpha, eps, data_range, m):
@@ -194,32 +317,6 @@ def _ssim_critical(b, f, y, *, alpha, eps, data_range, m):
         else:
             lo = mid
     return lo
-
-
-def _crc_lam(m, f, y, valid, *, threshold, distance, eps):
-    """sup{lam : sum_i d_i(lam) <= threshold} for l1 / l2, from the pooled breakpoints."""
-    n = m.shape[0]
-    q = 1 if distance == "l1" else 2
-    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)
-    e = (np.asarray(y, np.float64) - np.asarray(f, np.float64)).reshape(n, -1)
-    a = np.abs(e) if q == 1 else e**2
-    v = np.ones_like(a, bool) if valid is None else valid.reshape(n, -1)
-    a = np.where(v, a, 0.0) / v.sum(axis=1, keepdims=True)
-    b, a = b.ravel(), a.ravel()
-    order = np.argsort(b, kind="stable")
-    bs, as_ = b[order], a[order]
-    ws = (1.0 / bs) ** q * as_
-    sat_before = np.cumsum(as_) - as_
-    lin_from = np.cumsum(ws[::-1])[::-1]
-    total_at = sat_before + bs**q * lin_from
-    over = np.flatnonzero(total_at > threshold)
-    if over.size == 0:
-        return np.inf
-    j = over[0]
-    slope = lin_from[j]
-    lam = ((threshold - sat_before[j]) / slope) ** (1.0 / q) if slope > 0 else 0.0
-    lo = bs[j - 1] if j > 0 else 0.0
-    return float(min(max(lam, lo), bs[j]))
 
 
 def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance="l1",
@@ -295,24 +392,29 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
         arrays = _materialise(arrays, n)
         mask_scores, prediction, truth, valid = (arrays[k] for k in ("m", "f", "y", "valid"))
 
-    # one pass: validate, and collect either per-tile critical values or the pooled data (crc)
-    crit_parts, pooled = [], {"m": [], "f": [], "y": [], "valid": []}
+    # one pass: validate, and collect either per-tile critical values or the pooled data (crc);
+    # in memory, the tiles sorted by breakpoint are kept for the risk curve (sorted once)
+    streamed = any(a is not None and is_dask(a) for a in arrays.values())  # beyond _STORE_BYTES
+    crit_parts, pooled, sorted_tiles = [], {"m": [], "f": [], "y": [], "valid": []}, None
     for start, blk in tile_blocks(n, arrays):
         v = check_valid_block(blk["valid"], start)
         for name, key in (("mask_scores", "m"), ("prediction", "f"), ("truth", "y")):
             check_finite(blk[key], name, where=v, offset=start)
-        mm = np.asarray(blk["m"], np.float64)
+        mm = np.asarray(blk["m"])
         if mm.size and (mm.min() < 0 or mm.max() > 1):
             raise ValueError(f"mask_scores must lie in [0, 1]; got values from {mm.min():g} to "
                              f"{mm.max():g}")
         if rule == "crc":
             for key, val in (("m", mm), ("f", blk["f"]), ("y", blk["y"]), ("valid", v)):
                 pooled[key].append(val)
+        elif distance == "ssim":
+            crit_parts.append(_ssim_critical_values(mm, blk["f"], blk["y"], alpha=alpha,
+                                                    eps=eps, data_range=width))
         else:
-            crit_parts.append(_tile_critical_values(
-                mm, blk["f"], blk["y"], v, alpha=alpha, distance=distance, eps=eps,
-                data_range=width,
-            ))
+            block_sorted = _SortedTiles(mm, blk["f"], blk["y"], v, distance=distance, eps=eps)
+            crit_parts.append(block_sorted.critical_values(alpha))
+            if not streamed:  # in memory, tile_blocks gives one block: every tile
+                sorted_tiles = block_sorted
 
     tile = tile_phrase(mask_scores.shape[1:])
     dist_words = {"l1": "mean absolute", "l2": "mean squared", "ssim": "1 - SSIM"}[distance]
@@ -324,8 +426,9 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
         threshold = crc_threshold(n, alpha, bound, what="rule='crc'")
         stack = {k: (np.concatenate(vals) if vals and vals[0] is not None else None)
                  for k, vals in pooled.items()}
-        lam = _crc_lam(stack["m"], stack["f"], stack["y"], stack["valid"], threshold=threshold,
-                       distance=distance, eps=eps)
+        sorted_tiles = _SortedTiles(stack["m"], stack["f"], stack["y"], stack["valid"],
+                                    distance=distance, eps=eps)
+        lam = sorted_tiles.crc_lam(threshold)
         crit = None
         guarantee = (
             f"On average over the calibration draw and a new {tile} tile from the same "
@@ -370,16 +473,20 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
     if np.isfinite(lam):
         grid = np.unique(np.append(grid, lam))
     lazy = is_dask(mask_scores)
-    per_tile = []
-    for _, blk in tile_blocks(n, arrays):
-        if distance == "ssim":
-            per_tile.append(masked_distortion_curve(blk["m"], blk["f"], blk["y"], grid,
-                                                    distance=distance, eps=eps,
-                                                    data_range=width, valid=blk["valid"]))
-        else:
-            per_tile.append(_distortion_on_grid(blk["m"], blk["f"], blk["y"], blk["valid"],
-                                                grid, distance=distance, eps=eps))
-    per_tile = np.concatenate(per_tile)
+    if sorted_tiles is not None:  # the kept sorted tiles: no second look at the inputs
+        per_tile = sorted_tiles.on_grid(grid)
+    else:
+        per_tile = []
+        for _, blk in tile_blocks(n, arrays):
+            if distance == "ssim":
+                per_tile.append(masked_distortion_curve(blk["m"], blk["f"], blk["y"], grid,
+                                                        distance=distance, eps=eps,
+                                                        data_range=width, valid=blk["valid"]))
+            else:
+                per_tile.append(_distortion_on_grid(blk["m"], blk["f"], blk["y"],
+                                                    blk["valid"], grid, distance=distance,
+                                                    eps=eps))
+        per_tile = np.concatenate(per_tile)
     at = min(np.searchsorted(grid, lam), grid.size - 1)
     if lazy:  # streamed (beyond _STORE_BYTES): read off the grid, where lam is a point
         at_hat = per_tile[:, at]
