@@ -19,7 +19,7 @@ from dask.blockwise import Blockwise  # noqa: E402
 from napari_im2im_uq import api, layers  # noqa: E402
 from napari_im2im_uq.calibration._apply import per_pixel  # noqa: E402
 from napari_im2im_uq.inference import _graph, _worker, make_plan  # noqa: E402
-from napari_im2im_uq.workflows.apply import read_chunks  # noqa: E402
+from napari_im2im_uq.workflows._chunks import read_chunks  # noqa: E402
 from test_inference import make_model  # noqa: E402
 
 
@@ -133,3 +133,110 @@ def test_per_pixel_on_class_chunks_is_one_blockwise_layer_equal_to_numpy(seed):
     assert len(new) == 1 and isinstance(got.dask.layers[new[0]], Blockwise)
     assert got.chunks == lazy.chunks[1:]
     np.testing.assert_array_equal(got.compute(), scores.argmax(axis=0).astype(np.int16))
+
+
+# -------------------------------------------------- the drift check on lazy outputs: a sample
+from napari_im2im_uq.calibration import methods  # noqa: E402
+from napari_im2im_uq.workflows import drift as wdrift  # noqa: E402
+from napari_im2im_uq.workflows._reads import ReadCounter  # noqa: E402
+from napari_im2im_uq.workflows.tiles import calibration_tiles  # noqa: E402
+from test_drift import _all_outputs  # noqa: E402
+
+_KWARGS = {"intervals": {"alpha": 0.2, "rule": "crc"},
+           "trust_mask": {"alpha": 0.5, "data_range": (0.0, 1.0)},
+           "mask": {"alpha": 0.3, "rule": "crc", "data_range": (0.0, 1.0)},
+           "segmentation": {"alpha": 0.3, "rule": "crc"}}
+
+
+def _need(method):
+    return methods.get(method).needs + (("std",) if method == "trust_mask" else ())
+
+
+def _calibrated(method):
+    outputs, truth = _all_outputs(seed=0, planes=2)
+    if method == "segmentation":
+        truth = (truth < 0.45).astype(np.uint8) + 1
+    image = outputs["prediction"][:, ::2, ::2] if method == "intervals" else None
+    return api.calibrate({k: outputs[k] for k in _need(method)}, truth, method=method,
+                         tile_shape=(32, 32), image=image, **_KWARGS[method]).record
+
+
+def _lazy(arrays, chunks):
+    return {k: da.from_array(v, chunks=(v.shape[0], *chunks) if v.ndim == 4 else chunks)
+            for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize("method", ["intervals", "trust_mask", "mask", "segmentation"])
+def test_drift_on_lazy_outputs_read_whole_equals_the_in_memory_check(method):
+    record = _calibrated(method)
+    half, _ = _all_outputs(seed=10, planes=3, shift_from=2)
+    half = {k: half[k] for k in _need(method)}
+    image = half["prediction"][:, ::2, ::2] if method == "intervals" else None
+    want, (want_map, _, _) = api.check_drift(record, half, image=image)
+    # awkward chunks: tiles straddle chunks, the class axis in several chunks
+    lazy = _lazy(half, (1, 45, 70))
+    if "probabilities" in lazy:
+        lazy["probabilities"] = lazy["probabilities"].rechunk((1, 1, 45, 70))
+    lazy_image = None if image is None else da.from_array(image, chunks=(2, 17, 40))
+    got, (got_map, _, _) = api.check_drift(record, lazy, image=lazy_image, max_tiles=10**6)
+    assert "sampled" not in got and got["message"] == want["message"]
+    assert got["p_value"] == want["p_value"] and got["whole"] == want["whole"]
+    assert got["regions"] == want["regions"]
+    np.testing.assert_array_equal(got_map, want_map)
+
+
+def test_a_sampled_drift_check_reads_each_chunk_under_the_sample_once():
+    record = _calibrated("intervals")
+    half, _ = _all_outputs(seed=10, planes=4, shift_from=2)
+    counter = ReadCounter()
+    lazy = {k: counter.wrap(da.from_array(half[k], chunks=(1, 64, 64)), k)
+            for k in ("prediction", "lower", "upper")}
+    steps = []
+    verdict, (data, _, _) = api.check_drift(record, lazy, max_tiles=40, seed=3,
+                                            progress=lambda *s: steps.append(s))
+    assert verdict["sampled"] == {"tiles": 40, "of": 4 * 8 * 8, "seed": 3}
+    assert "Checked on 40 random tiles of 256 (seed 3" in verdict["message"]
+    assert "the map covers the planes holding a sampled tile only" in verdict["message"]
+    origins, _ = wdrift._sample_origins((4, 256, 256), (32, 32), 40, 3)
+    under = {(int(z), int(r) // 64, int(c) // 64) for z, r, c in origins}  # a tile in a chunk
+    for k in lazy:
+        assert counter.passes(k) == 1 and counter.reads(k) == len(under), k
+    assert steps[-1] == (40, 40)
+    # the contrast shift of planes 2 and 3 is found; the map marks whole sampled planes
+    assert verdict["drifted"] and [r["drifted"] for r in verdict["regions"]] == [
+        False, False, True, True]
+    assert data.shape == (4, 8, 8) and data[:2].max() == 0 and data[2:].min() == 1
+
+
+def test_a_sampled_map_marks_only_blocks_holding_a_sampled_tile():
+    record = _calibrated("intervals")
+    half, _ = _all_outputs(seed=10, planes=2, shift_from=1)
+    lazy = _lazy({k: half[k] for k in ("prediction", "lower", "upper")}, (1, 128, 128))
+    verdict, (data, _, _) = api.check_drift(record, lazy, regions=2, max_tiles=12, seed=1)
+    origins, _ = wdrift._sample_origins((2, 256, 256), (32, 32), 12, 1)
+    blocks = {(int(z), int(r) // 64, int(c) // 64) for z, r, c in origins}
+    marked = {(z, i // 2, j // 2) for z, i, j in zip(*np.nonzero(data), strict=True)}
+    assert marked <= blocks and "blocks of 2 x 2 tiles holding a sampled tile" in (
+        verdict["message"])
+    for z, bi, bj in blocks:  # a block is marked whole or not at all
+        block = data[z, 2 * bi:2 * bi + 2, 2 * bj:2 * bj + 2]
+        assert block.min() == block.max()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_sampled_origins_are_whole_calibration_tiles_drawn_without_repeats(seed):
+    rng = np.random.default_rng(seed)
+    grid = (int(rng.integers(1, 4)), int(rng.integers(1, 90)), int(rng.integers(1, 90)))
+    tile = (int(rng.integers(1, 20)), int(rng.integers(1, 20)))
+    every = calibration_tiles(grid, tile)
+    cap = int(rng.integers(1, 60))
+    got, total = wdrift._sample_origins(grid, tile, cap, seed)
+    assert total == len(every) and len(got) == min(cap, total)
+    rows = {tuple(o) for o in every.tolist()}
+    assert {tuple(o) for o in got.tolist()} <= rows and len({tuple(o) for o in got.tolist()}) == len(got)
+    if total <= cap:
+        np.testing.assert_array_equal(got, every)
+    else:
+        np.testing.assert_array_equal(got, np.array(sorted(got.tolist())).reshape(-1, 3))
+    with pytest.raises(ValueError, match="max_tiles must be a positive int"):
+        wdrift._sample_origins(grid, tile, 0, seed)

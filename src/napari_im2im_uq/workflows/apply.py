@@ -12,9 +12,10 @@ import numpy as np
 from .. import layers
 from .._validation import check_bool
 from ..calibration import methods
+from ._chunks import read_chunks
 from .records import as_record, warn_if_other_model
 
-__all__ = ["apply_record", "product_arrays", "read_chunks", "result_layers"]
+__all__ = ["apply_record", "product_arrays", "result_layers"]
 
 def _score(sigma):
     """Return a trust-mask score given as a layer as its array (names and arrays as they are)."""
@@ -74,44 +75,6 @@ def product_arrays(record: dict, arrays: dict, *, show_bounds: bool = False,
     made = entry.products(result, arrays, show_bounds=show_bounds,
                           **_options(entry, record, {}))
     return [(p.name, p.data) if names else p.data for p in made]
-
-
-def read_chunks(array, indices) -> list:
-    """Return the chunks ``indices`` of a dask array, computing their tasks only.
-
-    ``dask.compute`` of a few chunks first optimises the whole graph (a task per chunk of
-    every layer: seconds and hundreds of MB for a volume of 10^5 chunks, however few chunks
-    are asked for); here the chunks' tasks are taken from the graph by walking down from
-    their keys (:func:`~napari_im2im_uq.inference._graph.wave_graph`), so the cost is that
-    of the chunks asked for. Runs on dask's default scheduler for ``array``.
-
-    Parameters
-    ----------
-    array : dask.array.Array
-    indices : sequence of tuple of int
-        Chunk indices (one int per dimension).
-
-    Returns
-    -------
-    list of numpy.ndarray
-        One per index, in order.
-
-    Examples
-    --------
-    >>> import dask.array as da
-    >>> x = da.arange(10**6, chunks=10) * 2
-    >>> [c.tolist() for c in read_chunks(x, [(3,)])]
-    [[60, 62, 64, 66, 68, 70, 72, 74, 76, 78]]
-    """
-    import dask
-
-    from ..inference._graph import wave_graph
-
-    keys = [(array.name, *(int(i) for i in idx)) for idx in indices]
-    if not keys:
-        return []
-    get = dask.base.get_scheduler(collections=[array])
-    return [np.asarray(c) for c in get(wave_graph(array.__dask_graph__(), keys), keys)]
 
 
 def result_layers(entry, result, record, outputs, *, show_bounds=False, **options) -> list:

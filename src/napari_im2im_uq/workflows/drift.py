@@ -17,13 +17,19 @@ from .._jobs import run_to_end, steps_callback
 from .._validation import check_tile_shape
 from ..calibration import drift as core
 from ..calibration import methods
+from ._chunks import read_many
 from .records import as_record
-from .tiles import calibration_tiles, spatial
+from .tiles import _chunked, calibration_tiles, spatial
 
 __all__ = ["check_drift", "check_drift_job", "drift_layer", "input_features", "summary_of"]
 
 #: Side of the square blocks of tiles that form a region of a single image ("auto").
 BLOCK_TILES = 4
+#: Most tiles the check reads from lazy (dask or zarr-backed) outputs: a seeded random sample
+#: (the calibration summary keeps at most as many tiles).
+MAX_TILES = 5000
+#: Chunks of a lazy array computed together when its sampled tiles are read.
+CHUNKS_AT_ONCE = 32
 
 
 def input_features(image, origins, tile_shape, grid_shape) -> dict:
@@ -33,20 +39,27 @@ def input_features(image, origins, tile_shape, grid_shape) -> dict:
     (``f`` a whole number dividing the tile), (rows, columns) or (planes, rows, columns).
     """
     data = layers.data_of(image, "image")
+    f = _input_factor(data, tile_shape, grid_shape)
     a = data if data.ndim == 3 else data[None]
-    planes, rows, cols = grid_shape
-    f_r, f_c = rows / a.shape[-2], cols / a.shape[-1]
     th, tw = tile_shape
-    if (data.ndim not in (2, 3) or a.shape[0] != planes or f_r != f_c or f_r < 1
+    tiles = np.stack([np.asarray(a[z, r // f:(r + th) // f, c // f:(c + tw) // f])
+                      for z, r, c in origins])
+    return core.image_features(tiles, "input")
+
+
+def _input_factor(data, tile_shape, grid_shape) -> int:
+    """How many times coarser than the outputs' grid the input is (checked)."""
+    planes, rows, cols = grid_shape
+    lead = data.shape[0] if data.ndim == 3 else 1
+    f_r, f_c = rows / data.shape[-2], cols / data.shape[-1]
+    th, tw = tile_shape
+    if (data.ndim not in (2, 3) or lead != planes or f_r != f_c or f_r < 1
             or f_r != int(f_r) or th % int(f_r) or tw % int(f_r)):
         raise ValueError(
             "image must be the model's input of these outputs: (rows, columns) or (planes, "
             f"rows, columns) on a grid a whole factor coarser than the outputs' {grid_shape} "
             f"that divides the tile {tile_shape}; got shape {tuple(data.shape)}")
-    f = int(f_r)
-    tiles = np.stack([np.asarray(a[z, r // f:(r + th) // f, c // f:(c + tw) // f])
-                      for z, r, c in origins])
-    return core.image_features(tiles, "input")
+    return int(f_r)
 
 
 def summary_of(entry, tiles: dict, origins, tile_shape, grid_shape, *, image=None) -> dict:
@@ -76,6 +89,13 @@ def _reference_regions(summary, tile_shape, regions, planes):
 
 def _regions(origins, tile_shape, grid_shape, regions):
     """Region index of each tile and the word for one region."""
+    ids, word = _region_ids(origins, tile_shape, grid_shape, regions)
+    _, inverse = np.unique(ids, return_inverse=True)
+    return inverse.astype(np.int64).ravel(), word
+
+
+def _region_ids(origins, tile_shape, grid_shape, regions):
+    """Region id of each tile (the same id for a tile wherever it is sampled) and the word."""
     planes, rows, cols = grid_shape
     th, tw = tile_shape
     if isinstance(regions, np.ndarray | list | tuple):
@@ -86,25 +106,20 @@ def _regions(origins, tile_shape, grid_shape, regions):
         if grid.shape != (planes, *want) or not np.issubdtype(grid.dtype, np.integer):
             raise ValueError(f"regions given as an array must hold an int region per tile, shape "
                              f"{(planes, *want)} or {want}; got {grid.dtype} {grid.shape}")
-        ids, word = grid[origins[:, 0], origins[:, 1] // th, origins[:, 2] // tw], "region"
-        _, inverse = np.unique(ids, return_inverse=True)
-        return inverse.astype(np.int64), word
+        return grid[origins[:, 0], origins[:, 1] // th, origins[:, 2] // tw], "region"
     if regions == "auto":
         regions = "plane" if planes > 1 else BLOCK_TILES
     if regions == "whole":
         return np.zeros(len(origins), np.int64), "region"
     if regions == "plane":
-        ids, word = origins[:, 0], "plane"
-    elif isinstance(regions, int | np.integer) and not isinstance(regions, bool) and regions > 0:
+        return origins[:, 0], "plane"
+    if isinstance(regions, int | np.integer) and not isinstance(regions, bool) and regions > 0:
         k = int(regions)
         nbr, nbc = -(-(rows // th) // k), -(-(cols // tw) // k)
         ids = (origins[:, 0] * nbr + origins[:, 1] // (th * k)) * nbc + origins[:, 2] // (tw * k)
-        word = f"block of {k} x {k} tiles"
-    else:
-        raise ValueError(f"regions must be 'auto', 'plane', 'whole', a positive int (blocks of "
-                         f"k x k tiles) or an int array of tile regions; got {regions!r}")
-    _, inverse = np.unique(ids, return_inverse=True)
-    return inverse.astype(np.int64), word
+        return ids, f"block of {k} x {k} tiles"
+    raise ValueError(f"regions must be 'auto', 'plane', 'whole', a positive int (blocks of "
+                     f"k x k tiles) or an int array of tile regions; got {regions!r}")
 
 
 def drift_layer(verdict: dict, *, name: str = "drift") -> tuple:
@@ -121,8 +136,11 @@ def drift_layer(verdict: dict, *, name: str = "drift") -> tuple:
 
 
 def check_drift_job(record, outputs, *, image=None, tile_shape=None, level=0.05,
-                    regions="auto", sigma=None):
-    """Check drift as a generator (see :func:`check_drift`): yields ``(plane, planes)``."""
+                    regions="auto", sigma=None, max_tiles=MAX_TILES, seed=0):
+    """Check drift as a generator (see :func:`check_drift`).
+
+    Yields ``(plane, planes)`` on in-memory outputs, ``(tiles, sampled tiles)`` on lazy ones.
+    """
     rec = as_record(record)
     summary = rec.get("drift_summary")
     reference = core.as_features(summary)
@@ -151,34 +169,26 @@ def check_drift_job(record, outputs, *, image=None, tile_shape=None, level=0.05,
     ref_data = arrays[ref_key]
     ndim = ref_data.ndim - (1 if entry.class_axis else 0)
     grid_shape = tuple(spatial(ref_data, class_axis=entry.class_axis).shape[-3:])
-    origins = calibration_tiles(grid_shape, (th, tw))
-    if len(origins) == 0:
-        raise ValueError(f"no whole {th} x {tw} tile (the record's tile) fits in the outputs of "
-                         f"shape {grid_shape}")
     with_input = any(k.startswith("input ") for k in reference)
     if with_input and image is None:
         reference = {k: v for k, v in reference.items() if not k.startswith("input ")}
     planes = grid_shape[0]
-    feats: dict = {}
-    yield 0, planes
-    for z in range(planes):
-        sel = origins[origins[:, 0] == z]
-        if len(sel):
-            local = sel.copy()
-            local[:, 0] = 0
-            tiles = {}
-            for k, v in inputs.items():
-                a = spatial(v, class_axis=entry.class_axis)
-                plane = np.asarray(a[:, z:z + 1] if entry.class_axis else a[z:z + 1])
-                tiles[k] = _cut_plane(plane, local, (th, tw), entry.class_axis)
-            f = dict(entry.drift_features(tiles))
-            if with_input and image is not None:
-                f.update(input_features(_plane(image, z), local, (th, tw),
-                                        (1,) + grid_shape[1:]))
-            for k, v in f.items():
-                feats.setdefault(k, []).append(np.asarray(v))
-        yield z + 1, planes
-    new = {k: np.concatenate(v) for k, v in feats.items()}
+    lazy = any(_chunked(v) is not None for v in inputs.values())
+    if lazy and max_tiles is not None:
+        origins, total = _sample_origins(grid_shape, (th, tw), max_tiles, seed)
+        if len(origins) == 0:
+            raise ValueError(f"no whole {th} x {tw} tile (the record's tile) fits in the "
+                             f"outputs of shape {grid_shape}")
+        new = yield from _sampled_features(
+            entry, inputs, image if with_input else None, origins, (th, tw), grid_shape)
+    else:
+        origins = calibration_tiles(grid_shape, (th, tw))
+        total = len(origins)
+        if len(origins) == 0:
+            raise ValueError(f"no whole {th} x {tw} tile (the record's tile) fits in the "
+                             f"outputs of shape {grid_shape}")
+        new = yield from _plane_features(entry, inputs, image if with_input else None, origins,
+                                         (th, tw), grid_shape)
     region, word = _regions(origins, (th, tw), grid_shape, regions)
     ref_region = _reference_regions(summary, (th, tw), regions, planes)
     result = core.drift_test(reference, new, region, level=level, reference_region=ref_region)
@@ -193,8 +203,17 @@ def check_drift_job(record, outputs, *, image=None, tile_shape=None, level=0.05,
     result["message"] = core.verdict_words(result, region_word=word)
     result["region_word"] = word
     drifted = np.array([r["drifted"] for r in result["regions"]] or [result["drifted"]], bool)
-    tile_map = np.zeros((planes, grid_shape[1] // th, grid_shape[2] // tw), np.uint8)
-    tile_map[origins[:, 0], origins[:, 1] // th, origins[:, 2] // tw] = drifted[region]
+    sampled = len(origins) < total
+    if sampled:
+        result["sampled"] = {"tiles": len(origins), "of": total, "seed": int(seed)}
+        result["message"] += (
+            f" Checked on {len(origins):,} random tiles of {total:,} (seed {int(seed)}; a lazy "
+            f"volume is sampled, not read whole); the map covers the {_plural(word)} holding a "
+            f"sampled tile only, the others are not tested.")
+        tile_map = _region_map(origins, region, drifted, (th, tw), grid_shape, regions)
+    else:
+        tile_map = np.zeros((planes, grid_shape[1] // th, grid_shape[2] // tw), np.uint8)
+        tile_map[origins[:, 0], origins[:, 1] // th, origins[:, 2] // tw] = drifted[region]
     ref_obj = outputs[ref_key]
     scale, translate = layers.geometry(ref_obj, ndim)
     step = np.array([1.0, th, tw])[-ndim:]
@@ -204,6 +223,191 @@ def check_drift_job(record, outputs, *, image=None, tile_shape=None, level=0.05,
                           "translate": [float(v) for v in translate + scale * shift]}
     model = (rec.get("model") or {}).get("name", "model")
     return result, drift_layer(result, name=f"drift ({model})")
+
+
+def _plane_features(entry, inputs, image, origins, tile_shape, grid_shape):
+    """Statistics of every tile, a plane at a time (in-memory outputs); yields progress."""
+    th, tw = tile_shape
+    planes = grid_shape[0]
+    feats: dict = {}
+    yield 0, planes
+    for z in range(planes):
+        sel = origins[origins[:, 0] == z]
+        if len(sel):
+            local = sel.copy()
+            local[:, 0] = 0
+            tiles = {}
+            for k, v in inputs.items():
+                a = spatial(v, class_axis=entry.class_axis)
+                plane = np.asarray(a[:, z:z + 1] if entry.class_axis else a[z:z + 1])
+                tiles[k] = _cut_plane(plane, local, (th, tw), entry.class_axis)
+            f = dict(entry.drift_features(tiles))
+            if image is not None:
+                f.update(input_features(_plane(image, z), local, (th, tw),
+                                        (1,) + grid_shape[1:]))
+            for k, v in f.items():
+                feats.setdefault(k, []).append(np.asarray(v))
+        yield z + 1, planes
+    return {k: np.concatenate(v) for k, v in feats.items()}
+
+
+def _sample_origins(grid_shape, tile_shape, max_tiles, seed):
+    """At most ``max_tiles`` whole tiles of the grid drawn at random (seeded), in grid order.
+
+    The whole tiles are those of :func:`~.tiles.calibration_tiles` on the whole image (a grid
+    from the corner); the draw is made among their indices, never listing them all.
+    """
+    if not isinstance(max_tiles, int | np.integer) or isinstance(max_tiles, bool) or max_tiles < 1:
+        raise ValueError(f"max_tiles must be a positive int or None; got {max_tiles!r}")
+    planes, rows, cols = grid_shape
+    th, tw = tile_shape
+    grid = (planes, rows // th, cols // tw)
+    total = int(np.prod(grid))
+    if total <= max_tiles:
+        flat = np.arange(total)
+    else:
+        flat = np.sort(np.random.default_rng(seed).choice(total, size=int(max_tiles),
+                                                           replace=False))
+    z, i, j = np.unravel_index(flat, grid)
+    return np.stack([z, i * th, j * tw], axis=1).astype(np.int64), total
+
+
+#: Sampled tiles whose statistics are computed together (their pixels held at once).
+TILES_AT_ONCE = 256
+
+
+def _sampled_features(entry, inputs, image, origins, tile_shape, grid_shape):
+    """Statistics of the sampled tiles of lazy outputs; each chunk is read once. Yields progress.
+
+    The tiles are read in grid order, :data:`TILES_AT_ONCE` at a time; the chunks under them
+    are computed alone (their tasks only, :func:`._chunks.read_many`), every input's together,
+    and dropped when no later tile needs them.
+    """
+    th, tw = tile_shape
+    named = {k: (v, entry.class_axis) for k, v in inputs.items()}
+    if image is not None:
+        data = layers.data_of(image, "image")
+        f = _input_factor(data, tile_shape, grid_shape)
+        named["input"] = (data, False)
+    reader = _TileReader(named, origins, tile_shape, grid_shape,
+                         factor={"input": f} if image is not None else {})
+    feats: dict = {}
+    n = len(origins)
+    yield 0, n
+    for start in range(0, n, TILES_AT_ONCE):
+        ids = np.arange(start, min(start + TILES_AT_ONCE, n))
+        tiles = reader.take(ids)
+        image_tiles = tiles.pop("input", None)
+        found = dict(entry.drift_features(tiles))
+        if image_tiles is not None:
+            found.update(core.image_features(image_tiles, "input"))
+        for k, v in found.items():
+            feats.setdefault(k, []).append(np.asarray(v))
+        yield int(ids[-1]) + 1, n
+    return {k: np.concatenate(v) for k, v in feats.items()}
+
+
+class _TileReader:
+    """Tiles of lazy arrays at ``origins``; each chunk is computed once, kept while needed.
+
+    ``arrays`` maps a name to ``(array, class_axis)`` (2-D or 3-D spatially, a leading class
+    axis kept whole in each tile); ``factor[name]`` says how much coarser that array's grid is
+    than the outputs' (the model's input).
+    """
+
+    def __init__(self, arrays: dict, origins, tile_shape, grid_shape, *, factor=None):
+        from collections import Counter
+        from itertools import product
+
+        factor = factor or {}
+        self.arrays, self.boxes, self.chunks_of, self.bounds = {}, {}, {}, {}
+        self.refs: Counter = Counter()
+        self.loaded: dict = {}
+        th, tw = tile_shape
+        for name, (arr, class_axis) in arrays.items():
+            a = _chunked(arr)
+            if a is None:  # in memory: a chunk is the whole array
+                import dask.array as da
+
+                a = da.from_array(np.asarray(arr), chunks=-1)
+            f = int(factor.get(name, 1))
+            lead = 1 if class_axis else 0
+            has_z = a.ndim - lead == 3
+            starts = [origins[:, 1] // f, origins[:, 2] // f]
+            sizes = [th // f, tw // f]
+            if has_z:
+                starts, sizes = [origins[:, 0], *starts], [1, *sizes]
+            if lead:
+                starts, sizes = [np.zeros(len(origins), np.int64), *starts], [a.shape[0], *sizes]
+            bounds = [np.cumsum((0, *c)) for c in a.chunks]
+            first = [np.searchsorted(b, s, side="right") - 1 for b, s in zip(bounds, starts,
+                                                                           strict=True)]
+            last = [np.searchsorted(b, s + n - 1, side="right") - 1
+                    for b, s, n in zip(bounds, starts, sizes, strict=True)]
+            chunks_of = []
+            for t in range(len(origins)):
+                cs = [(name, c) for c in product(*(range(int(lo[t]), int(hi[t]) + 1)
+                                                   for lo, hi in zip(first, last, strict=True)))]
+                chunks_of.append(cs)
+                self.refs.update(cs)
+            self.arrays[name] = (a, has_z, lead)
+            self.boxes[name] = (np.stack(starts, axis=1), tuple(sizes))
+            self.chunks_of[name] = chunks_of
+            self.bounds[name] = bounds
+
+    def take(self, ids) -> dict:
+        """Return the stacked tiles ``ids`` of every array (as :func:`_cut_plane` cuts them)."""
+        new = sorted({c for name in self.arrays for t in ids for c in self.chunks_of[name][t]
+                      if c not in self.loaded})
+        for start in range(0, len(new), CHUNKS_AT_ONCE):
+            part = new[start:start + CHUNKS_AT_ONCE]
+            got = read_many([(self.arrays[name][0], idx) for name, idx in part])
+            self.loaded.update(zip(part, got, strict=True))
+        out = {}
+        for name, (a, has_z, lead) in self.arrays.items():
+            starts, sizes = self.boxes[name]
+            bounds = self.bounds[name]
+            tiles = np.empty((len(ids), *sizes), dtype=a.dtype)
+            for k, t in enumerate(ids):
+                for c in self.chunks_of[name][t]:
+                    src, dst = [], []
+                    for ax, j in enumerate(c[1]):
+                        lo, s0, s1 = int(starts[t, ax]), int(bounds[ax][j]), int(bounds[ax][j + 1])
+                        a0, b0 = max(lo, s0), min(lo + sizes[ax], s1)
+                        src.append(slice(a0 - s0, b0 - s0))
+                        dst.append(slice(a0 - lo, b0 - lo))
+                    tiles[(k, *dst)] = self.loaded[c][tuple(src)]
+                    self.refs[c] -= 1
+                    if not self.refs[c]:
+                        del self.loaded[c]
+            out[name] = tiles[:, :, 0] if lead and has_z else tiles[:, 0] if has_z else tiles
+        return out
+
+
+def _plural(word: str) -> str:
+    return word.replace("block of", "blocks of") if word.startswith("block") else f"{word}s"
+
+
+def _region_map(origins, region, drifted, tile_shape, grid_shape, regions) -> np.ndarray:
+    """Tile map of a sampled check: every tile of a region that holds a sampled tile.
+
+    A plane at a time (the map is one byte per tile; region ids of a plane's tiles only).
+    """
+    planes, rows, cols = grid_shape
+    th, tw = tile_shape
+    ids, _ = _region_ids(origins, tile_shape, grid_shape, regions)
+    uniq = np.unique(ids)  # the compact region index of a tile is its id's rank here
+    per_region = np.zeros(len(uniq), bool)
+    per_region[region] = drifted[region]
+    tile_map = np.zeros((planes, rows // th, cols // tw), np.uint8)
+    i, j = np.meshgrid(np.arange(rows // th) * th, np.arange(cols // tw) * tw, indexing="ij")
+    for z in range(planes):
+        plane = np.stack([np.full(i.size, z), i.ravel(), j.ravel()], axis=1)
+        plane_ids, _ = _region_ids(plane, tile_shape, grid_shape, regions)
+        pos = np.clip(np.searchsorted(uniq, plane_ids), 0, len(uniq) - 1)
+        hit = uniq[pos] == plane_ids
+        tile_map[z].reshape(-1)[hit] = per_region[pos[hit]]
+    return tile_map
 
 
 def _plane(image, z):
@@ -219,7 +423,7 @@ def _cut_plane(plane, origins, tile_shape, class_axis):
 
 
 def check_drift(record, outputs, *, image=None, tile_shape=None, level=0.05, regions="auto",
-                sigma=None, progress=None):
+                sigma=None, max_tiles=MAX_TILES, seed=0, progress=None):
     """Test whether new outputs look like the calibration tiles (no ground truth needed).
 
     The outputs are cut into whole tiles of the record's shape; for each the statistics of the
@@ -252,8 +456,16 @@ def check_drift(record, outputs, *, image=None, tile_shape=None, level=0.05, reg
         undrifted volume, but some block more often than ``level`` (the verdict says so).
     sigma : str or array, optional
         The trust-mask score when the record was calibrated with a score given as an array.
+    max_tiles : int or None
+        On lazy outputs (dask or zarr-backed: a volume that may not fit in memory), the check
+        reads a seeded random sample of at most this many whole tiles (default
+        :data:`MAX_TILES`), each chunk under them once, and says so in the verdict
+        (``sampled``: tiles, of, seed); the map then marks the regions holding a sampled
+        tile only. None reads every tile. In-memory outputs are always checked whole.
+    seed : int
+        Seed of the sample.
     progress : callable, optional
-        Called with ``(plane, planes)``.
+        Called with ``(plane, planes)`` (``(tiles, sampled tiles)`` on lazy outputs).
 
     Returns
     -------
@@ -281,5 +493,5 @@ def check_drift(record, outputs, *, image=None, tile_shape=None, level=0.05, reg
     """
     return run_to_end(
         check_drift_job(record, outputs, image=image, tile_shape=tile_shape, level=level,
-                        regions=regions, sigma=sigma),
+                        regions=regions, sigma=sigma, max_tiles=max_tiles, seed=seed),
         callback=steps_callback(progress))
