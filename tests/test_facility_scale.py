@@ -240,3 +240,85 @@ def test_sampled_origins_are_whole_calibration_tiles_drawn_without_repeats(seed)
         np.testing.assert_array_equal(got, np.array(sorted(got.tolist())).reshape(-1, 3))
     with pytest.raises(ValueError, match="max_tiles must be a positive int"):
         wdrift._sample_origins(grid, tile, 0, seed)
+
+
+# ---------------------------------------- `napari-im2im-uq apply`: block tasks built per wave
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    """A complete prediction store of 4 x 64 x 64 in blocks of 16 x 16, and a record."""
+    from napari_im2im_uq._jobs import run_to_end
+    from napari_im2im_uq.inference import predict_to_zarr
+
+    folder = tmp_path_factory.mktemp("facility_cli")
+    image = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    path = folder / "pred.zarr"
+    run_to_end(predict_to_zarr(make_model("quantile"), image, str(path), axes="ZYX",
+                               tile_shape=(16, 16), device="cpu"))
+    return folder, path, image, _interval_record()
+
+
+def test_cli_apply_plans_no_block_and_builds_a_wave_at_a_time(small_store, monkeypatch):
+    import shutil
+
+    from napari_im2im_uq._cli_calibration import _apply_job
+    from napari_im2im_uq._jobs import run_to_end
+    from napari_im2im_uq.inference import _executor
+
+    folder, path, _, record = small_store
+    store = folder / "waves.zarr"
+    shutil.copytree(path, store)
+    monkeypatch.setattr(_executor, "WAVE", 8)
+    counts = _count_graph_work(monkeypatch)
+    job = _apply_job(record, store, bounds=True, drift=False, scheduler=None)
+    assert next(job) == (0, 64)
+    assert counts["built"] <= 3 * layers.SAMPLE_CHUNKS * 3  # the styles' samples only
+    before = counts["built"]
+    for done, _ in job:
+        if done >= 3:
+            job.close()
+            break
+    # the first wave's block tasks were built (8), not the store's 64
+    assert counts["built"] - before <= 2 * _executor.FIRST_WAVE
+    steps = []
+    run_to_end(_apply_job(record, store, bounds=True, drift=False, scheduler=None),
+               callback=steps.append)
+    assert 3 <= steps[0][0] < 64 and steps[-1] == (64, 64)
+    whole = api.apply_record(record, {k: np.asarray(v) for k, v in
+                                      _read_store(path).items()}, show_bounds=True,
+                             check_drift=False)
+    width = np.asarray(zarr.open_array(store=str(store / "calibrated/interval_width/0")))
+    np.testing.assert_array_equal(width, whole[0][0])
+
+
+def _read_store(path):
+    from napari_im2im_uq.inference._store import read_outputs
+
+    return {k: v for k, v in read_outputs(path).items() if k in ("prediction", "lower", "upper")}
+
+
+def test_cli_apply_refuses_an_interrupted_prediction_and_says_what_is_missing(small_store,
+                                                                              capsys):
+    from napari_im2im_uq.cli import main
+    from napari_im2im_uq.inference import predict_to_zarr
+
+    folder, _, image, record = small_store
+    store = folder / "interrupted.zarr"
+    gen = predict_to_zarr(make_model("quantile"), image, str(store), axes="ZYX",
+                          tile_shape=(16, 16), device="cpu")
+    for done, _ in gen:
+        if done >= 5:
+            break
+    gen.close()
+    from napari_im2im_uq.inference._zarr import _read_marks
+
+    written = int(_read_marks(store, (4, 4, 4)).sum())
+    path = folder / "record.json"
+    import json
+
+    path.write_text(json.dumps(record))
+    assert main(["apply", str(path), str(store), "--no-progress", "--no-drift"]) != 0
+    err = capsys.readouterr().err
+    assert f"{written} of 64 blocks are written, {64 - written} missing" in err
+    assert "run the same `napari-im2im-uq predict` command again" in err
+    assert "on a grid of (4, 4, 4)" in err
+    assert not (store / "calibrated").exists()

@@ -360,6 +360,77 @@ def _plan_products(shown):
     return products, todo
 
 
+def _block_graph(task: str, chunks, **write):
+    """Return the graph of the block tasks: a rule, block -> its :func:`_write_block` task."""
+    import functools
+
+    import numpy as np
+    from dask.highlevelgraph import HighLevelGraph
+
+    from .inference._graph import BlockLayer
+    from .inference._graph import task as make_task
+
+    starts = [np.r_[0, np.cumsum(c)] for c in chunks]
+
+    def build(index):
+        region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, index,
+                                                                        strict=True))
+        key = (task, *index)
+        return {key: make_task(key, functools.partial(_write_block, region=region,
+                                                      index=index, **write))}
+
+    layer = BlockLayer(task, tuple(len(c) for c in chunks), build)
+    return HighLevelGraph.from_collections(task, layer, dependencies=[])
+
+
+def _marks(folder: Path, grid):
+    """Return the marks of a ``_done`` array ``apply`` made (a chunk per block) as booleans.
+
+    Read from the names of its chunk files: listing the folder costs the blocks written
+    (reading 10^5 one-element chunks through zarr asks the store for each).
+    """
+    import json
+    import os
+
+    import numpy as np
+
+    meta = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
+    if tuple(meta["shape"]) != tuple(grid):
+        raise ValueError(f"the block marks {folder} do not match the grid {grid}")
+    marks = np.zeros(grid, dtype=bool)
+    for dirpath, _, files in os.walk(folder / "c"):
+        parts = Path(dirpath).relative_to(folder / "c").parts
+        for f in files if len(parts) == len(grid) - 1 else ():
+            index = tuple(int(v) for v in (*parts, f) if v.isdigit())
+            if len(index) == len(grid) and all(i < n for i, n in zip(index, grid, strict=True)):
+                marks[index] = True
+    return marks
+
+
+def _missing_blocks(store: Path) -> str:
+    """Say which blocks of an interrupted prediction are missing and how to finish it."""
+    import json
+
+    import numpy as np
+
+    from .inference._zarr import DONE, _read_marks
+
+    try:
+        grid = tuple(json.loads((store / DONE / "zarr.json").read_text(encoding="utf-8"))
+                     ["shape"])
+        marks = _read_marks(store, grid) != 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return " (run the same `napari-im2im-uq predict` command again to finish it)"
+    missing = np.argwhere(~marks)
+    first = ", ".join(str(tuple(int(v) for v in m)) for m in missing[:5])
+    more = ", ..." if len(missing) > 5 else ""
+    return (f": {int(marks.sum()):,} of {marks.size:,} blocks are written, {len(missing):,} "
+            f"missing (block indices {first}{more} on a grid of {grid}). Applying to the "
+            "written blocks only would leave the products partly empty: run the same "
+            "`napari-im2im-uq predict` command again (it resumes from the written blocks), "
+            "then apply")
+
+
 def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
     """Write the products of ``record`` into ``store``; a generator of ``(done, total)``.
 
@@ -369,16 +440,15 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
     (only unmarked blocks run); another record or other products replace the groups.
     Returns ``(products, verdict)``: {group path: layer name} and the drift verdict or None.
     """
-    import functools
     import shutil
 
     import dask
     import numpy as np
     import zarr
-    from dask.highlevelgraph import HighLevelGraph
 
     from . import layers
     from .inference._executor import check_scheduler, run_graph
+    from .inference._graph import BlockKeys
     from .inference._pyramid import level_shape, n_levels
     from .inference._store import StoreLock, read_root
     from .workflows.apply import apply_record
@@ -387,8 +457,7 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
     stored = read_root(store)
     if not stored or not stored.get("complete", False):
         raise ValueError(f"PREDICTION.zarr must be a complete store written by "
-                         f"`napari-im2im-uq predict`; {store} is not (run predict again to "
-                         "finish it)")
+                         f"`napari-im2im-uq predict`; {store} is not{_missing_blocks(store)}")
     outputs = _read(store)
     shown = apply_record(record, outputs, show_bounds=bounds, check_drift=drift)
     if not shown:
@@ -414,9 +483,10 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
             group = root[GROUP]
             marks = group[DONE]
         # one task per block reads the block of the outputs and writes every product: the
-        # graph holds no array task, memory is the blocks in flight
-        keys, dsk, done, members = [], {}, 0, []
+        # graph is a rule (a block's task is built when its wave runs), memory is the blocks
+        # in flight and the planning costs nothing per block
         chunks = todo[0][1].chunks
+        members = []
         for name, arr in todo:
             if arr.chunks != chunks:
                 raise ValueError(f"RECORD gives products on different grids ({name}: "
@@ -434,26 +504,19 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
                                    dtype="uint8", fill_value=0)
             members.append((str(store / GROUP / name), axes, levels,
                             str(store / GROUP / DONE / name)))
-        written = np.logical_and.reduce([np.asarray(marks[n][...]) != 0 for n, _ in todo])
+        grid = tuple(len(c) for c in chunks)
+        # a block task marks every product after writing it, the last product last
+        written = _marks(store / GROUP / DONE / todo[-1][0], grid)
         inputs = {k: str(store / spec["path"]) for k, spec in stored["outputs"].items()}
-        starts = [np.r_[0, np.cumsum(c)] for c in chunks]
         task = f"im2im-apply-{dask.base.tokenize(checksum, store, bounds)}"
-        for idx in np.ndindex(*written.shape):
-            if written[idx]:
-                done += 1
-                continue
-            region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx,
-                                                                            strict=True))
-            key = (task, len(keys))
-            dsk[key] = (functools.partial(_write_block, inputs=inputs, record=record,
-                                          bounds=bounds, region=region,
-                                          targets=tuple(members), index=idx),)
-            keys.append(key)
+        graph = _block_graph(task, chunks, inputs=inputs, record=record, bounds=bounds,
+                             targets=tuple(members))
+        keys = BlockKeys(task, grid, np.flatnonzero(written.reshape(-1) == 0))
+        done = int(written.sum())
         total = done + len(keys)
-        graph = HighLevelGraph.from_collections(task, dsk, dependencies=[])
         yield done, total
         yield from run_graph(graph, keys, scheduler=scheduler, done=done, total=total)
-        if all(np.asarray(marks[n][...]).all() for n, _ in todo):
+        if _marks(store / GROUP / DONE / todo[-1][0], grid).all():
             group.attrs[ATTRS] = {**dict(group.attrs)[ATTRS], "complete": True}
     finally:
         lock.release()
