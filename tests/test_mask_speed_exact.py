@@ -1,7 +1,8 @@
 """Issue 14: the mask method sorts each tile once and reads every answer off that sort.
 
-The order it sorts by (32-bit masks: integer keys; else a stable argsort) is compared with a
-stable argsort of the breakpoints; the calibrations with the frozen previous core
+The orders it sorts by (32-bit masks: by the mask's bits, per tile as integer keys, pooled by
+radix passes; else a stable argsort per tile, or a radix sort of the breakpoints' bits) are
+compared with a stable argsort of the breakpoints; the calibrations with the frozen previous core
 (``tests/_calibration_old``: lam_hat and the empirical risk identical, the curve within
 1e-12) on many small random cases: mask dtypes float32 / float16 / float64 / bool, masks with
 many ties, tiny values whose breakpoints round together, -0.0, valid masks, every rule and
@@ -18,7 +19,11 @@ import pytest
 from _calibration_old import mask as old_mask
 from napari_im2im_uq.calibration import calibrate_mask
 from napari_im2im_uq.calibration.mask import (
+    _mask_bits,
     _order_keys,
+    _pooled_order,
+    _PooledTiles,
+    _radix_order,
     _SortedTiles,
     _ties_agree,
     masked_distortion_curve,
@@ -74,23 +79,43 @@ def same_as_old(m, f, y, valid=None, **kw):
 
 @pytest.mark.parametrize("kind", ["float32", "float16", "float64", "bool", "tiny", "tiny_across",
                                   "negzero"])
-def test_order_is_the_stable_order_of_the_breakpoints(kind):
+def test_orders_are_the_stable_order_of_the_breakpoints(kind):
     for seed in SEEDS:
         m, f, y = tiles(seed, kind=kind)
         st = _SortedTiles(m, f, y, None, distance="l1", eps=1e-3)
-        assert (st._keys is None) == (kind in ("float64", "tiny"))  # which path is tested
+        assert st.sorted_by == ("argsort" if kind in ("float64", "tiny") else "mask bits")
         b = (1e-3 + 1.0 - m.astype(np.float64)).reshape(len(m), -1)
-        order = np.argsort(b, axis=1, kind="stable")
-        np.testing.assert_array_equal(st._flat % b.shape[1], order)
-        np.testing.assert_array_equal(st.pooled_order(), np.argsort(b.ravel(), kind="stable"))
+        np.testing.assert_array_equal(st.flat % b.shape[1],
+                                      np.argsort(b, axis=1, kind="stable"))
+        ref = np.argsort(b.ravel(), kind="stable")
+        flat, bs = _pooled_order(m, b)
+        np.testing.assert_array_equal(flat, ref)
+        np.testing.assert_array_equal(bs, b.ravel()[ref])
+        bits = _mask_bits(m)
+        if bits is not None:  # the mask's bits are used unless b ties where m does not
+            agree = _ties_agree(b.ravel()[ref], bits.ravel()[ref])
+            assert agree == (kind not in ("tiny", "tiny_across"))
 
 
-def test_keys_only_for_narrow_masks_and_ties_of_b_without_ties_of_m_are_caught():
+def test_radix_order_is_a_stable_argsort():
+    rng = np.random.default_rng(0)
+    for seed in range(40):
+        dtype, width = ((np.uint32, 32), (np.uint64, 64))[seed % 2]
+        size = int(rng.integers(1, 3000))
+        top = int(rng.choice([2, 300, 70000, 2**31]))  # many ties, and digits always 0
+        x = rng.integers(0, top, size=size).astype(dtype) << dtype(int(rng.integers(0, 17)))
+        np.testing.assert_array_equal(_radix_order(x, width), np.argsort(x, kind="stable"))
+    np.testing.assert_array_equal(_radix_order(np.zeros(5, np.uint32), 32), np.arange(5))
+
+
+def test_keys_only_for_narrow_masks():
     assert _order_keys(np.zeros((2, 3, 3))) is None  # float64: a stable argsort instead
+    assert _mask_bits(np.zeros((2, 3, 3))) is None
     m = np.array([[[2e-30, 1e-30, 0.5]]], np.float32)  # 1 + eps - m: one value for 1e-30, 2e-30
     keys = np.sort(_order_keys(m), axis=1)
     b = (1e-3 + 1.0 - m.astype(np.float64)).reshape(1, -1)
-    assert not _ties_agree(b.ravel()[(keys & np.uint64(0xFFFFFFFF)).astype(np.intp)], keys)
+    flat = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    assert not _ties_agree(b.ravel()[flat], keys >> np.uint64(32))
 
 
 @pytest.mark.parametrize(("rule", "distance"), CASES)
@@ -110,16 +135,24 @@ def test_identical_with_valid_pixels(rule, distance):
         same_as_old(m, f, y, valid=valid, **_kwargs(rule, distance, seed))
 
 
+@pytest.mark.parametrize("pooled", [False, True])
 @pytest.mark.parametrize("distance", ["l1", "l2"])
-def test_curve_on_the_sorted_tiles_is_the_direct_distortion(distance):
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_curve_and_point_on_the_sorted_tiles_are_the_direct_distortion(pooled, distance,
+                                                                      with_valid):
     m, f, y = tiles(3, n=30)
-    valid = np.random.default_rng(7).random(m.shape) > 0.3
-    valid[:, 0, 0] = True
-    st = _SortedTiles(m, f, y, valid, distance=distance, eps=1e-3)
+    valid = None
+    if with_valid:
+        valid = np.random.default_rng(7).random(m.shape) > 0.3
+        valid[:, 0, 0] = True
+    st = (_PooledTiles if pooled else _SortedTiles)(m, f, y, valid, distance=distance, eps=1e-3)
     b = np.unique(1e-3 + 1.0 - m.astype(np.float64))
     grid = np.unique(np.concatenate([np.linspace(0, 1.2, 17), b[:: max(1, b.size // 20)]]))
     direct = masked_distortion_curve(m, f, y, grid, distance=distance, valid=valid)
     np.testing.assert_allclose(st.on_grid(grid), direct, rtol=1e-12, atol=1e-15)
+    for lam in (0.0, 0.37, float(b[len(b) // 2]), 2.0, np.inf):  # the same operations: equal
+        point = masked_distortion_curve(m, f, y, [lam], distance=distance, valid=valid)[:, 0]
+        np.testing.assert_array_equal(st.at(lam), point)
 
 
 @pytest.mark.parametrize("rule", ["conformal", "crc"])

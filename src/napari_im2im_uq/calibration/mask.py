@@ -138,79 +138,133 @@ def _distortion_on_grid(m, f, y, valid, grid, *, distance, eps):
 _LOW32 = np.uint64(0xFFFFFFFF)
 
 
-def _pixel_terms(m, f, y, valid, *, q, eps):
-    """Per-pixel ``b``, ``a`` and each tile's count of valid pixels.
+class _Pixels:
+    """Per-pixel terms of L1 / L2 distortions, computed once from the tiles.
 
-    ``b = eps + 1 - m`` is the lam at which a pixel saturates, ``a = |y - f|**q`` its weight (0
-    where not valid); both (n, pixels) float64.
+    ``b = eps + 1 - m`` is the lam at which a pixel saturates, ``e = y - f``, ``a = |e|**q`` its
+    weight (0 where not valid), all (n, pixels) float64; ``count`` the valid pixels of each tile.
     """
-    n = m.shape[0]
-    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)
-    e = (np.asarray(y, np.float64) - np.asarray(f, np.float64)).reshape(n, -1)
-    a = np.abs(e) if q == 1 else e**2
-    if valid is None:
-        return b, a, np.full(n, a.shape[1])
-    v = np.asarray(valid).reshape(n, -1)
-    return b, np.where(v, a, 0.0), v.sum(axis=1)
+
+    def __init__(self, m, f, y, valid, *, distance, eps):
+        self.q = q = 1 if distance == "l1" else 2
+        n = m.shape[0]
+        self.m = np.asarray(m)
+        self.b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)
+        self.e = (np.asarray(y, np.float64) - np.asarray(f, np.float64)).reshape(n, -1)
+        a = np.abs(self.e) if q == 1 else self.e**2
+        if valid is None:
+            self.v, self.a, self.count = None, a, np.full(n, a.shape[1])
+        else:
+            self.v = np.asarray(valid).reshape(n, -1)
+            self.a, self.count = np.where(self.v, a, 0.0), self.v.sum(axis=1)
+
+    def at(self, lam):
+        """Each tile's distortion at ``lam``, by the same operations as :func:`_distortion`."""
+        mask = self.b * 0.0 + 1.0 if lam == np.inf else np.minimum(1.0, float(lam) / self.b)
+        diff = mask * self.e
+        d = np.abs(diff) if self.q == 1 else diff**2
+        if self.v is None:
+            return d.mean(axis=1)
+        return np.where(self.v, d, 0.0).sum(axis=1) / self.v.sum(axis=1)
+
+
+def _mask_bits(m):
+    """uint32 ``2**32 - 1 - bits(m)`` (ascending with b) for a mask held in at most 32 bits.
+
+    float16 / float32, integers or booleans (the values being in [0, 1]) are exact in float32,
+    whose bits grow with a non-negative value; None for wider masks.
+    """
+    if not (m.dtype.kind in "biu" or (m.dtype.kind == "f" and m.dtype.itemsize <= 4)):
+        return None
+    m32 = m.astype(np.float32).reshape(m.shape[0], -1)
+    m32 += np.float32(0.0)  # -0.0 -> +0.0, whose bits sort with the other zeros
+    return np.uint32(0xFFFFFFFF) - m32.view(np.uint32)
 
 
 def _order_keys(m):
     """uint64 keys (n, pixels) whose ascending order is the stable ascending order of ``b``.
 
-    For a mask held in at most 32 bits (float16 / float32, integers or booleans, the values
-    being in [0, 1]), ``key = (2**32 - 1 - bits(m)) << 32 | flat index``: the bits of a
-    non-negative float32 grow with it, so keys ascend with -m, that is with b, and ties of m
-    go by index. Two different m can round to one b (tiny m): callers check for that
+    ``key = mask bits << 32 | flat index`` (:func:`_mask_bits`): keys ascend with b, and ties of
+    m go by index. Two different m can round to one b (tiny m): callers check for that
     (:func:`_ties_agree`) and fall back to a stable argsort of b. None for wider masks.
     """
-    m = np.asarray(m)
-    if not (m.dtype.kind in "biu" or (m.dtype.kind == "f" and m.dtype.itemsize <= 4)) or \
-            m.size >= 2**32:
+    bits = _mask_bits(m) if m.size < 2**32 else None
+    if bits is None:
         return None
-    m32 = m.astype(np.float32).reshape(m.shape[0], -1)
-    m32 += np.float32(0.0)  # -0.0 -> +0.0, whose bits sort with the other zeros
-    keys = (_LOW32 - m32.view(np.uint32).astype(np.uint64)) << np.uint64(32)
-    keys |= np.arange(m32.size, dtype=np.uint64).reshape(m32.shape)
+    keys = bits.astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(bits.size, dtype=np.uint64).reshape(bits.shape)
     return keys
 
 
-def _ties_agree(bs, keys) -> bool:
-    """Whether b ties only where m does, so the sorted keys give the stable order of b.
+def _ties_agree(bs, hi) -> bool:
+    """Whether b ties only where m does, so an order by m's bits is the stable order of b.
 
-    ``bs`` holds b in the order of the sorted ``keys`` (along the last axis).
+    ``bs`` holds b in that order, ``hi`` the mask bits in it (along the last axis).
     """
-    hi = keys >> np.uint64(32)
     return bool(np.all((bs[..., 1:] > bs[..., :-1]) | (hi[..., 1:] == hi[..., :-1])))
 
 
-class _SortedTiles:
+def _radix_order(bits, width):
+    """Stable ascending order of unsigned integers ``bits``: 16 bits a pass, the lowest first.
+
+    Each pass is numpy's stable argsort of 16-bit digits (a radix sort, linear in size); a
+    digit the same for every element is skipped.
+    """
+    order = None
+    for shift in range(0, width, 16):
+        digit = (bits >> bits.dtype.type(shift)).astype(np.uint16)
+        if order is not None:
+            digit = digit[order]
+        if digit.min() == digit.max():
+            continue
+        step = np.argsort(digit, kind="stable")
+        order = step if order is None else order[step]
+    return np.arange(bits.size) if order is None else order
+
+
+def _pooled_order(m, b):
+    """Flat indices of every pixel in stable ascending order of b, and b in that order.
+
+    A 32-bit mask sorts by its bits (two radix passes), checked against b's ties; otherwise b's
+    own bits (b > 0, so they ascend with it; four passes).
+    """
+    bits = _mask_bits(m)
+    if bits is not None:
+        bits = bits.ravel()
+        flat = _radix_order(bits, 32)
+        bs = b.ravel()[flat]
+        if _ties_agree(bs, bits[flat]):
+            return flat, bs
+    flat = _radix_order(b.ravel().view(np.uint64), 64)
+    return flat, b.ravel()[flat]
+
+
+class _SortedTiles(_Pixels):
     """Each tile's pixels in stable ascending order of b, with the sums the sweeps read.
 
     ``sat_before[i, j]`` is the weight ``a`` of the pixels before j (saturated once lam reaches
-    ``bs[i, j]``), ``lin_from[i, j]`` the slope weight ``a / b**q`` from j on; the tile's
-    distortion at ``bs[i, j]`` is ``d_at[i, j]``. Built once and read by the critical values,
-    the crc sweep (pooled through :meth:`pooled_order`) and the risk curve.
+    ``bs[i, j]``), ``lin_from[i, j]`` the slope weight ``a / b**q`` from j on. Built once and
+    read by the critical values and the risk curve.
     """
 
     def __init__(self, m, f, y, valid, *, distance, eps):
-        self.q = q = 1 if distance == "l1" else 2
-        b, a, count = _pixel_terms(m, f, y, valid, q=q, eps=eps)
-        n = b.shape[0]
-        keys = _order_keys(m)
-        flat = None
+        super().__init__(m, f, y, valid, distance=distance, eps=eps)
+        q, b, a, n = self.q, self.b, self.a, self.b.shape[0]
+        keys = _order_keys(self.m)
+        flat, self.sorted_by = None, "argsort"
         if keys is not None:
             keys.sort(axis=1)
             flat = (keys & _LOW32).astype(np.intp)
             bs = b.ravel()[flat]
-            if not _ties_agree(bs, keys):
-                flat = keys = None
+            if _ties_agree(bs, keys >> np.uint64(32)):
+                self.sorted_by = "mask bits"
+            else:
+                flat = None
         if flat is None:
             order = np.argsort(b, axis=1, kind="stable")
             flat = order + b.shape[1] * np.arange(n)[:, None]
             bs = np.take_along_axis(b, order, axis=1)
-        self._b, self._a, self._keys, self._flat = b, a, keys, flat
-        self.count = count
-        self.bs, self.as_ = bs, a.ravel()[flat]
+        self.flat, self.bs, self.as_ = flat, bs, a.ravel()[flat]
         ws = (1.0 / bs) ** q * self.as_
         self.sat_before = np.cumsum(self.as_, axis=1) - self.as_
         self.lin_from = np.cumsum(ws[:, ::-1], axis=1)[:, ::-1]
@@ -236,21 +290,6 @@ class _SortedTiles:
             crit[i] = min(max(lam, lo), bs[i, j])
         return crit
 
-    def pooled_order(self):
-        """Flat indices of every pixel of every tile in stable ascending order of b."""
-        if self._keys is not None:  # the rows are sorted runs: a stable merge of them
-            keys = np.sort(self._keys.ravel(), kind="stable")
-            flat = (keys & _LOW32).astype(np.intp)
-            if _ties_agree(self._b.ravel()[flat], keys):
-                return flat
-        return self._flat.ravel()[np.argsort(self.bs.ravel(), kind="stable")]
-
-    def crc_lam(self, threshold):
-        """sup{lam : sum_i d_i(lam) <= threshold}, from the pooled breakpoints."""
-        flat = self.pooled_order()
-        a = self._a / self.count[:, None]
-        return _crc_sweep(self._b.ravel()[flat], a.ravel()[flat], threshold=threshold, q=self.q)
-
     def on_grid(self, grid):
         """Each tile's distortion at every sorted lam of ``grid``: (n, len(grid)).
 
@@ -269,20 +308,53 @@ class _SortedTiles:
         return (sat + grid**self.q * lin) / self.count[:, None]
 
 
-def _crc_sweep(bs, as_, *, threshold, q):
-    """Solve crc's sweep over pooled breakpoints ``bs`` (sorted) and weights ``as_``."""
-    ws = (1.0 / bs) ** q * as_
-    sat_before = np.cumsum(as_) - as_
-    lin_from = np.cumsum(ws[::-1])[::-1]
-    total_at = sat_before + bs**q * lin_from
-    over = np.flatnonzero(total_at > threshold)
-    if over.size == 0:
-        return np.inf
-    j = over[0]
-    slope = lin_from[j]
-    lam = ((threshold - sat_before[j]) / slope) ** (1.0 / q) if slope > 0 else 0.0
-    lo = bs[j - 1] if j > 0 else 0.0
-    return float(min(max(lam, lo), bs[j]))
+class _PooledTiles(_Pixels):
+    """Every pixel of every tile in one stable ascending order of b (crc's pooled sweep).
+
+    ``as_`` holds each pixel's weight divided by its tile's count, ``ws`` its slope weight.
+    """
+
+    def __init__(self, m, f, y, valid, *, distance, eps):
+        super().__init__(m, f, y, valid, distance=distance, eps=eps)
+        self.flat, self.bs = _pooled_order(self.m, self.b)
+        self.as_ = (self.a / self.count[:, None]).ravel()[self.flat]
+        self.ws = (1.0 / self.bs) ** self.q * self.as_
+
+    def crc_lam(self, threshold):
+        """sup{lam : sum_i d_i(lam) <= threshold}, from the pooled breakpoints."""
+        bs, as_, ws, q = self.bs, self.as_, self.ws, self.q
+        sat_before = np.cumsum(as_)
+        sat_before -= as_
+        lin_from = np.cumsum(ws[::-1])[::-1]
+        total_at = (bs if q == 1 else bs**q) * lin_from
+        total_at += sat_before
+        over = total_at > threshold
+        j = int(np.argmax(over))
+        if not over[j]:
+            return np.inf
+        slope = lin_from[j]
+        lam = ((threshold - sat_before[j]) / slope) ** (1.0 / q) if slope > 0 else 0.0
+        lo = bs[j - 1] if j > 0 else 0.0
+        return float(min(max(lam, lo), bs[j]))
+
+    def on_grid(self, grid):
+        """Each tile's distortion at every sorted lam of ``grid``: (n, len(grid)).
+
+        In pooled order the pixels saturated at ``grid[j]`` (``b <= grid[j]``) come first:
+        each pixel's first such j is read off the run lengths, and two weighted counts per tile
+        and grid interval give every point.
+        """
+        grid = np.asarray(grid, np.float64)
+        n, p = self.b.shape
+        g = grid.size
+        cuts = np.searchsorted(self.bs, grid, side="right")
+        first = np.repeat(np.arange(g + 1), np.diff(np.concatenate([[0], cuts, [n * p]])))
+        keys = first + (g + 1) * (self.flat // p)
+        sat = np.bincount(keys, weights=self.as_, minlength=n * (g + 1)).reshape(n, g + 1)
+        lin = np.bincount(keys, weights=self.ws, minlength=n * (g + 1)).reshape(n, g + 1)
+        saturated = np.cumsum(sat, axis=1)[:, :g]  # first <= j
+        linear = np.cumsum(lin[:, ::-1], axis=1)[:, ::-1][:, 1:]  # first > j
+        return saturated + grid**self.q * linear
 
 
 def _ssim_critical_values(m, f, y, *, alpha, eps, data_range):
@@ -424,9 +496,9 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
                              "not, so use rule='conformal' with distance='ssim'")
         bound = _crc_bound(loss_bound, width, distance)
         threshold = crc_threshold(n, alpha, bound, what="rule='crc'")
-        stack = {k: (np.concatenate(vals) if vals and vals[0] is not None else None)
-                 for k, vals in pooled.items()}
-        sorted_tiles = _SortedTiles(stack["m"], stack["f"], stack["y"], stack["valid"],
+        stack = {k: (None if not vals or vals[0] is None else vals[0] if len(vals) == 1
+                     else np.concatenate(vals)) for k, vals in pooled.items()}
+        sorted_tiles = _PooledTiles(stack["m"], stack["f"], stack["y"], stack["valid"],
                                     distance=distance, eps=eps)
         lam = sorted_tiles.crc_lam(threshold)
         crit = None
@@ -488,12 +560,12 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
                                                     eps=eps))
         per_tile = np.concatenate(per_tile)
     at = min(np.searchsorted(grid, lam), grid.size - 1)
-    if lazy:  # streamed (beyond _STORE_BYTES): read off the grid, where lam is a point
+    if sorted_tiles is None and lazy:  # streamed (beyond _STORE_BYTES): read off the grid
         at_hat = per_tile[:, at]
     else:  # lam_hat is the point that decides the empirical risk: evaluated directly
-        at_hat = masked_distortion_curve(mask_scores, prediction, truth, [lam],
-                                         distance=distance, eps=eps, data_range=width,
-                                         valid=valid)[:, 0]
+        at_hat = sorted_tiles.at(lam) if sorted_tiles is not None else masked_distortion_curve(
+            mask_scores, prediction, truth, [lam], distance=distance, eps=eps,
+            data_range=width, valid=valid)[:, 0]
         if np.isfinite(lam):
             per_tile[:, at] = at_hat
     if rule == "crc":
