@@ -15,12 +15,16 @@
     Hoeffding-Bentkus intervals on the same tiles.
 (e) WSR against Hoeffding-Bentkus intervals on the same tiles in memory (256 and 1,024 tiles of
     64 x 64, the sizes of issue 14's figures), risk curve on.
+(f) The mask method, every rule and distance, against Hoeffding-Bentkus intervals on the same
+    tiles in memory (512 and 1,024 tiles of 64 x 64), curve on, runs interleaved; with the
+    float32 mask of (d), and the same mask as float64 (sorted by a stable argsort).
 
 Usage::
 
-    python benchmarks/bench_calibration.py [--quick] [--json PATH]
+    python benchmarks/bench_calibration.py [--quick] [--json PATH] [--only SECTIONS]
 
 ``--quick`` shrinks every size by 16x (a smoke run; the ratios are then not the issue's).
+``--only f`` (or ``de``, ...) runs those sections only.
 
 The exact calibrations take about a second, so one timing of them is at the mercy of whatever
 else the machine does in that second: they are run ``REPEATS`` times and the median is the
@@ -40,7 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_im2im_uq.calibration import bounds, calibrate_intervals, calibrate_trust_mask
+from napari_im2im_uq.calibration import (
+    bounds,
+    calibrate_intervals,
+    calibrate_mask,
+    calibrate_trust_mask,
+)
 
 REPEATS = 5  # runs of each exact calibration; the median is reported
 OLD = Path(__file__).resolve().parents[1] / "tests"  # holds _calibration_old, the previous core
@@ -256,27 +265,47 @@ def bench_wsr(n_values, side, repeats=REPEATS):
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json")
-    args = parser.parse_args(argv)
-    k = 4 if args.quick else 1
-    rows = [bench_intervals(100, 512 // k), bench_trust_mask(100, 1024 // k)]
-    mem = bench_dask_memory([100, 400], 256 // k)
-    print(f"{'task':<40} {'ours (s)':>9} {'naive (s)':>10} {'ratio':>8}  agreement "
-          f"(ours: median of {REPEATS} runs)")
-    for r in rows:
-        agree = (f"lam {r['lam_ours']:.5f} vs grid {r['lam_naive']:.5f} (step "
-                 f"{r['grid_step']:.5f}): {r['same_up_to_grid']}") if "lam_ours" in r else \
-            f"t {r['t_ours']:.6g} vs {r['t_naive']:.6g}: {r['same_t']}"
-        print(f"{r['task']:<40} {r['ours_s']:>9.2f} {r['naive_s']:>10.2f} {r['ratio']:>7.1f}x  "
-              f"{agree}")
-    for m in mem:
-        print(f"{m['task']:<58} peak traced memory {m['peak_mib']:8.1f} MiB  "
-              f"({m['seconds']:.1f} s, lam {m['lam']:.5f})")
-    print(f"peak memory ratio 400 vs 100 tiles: {mem[1]['peak_mib'] / mem[0]['peak_mib']:.2f}")
-    n_tiles = 512 // k
+def bench_mask(n_values, side, repeats=REPEATS, *, dtypes=("float32",)):
+    """(f): every mask rule and distance against Hoeffding-Bentkus intervals on the same tiles.
+
+    In memory, curve on; the runs are interleaved (HB, then each mask row, ``repeats`` times)
+    so that a busy spell of the machine slows both sides of a ratio alike.
+    """
+    out = []
+    for n in n_values:
+        f, lo, up, y = regression_tiles(n, side, seed=3)
+        m32 = np.clip(1 - 5 * (up - lo), 0, 1).astype(np.float32)  # as (d) makes it
+        calls = {"intervals rcps hoeffding_bentkus":
+                 lambda a=(f, lo, up, y): calibrate_intervals(*a, alpha=0.1, delta=0.1)}
+        for dtype in dtypes:
+            m = m32.astype(dtype)
+            for distance, alpha in (("l1", 0.02), ("l2", 0.002)):
+                for rule in ("conformal", "crc", "paper"):
+                    kw = dict(alpha=alpha, beta=0.9, rule=rule, distance=distance,
+                              data_range=(0, 1))
+                    if rule == "crc" and distance == "l2":  # B = 1 needs 499 tiles (--quick)
+                        kw.update(data_range=None, loss_bound=0.1)
+                    name = f"mask {rule} {distance}" + ("" if dtype == "float32" else
+                                                        f" ({dtype} mask)")
+                    calls[name] = lambda kw=kw, a=(m, f, y): calibrate_mask(*a, **kw)
+        times = {k: [] for k in calls}
+        lams = {}
+        for _ in range(repeats):
+            for k, call in calls.items():
+                t0 = time.perf_counter()
+                res = call()
+                times[k].append(time.perf_counter() - t0)
+                lams[k] = res.lam
+        hb = statistics.median(times["intervals rcps hoeffding_bentkus"])
+        for k in calls:
+            t = statistics.median(times[k])
+            out.append({"task": k, "n": n, "seconds": t, "times": times[k], "lam": lams[k],
+                        "vs_hb": t / hb})
+    return out
+
+
+def _section_d(n_tiles):
+    """Run and print (d)."""
     print(f"(d) every method on {n_tiles} tiles of 64 x 64, risk curve on (new: median of 3; "
           "old: 1 run; lazy: dask chunks of 64 tiles, 1 run)")
     methods = bench_methods(n_tiles, 64)
@@ -287,16 +316,63 @@ def main(argv=None):
         print(f"{r['task']:<34} {o['memory_s']:>8.3f} {w['memory_s']:>8.3f} "
               f"{r['vs_hb_new']:>6.1f} {o['lazy_s']:>9.3f} {w['lazy_s']:>9.3f} "
               f"{o['passes']:>7d}/{w['passes']:<7d}  {r['same_lam']}")
-    wsr_rows = bench_wsr([256 // k, 1024 // k], 64)
-    print(f"(e) WSR vs Hoeffding-Bentkus intervals, same tiles, in memory, curve on (median of "
-          f"{REPEATS})")
-    for r in wsr_rows:
-        print(f"{r['task']:<40} HB {r['hoeffding_bentkus']['seconds']:.3f} s  WSR "
-              f"{r['wsr']['seconds']:.3f} s  {r['wsr_vs_hb']:.2f}x")
+    return methods
+
+
+SECTIONS = "abcdef"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json")
+    parser.add_argument("--only", default=SECTIONS,
+                        help="the sections to run, e.g. 'f' or 'de' (default: all)")
+    args = parser.parse_args(argv)
+    bad = set(args.only) - set(SECTIONS)
+    if bad:
+        parser.error(f"--only takes letters of {SECTIONS!r}; got {args.only!r}")
+    k = 4 if args.quick else 1
+    report = {}
+    if "a" in args.only or "b" in args.only:
+        rows = ([bench_intervals(100, 512 // k)] if "a" in args.only else []) + \
+            ([bench_trust_mask(100, 1024 // k)] if "b" in args.only else [])
+        report["speed"] = rows
+        print(f"{'task':<40} {'ours (s)':>9} {'naive (s)':>10} {'ratio':>8}  agreement "
+              f"(ours: median of {REPEATS} runs)")
+        for r in rows:
+            agree = (f"lam {r['lam_ours']:.5f} vs grid {r['lam_naive']:.5f} (step "
+                     f"{r['grid_step']:.5f}): {r['same_up_to_grid']}") if "lam_ours" in r else \
+                f"t {r['t_ours']:.6g} vs {r['t_naive']:.6g}: {r['same_t']}"
+            print(f"{r['task']:<40} {r['ours_s']:>9.2f} {r['naive_s']:>10.2f} "
+                  f"{r['ratio']:>7.1f}x  {agree}")
+    if "c" in args.only:
+        report["memory"] = mem = bench_dask_memory([100, 400], 256 // k)
+        for m in mem:
+            print(f"{m['task']:<58} peak traced memory {m['peak_mib']:8.1f} MiB  "
+                  f"({m['seconds']:.1f} s, lam {m['lam']:.5f})")
+        print(f"peak memory ratio 400 vs 100 tiles: "
+              f"{mem[1]['peak_mib'] / mem[0]['peak_mib']:.2f}")
+    if "d" in args.only:
+        report["methods"] = _section_d(512 // k)
+    if "e" in args.only:
+        report["wsr"] = wsr_rows = bench_wsr([256 // k, 1024 // k], 64)
+        print(f"(e) WSR vs Hoeffding-Bentkus intervals, same tiles, in memory, curve on (median "
+              f"of {REPEATS})")
+        for r in wsr_rows:
+            print(f"{r['task']:<40} HB {r['hoeffding_bentkus']['seconds']:.3f} s  WSR "
+                  f"{r['wsr']['seconds']:.3f} s  {r['wsr_vs_hb']:.2f}x")
+    if "f" in args.only:
+        report["mask"] = mask_rows = bench_mask([512 // k, 1024 // k], 64,
+                                                dtypes=("float32", "float64"))
+        print(f"(f) the mask method vs Hoeffding-Bentkus intervals, same tiles of 64 x 64, in "
+              f"memory, curve on (median of {REPEATS}, interleaved)")
+        print(f"{'method':<40} {'tiles':>6} {'seconds':>8} {'x HB':>6}")
+        for r in mask_rows:
+            print(f"{r['task']:<40} {r['n']:>6d} {r['seconds']:>8.3f} {r['vs_hb']:>6.2f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"speed": rows, "memory": mem, "methods": methods, "wsr": wsr_rows}, fh,
-                      indent=1, default=float)
+            json.dump(report, fh, indent=1, default=float)
 
 
 if __name__ == "__main__":
