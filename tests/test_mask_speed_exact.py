@@ -167,3 +167,23 @@ def test_float32_lazy_inputs_read_once_and_same_result(rule):
     assert counter.passes() == 1
     ref = same_as_old(m, f, y, **kw)
     assert res.lam == ref.lam and res.empirical_risk == ref.empirical_risk
+
+
+@pytest.mark.parametrize(("rule", "passes"), [("conformal", 2), ("crc", 1)])
+def test_streamed_lazy_inputs_give_the_in_memory_result(monkeypatch, rule, passes):
+    from napari_im2im_uq.calibration import mask as mask_module
+
+    monkeypatch.setattr(mask_module, "_STORE_BYTES", 0)  # too big to keep: streamed by blocks
+    m, f, y = tiles(6, n=64)
+    counter = ReadCounter()
+    wrapped = [counter.wrap(da.from_array(a, chunks=(16,) + a.shape[1:]), f"a{i}")
+               for i, a in enumerate((m, f, y))]
+    kw = dict(alpha=0.03, beta=0.8, rule=rule, data_range=None, loss_bound=0.5)
+    if rule != "crc":
+        kw.pop("loss_bound")
+    with dask.config.set(scheduler="synchronous"):
+        res = calibrate_mask(*wrapped, **kw)
+    assert counter.passes() == passes  # crc keeps the pooled pixels: no second read
+    ref = calibrate_mask(m, f, y, **kw)
+    assert res.lam == ref.lam and res.empirical_risk == ref.empirical_risk
+    np.testing.assert_allclose(res.curve["risk"], ref.curve["risk"], rtol=1e-12, atol=1e-15)

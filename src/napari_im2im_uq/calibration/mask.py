@@ -544,12 +544,15 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
     grid = np.linspace(0.0, lam_top, 32)
     if np.isfinite(lam):
         grid = np.unique(np.append(grid, lam))
-    lazy = is_dask(mask_scores)
+    # lam_hat decides the empirical risk: each tile's distortion there is evaluated directly
     if sorted_tiles is not None:  # the kept sorted tiles: no second look at the inputs
-        per_tile = sorted_tiles.on_grid(grid)
-    else:
-        per_tile = []
+        per_tile, at_hat = sorted_tiles.on_grid(grid), sorted_tiles.at(lam)
+    else:  # streamed (or SSIM): a pass over the blocks gives the curve and the point
+        per_tile, at_hat = [], []
         for _, blk in tile_blocks(n, arrays):
+            at_hat.append(masked_distortion_curve(blk["m"], blk["f"], blk["y"], [lam],
+                                                  distance=distance, eps=eps,
+                                                  data_range=width, valid=blk["valid"])[:, 0])
             if distance == "ssim":
                 per_tile.append(masked_distortion_curve(blk["m"], blk["f"], blk["y"], grid,
                                                         distance=distance, eps=eps,
@@ -558,16 +561,10 @@ def calibrate_mask(mask_scores, prediction, truth, *, alpha, beta=0.9, distance=
                 per_tile.append(_distortion_on_grid(blk["m"], blk["f"], blk["y"],
                                                     blk["valid"], grid, distance=distance,
                                                     eps=eps))
-        per_tile = np.concatenate(per_tile)
+        per_tile, at_hat = np.concatenate(per_tile), np.concatenate(at_hat)
     at = min(np.searchsorted(grid, lam), grid.size - 1)
-    if sorted_tiles is None and lazy:  # streamed (beyond _STORE_BYTES): read off the grid
-        at_hat = per_tile[:, at]
-    else:  # lam_hat is the point that decides the empirical risk: evaluated directly
-        at_hat = sorted_tiles.at(lam) if sorted_tiles is not None else masked_distortion_curve(
-            mask_scores, prediction, truth, [lam], distance=distance, eps=eps,
-            data_range=width, valid=valid)[:, 0]
-        if np.isfinite(lam):
-            per_tile[:, at] = at_hat
+    if np.isfinite(lam):
+        per_tile[:, at] = at_hat
     if rule == "crc":
         risk_curve = per_tile.mean(axis=0)
         controlled = (n * risk_curve + bound) / (n + 1)
