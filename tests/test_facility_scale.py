@@ -19,6 +19,7 @@ from dask.blockwise import Blockwise  # noqa: E402
 from napari_im2im_uq import api, layers  # noqa: E402
 from napari_im2im_uq.calibration._apply import per_pixel  # noqa: E402
 from napari_im2im_uq.inference import _graph, _worker, make_plan  # noqa: E402
+from napari_im2im_uq.workflows import _chunks  # noqa: E402
 from napari_im2im_uq.workflows._chunks import read_chunks  # noqa: E402
 from test_inference import make_model  # noqa: E402
 
@@ -185,7 +186,9 @@ def test_drift_on_lazy_outputs_read_whole_equals_the_in_memory_check(method):
     np.testing.assert_array_equal(got_map, want_map)
 
 
-def test_a_sampled_drift_check_reads_each_chunk_under_the_sample_once():
+@pytest.mark.parametrize("at_once", [1, 5, 32])
+def test_a_sampled_drift_check_reads_each_chunk_under_the_sample_once(monkeypatch, at_once):
+    monkeypatch.setattr(_chunks, "CHUNKS_AT_ONCE", at_once)
     record = _calibrated("intervals")
     half, _ = _all_outputs(seed=10, planes=4, shift_from=2)
     counter = ReadCounter()
@@ -322,3 +325,40 @@ def test_cli_apply_refuses_an_interrupted_prediction_and_says_what_is_missing(sm
     assert "run the same `napari-im2im-uq predict` command again" in err
     assert "on a grid of (4, 4, 4)" in err
     assert not (store / "calibrated").exists()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_tile_reader_equals_slicing_the_whole_array(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr(_chunks, "CHUNKS_AT_ONCE", int(rng.integers(1, 6)))
+    planes = int(rng.integers(1, 4))
+    f = int(rng.choice([1, 2]))
+    tile = (f * int(rng.integers(1, 5)), f * int(rng.integers(1, 5)))
+    grid = (planes, f * int(rng.integers(3, 12)), f * int(rng.integers(3, 12)))
+    every = calibration_tiles(grid, tile)
+    origins = every[np.sort(rng.choice(len(every), size=min(len(every), 7), replace=False))]
+    k = int(rng.integers(1, 4))
+    flat = planes == 1 and bool(rng.integers(2))  # a 2-D output
+    spatial_shape = grid[1:] if flat else grid
+    whole = {"a": rng.random(spatial_shape), "s": rng.random((k, *spatial_shape)),
+             "i": rng.random((grid[1] // f, grid[2] // f) if flat else
+                             (planes, grid[1] // f, grid[2] // f))}
+
+    def chunks_of(shape):
+        return tuple(int(rng.integers(1, n + 1)) for n in shape)
+
+    arrays = {"a": (da.from_array(whole["a"], chunks=chunks_of(whole["a"].shape)), False),
+              "s": (da.from_array(whole["s"], chunks=chunks_of(whole["s"].shape)), True),
+              "i": (da.from_array(whole["i"], chunks=chunks_of(whole["i"].shape)), False)}
+    got = _chunks.TileReader(arrays, origins, tile, grid, factor={"i": f}).take(
+        np.arange(len(origins)))
+    th, tw = tile
+    a3 = whole["a"][None] if flat else whole["a"]
+    s4 = whole["s"][:, None] if flat else whole["s"]
+    i3 = whole["i"][None] if flat else whole["i"]
+    want = {"a": np.stack([a3[z, r:r + th, c:c + tw] for z, r, c in origins]),
+            "s": np.stack([s4[:, z, r:r + th, c:c + tw] for z, r, c in origins]),
+            "i": np.stack([i3[z, r // f:(r + th) // f, c // f:(c + tw) // f]
+                           for z, r, c in origins])}
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["read_chunks", "read_many"]
+from .tiles import _chunked
+
+__all__ = ["TileReader", "read_chunks", "read_many"]
+
+#: Chunks computed together when a :class:`TileReader` reads tiles.
+CHUNKS_AT_ONCE = 32
 
 
 def read_chunks(array, indices) -> list:
@@ -59,3 +64,117 @@ def read_many(wanted) -> list:
              HighLevelGraph.merge(*(a.__dask_graph__() for a in arrays)))
     get = dask.base.get_scheduler(collections=arrays)
     return [np.asarray(c) for c in get(wave_graph(graph, keys), keys)]
+
+
+class TileReader:
+    """Tiles of lazy arrays at ``origins``; each chunk is computed once, kept while needed.
+
+    Cutting a few tiles out of a huge dask array by slicing it and calling ``dask.compute``
+    optimises the whole graph first (O(chunks) time and memory: 540 MB traced for 200 tiles
+    of a 409,600-chunk store); here only the chunks under the tiles are computed
+    (:func:`read_many`), :data:`CHUNKS_AT_ONCE` at a time, in the tiles' order.
+
+    ``arrays`` maps a name to ``(array, class_axis)`` (2-D or 3-D spatially, a leading class
+    axis kept whole in each tile); ``origins`` are (plane, row, column) rows on the grid
+    ``grid_shape`` (planes, rows, columns); ``factor[name]`` says how much coarser that
+    array's grid is (the model's input). Read the tiles in the order of ``origins``.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> x = da.from_array(np.arange(64.0).reshape(8, 8), chunks=3)
+    >>> reader = TileReader({"x": (x, False)}, np.array([[0, 2, 4]]), (2, 2), (1, 8, 8))
+    >>> reader.take([0])["x"].tolist()
+    [[[20.0, 21.0], [28.0, 29.0]]]
+    """
+
+    def __init__(self, arrays: dict, origins, tile_shape, grid_shape, *, factor=None):
+        from collections import Counter
+        from itertools import product
+
+        factor = factor or {}
+        self.arrays, self.boxes, self.chunks_of, self.bounds = {}, {}, {}, {}
+        self.refs: Counter = Counter()
+        self.loaded: dict = {}
+        th, tw = tile_shape
+        for name, (arr, class_axis) in arrays.items():
+            a = _chunked(arr)
+            if a is None:  # in memory: a chunk is the whole array
+                import dask.array as da
+
+                a = da.from_array(np.asarray(arr), chunks=-1)
+            f = int(factor.get(name, 1))
+            lead = 1 if class_axis else 0
+            has_z = a.ndim - lead == 3
+            starts = [origins[:, 1] // f, origins[:, 2] // f]
+            sizes = [th // f, tw // f]
+            if has_z:
+                starts, sizes = [origins[:, 0], *starts], [1, *sizes]
+            if lead:
+                starts, sizes = [np.zeros(len(origins), np.int64), *starts], [a.shape[0], *sizes]
+            bounds = [np.cumsum((0, *c)) for c in a.chunks]
+            first = [np.searchsorted(b, s, side="right") - 1 for b, s in zip(bounds, starts,
+                                                                           strict=True)]
+            last = [np.searchsorted(b, s + n - 1, side="right") - 1
+                    for b, s, n in zip(bounds, starts, sizes, strict=True)]
+            chunks_of = []
+            spans = list(zip(first, last, strict=True))
+            for t in range(len(origins)):
+                ranges = (range(int(lo[t]), int(hi[t]) + 1) for lo, hi in spans)
+                cs = [(name, c) for c in product(*ranges)]
+                chunks_of.append(cs)
+                self.refs.update(cs)
+            self.arrays[name] = (a, has_z, lead)
+            self.boxes[name] = (np.stack(starts, axis=1), tuple(sizes))
+            self.chunks_of[name] = chunks_of
+            self.bounds[name] = bounds
+
+    def take(self, ids) -> dict:
+        """Return the stacked tiles ``ids`` of every array, by name.
+
+        Each (n, rows, columns), or (n, classes, rows, columns) with a class axis.
+
+        The tiles are cut a few at a time, as soon as the chunks under them are computed (at
+        most :data:`CHUNKS_AT_ONCE` new chunks a step): the chunks held are those of a step and
+        those a later tile still needs.
+        """
+        out = {name: np.empty((len(ids), *self.boxes[name][1]), dtype=a.dtype)
+               for name, (a, _, _) in self.arrays.items()}
+        start = 0
+        while start < len(ids):
+            need: dict = {}
+            stop = start
+            while stop < len(ids):
+                new = [c for name in self.arrays for c in self.chunks_of[name][ids[stop]]
+                       if c not in self.loaded and c not in need]
+                if need and len(need) + len(new) > CHUNKS_AT_ONCE:
+                    break
+                need.update(dict.fromkeys(new))
+                stop += 1
+            part = list(need)
+            got = read_many([(self.arrays[name][0], idx) for name, idx in part])
+            self.loaded.update(zip(part, got, strict=True))
+            for k in range(start, stop):
+                self._cut(ids[k], k, out)
+            start = stop
+        for name, (_, has_z, lead) in self.arrays.items():
+            tiles = out[name]
+            out[name] = tiles[:, :, 0] if lead and has_z else tiles[:, 0] if has_z else tiles
+        return out
+
+    def _cut(self, t: int, k: int, out: dict) -> None:
+        """Copy tile ``t`` of every array into row ``k`` of ``out``; drop chunks no longer needed."""
+        for name in self.arrays:
+            starts, sizes = self.boxes[name]
+            bounds = self.bounds[name]
+            for c in self.chunks_of[name][t]:
+                src, dst = [], []
+                for ax, j in enumerate(c[1]):
+                    lo, s0, s1 = int(starts[t, ax]), int(bounds[ax][j]), int(bounds[ax][j + 1])
+                    a0, b0 = max(lo, s0), min(lo + sizes[ax], s1)
+                    src.append(slice(a0 - s0, b0 - s0))
+                    dst.append(slice(a0 - lo, b0 - lo))
+                out[name][(k, *dst)] = self.loaded[c][tuple(src)]
+                self.refs[c] -= 1
+                if not self.refs[c]:
+                    del self.loaded[c]

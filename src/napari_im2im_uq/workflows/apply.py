@@ -140,9 +140,11 @@ def apply_record(record, outputs, *, show_bounds=False, check_drift=True,
     outputs : dict of str to layer or array
     show_bounds : bool
     check_drift : bool
-        When the record holds a ``drift_summary``, run :func:`check_drift` on the outputs (it
-        reads them all) and put its verdict next to the record in each layer's metadata
-        (``metadata["im2im_uq"]["drift"]``: ``message``, ``drifted``, ``p_value``, ...).
+        When the record holds a ``drift_summary``, run :func:`check_drift` on the outputs
+        (every tile of in-memory outputs; of lazy ones, a seeded random sample of at most
+        ``drift.MAX_TILES`` tiles, each chunk under them read once) and put its verdict next to
+        the record in each layer's metadata (``metadata["im2im_uq"]["drift"]``: ``message``,
+        ``drifted``, ``p_value``, ...).
     drift_layer : bool
         Also return the drift map (last) when the check ran.
 

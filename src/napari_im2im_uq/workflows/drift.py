@@ -6,6 +6,8 @@ intensity and texture; see :mod:`napari_im2im_uq.calibration.drift`). :func:`che
 new outputs of the same model into tiles of the record's shape, computes the same statistics
 and tests, for the whole volume and per region, whether they look like the calibration tiles:
 a verdict in words, the p-value and effect size, and a layer marking the regions that drift.
+On lazy outputs (a volume that may not fit in memory) it reads a seeded random sample of at most
+:data:`MAX_TILES` tiles, each chunk under them once, and the verdict says so.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .._jobs import run_to_end, steps_callback
 from .._validation import check_tile_shape
 from ..calibration import drift as core
 from ..calibration import methods
-from ._chunks import read_many
+from ._chunks import TileReader
 from .records import as_record
 from .tiles import _chunked, calibration_tiles, spatial
 
@@ -28,8 +30,6 @@ BLOCK_TILES = 4
 #: Most tiles the check reads from lazy (dask or zarr-backed) outputs: a seeded random sample
 #: (the calibration summary keeps at most as many tiles).
 MAX_TILES = 5000
-#: Chunks of a lazy array computed together when its sampled tiles are read.
-CHUNKS_AT_ONCE = 32
 
 
 def input_features(image, origins, tile_shape, grid_shape) -> dict:
@@ -280,7 +280,7 @@ def _sampled_features(entry, inputs, image, origins, tile_shape, grid_shape):
     """Statistics of the sampled tiles of lazy outputs; each chunk is read once. Yields progress.
 
     The tiles are read in grid order, :data:`TILES_AT_ONCE` at a time; the chunks under them
-    are computed alone (their tasks only, :func:`._chunks.read_many`), every input's together,
+    are computed alone (their tasks only, :class:`._chunks.TileReader`), every input's together,
     and dropped when no later tile needs them.
     """
     th, tw = tile_shape
@@ -289,7 +289,7 @@ def _sampled_features(entry, inputs, image, origins, tile_shape, grid_shape):
         data = layers.data_of(image, "image")
         f = _input_factor(data, tile_shape, grid_shape)
         named["input"] = (data, False)
-    reader = _TileReader(named, origins, tile_shape, grid_shape,
+    reader = TileReader(named, origins, tile_shape, grid_shape,
                          factor={"input": f} if image is not None else {})
     feats: dict = {}
     n = len(origins)
@@ -305,83 +305,6 @@ def _sampled_features(entry, inputs, image, origins, tile_shape, grid_shape):
             feats.setdefault(k, []).append(np.asarray(v))
         yield int(ids[-1]) + 1, n
     return {k: np.concatenate(v) for k, v in feats.items()}
-
-
-class _TileReader:
-    """Tiles of lazy arrays at ``origins``; each chunk is computed once, kept while needed.
-
-    ``arrays`` maps a name to ``(array, class_axis)`` (2-D or 3-D spatially, a leading class
-    axis kept whole in each tile); ``factor[name]`` says how much coarser that array's grid is
-    than the outputs' (the model's input).
-    """
-
-    def __init__(self, arrays: dict, origins, tile_shape, grid_shape, *, factor=None):
-        from collections import Counter
-        from itertools import product
-
-        factor = factor or {}
-        self.arrays, self.boxes, self.chunks_of, self.bounds = {}, {}, {}, {}
-        self.refs: Counter = Counter()
-        self.loaded: dict = {}
-        th, tw = tile_shape
-        for name, (arr, class_axis) in arrays.items():
-            a = _chunked(arr)
-            if a is None:  # in memory: a chunk is the whole array
-                import dask.array as da
-
-                a = da.from_array(np.asarray(arr), chunks=-1)
-            f = int(factor.get(name, 1))
-            lead = 1 if class_axis else 0
-            has_z = a.ndim - lead == 3
-            starts = [origins[:, 1] // f, origins[:, 2] // f]
-            sizes = [th // f, tw // f]
-            if has_z:
-                starts, sizes = [origins[:, 0], *starts], [1, *sizes]
-            if lead:
-                starts, sizes = [np.zeros(len(origins), np.int64), *starts], [a.shape[0], *sizes]
-            bounds = [np.cumsum((0, *c)) for c in a.chunks]
-            first = [np.searchsorted(b, s, side="right") - 1 for b, s in zip(bounds, starts,
-                                                                           strict=True)]
-            last = [np.searchsorted(b, s + n - 1, side="right") - 1
-                    for b, s, n in zip(bounds, starts, sizes, strict=True)]
-            chunks_of = []
-            for t in range(len(origins)):
-                cs = [(name, c) for c in product(*(range(int(lo[t]), int(hi[t]) + 1)
-                                                   for lo, hi in zip(first, last, strict=True)))]
-                chunks_of.append(cs)
-                self.refs.update(cs)
-            self.arrays[name] = (a, has_z, lead)
-            self.boxes[name] = (np.stack(starts, axis=1), tuple(sizes))
-            self.chunks_of[name] = chunks_of
-            self.bounds[name] = bounds
-
-    def take(self, ids) -> dict:
-        """Return the stacked tiles ``ids`` of every array (as :func:`_cut_plane` cuts them)."""
-        new = sorted({c for name in self.arrays for t in ids for c in self.chunks_of[name][t]
-                      if c not in self.loaded})
-        for start in range(0, len(new), CHUNKS_AT_ONCE):
-            part = new[start:start + CHUNKS_AT_ONCE]
-            got = read_many([(self.arrays[name][0], idx) for name, idx in part])
-            self.loaded.update(zip(part, got, strict=True))
-        out = {}
-        for name, (a, has_z, lead) in self.arrays.items():
-            starts, sizes = self.boxes[name]
-            bounds = self.bounds[name]
-            tiles = np.empty((len(ids), *sizes), dtype=a.dtype)
-            for k, t in enumerate(ids):
-                for c in self.chunks_of[name][t]:
-                    src, dst = [], []
-                    for ax, j in enumerate(c[1]):
-                        lo, s0, s1 = int(starts[t, ax]), int(bounds[ax][j]), int(bounds[ax][j + 1])
-                        a0, b0 = max(lo, s0), min(lo + sizes[ax], s1)
-                        src.append(slice(a0 - s0, b0 - s0))
-                        dst.append(slice(a0 - lo, b0 - lo))
-                    tiles[(k, *dst)] = self.loaded[c][tuple(src)]
-                    self.refs[c] -= 1
-                    if not self.refs[c]:
-                        del self.loaded[c]
-            out[name] = tiles[:, :, 0] if lead and has_z else tiles[:, 0] if has_z else tiles
-        return out
 
 
 def _plural(word: str) -> str:
