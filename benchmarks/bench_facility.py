@@ -12,10 +12,10 @@ computed chunk by chunk from the chunk's position, deterministically):
 3. ``api.calibrate`` (intervals, RCPS Hoeffding-Bentkus, alpha = delta = 0.1) on a random plan
    of ``--tiles`` 64 x 64 tiles drawn inside the written blocks, against a generated ground
    truth (a deterministic function of position), reading the store lazily.
-4. ``api.apply_record`` on the store's lazy outputs (``check_drift=False``), its products
-   computed on the written blocks through the executor (``compute_outputs``: the tasks of
-   those blocks only; ``dask.compute`` would run dask's graph optimisation over the whole
-   volume's products first).
+4. ``api.apply_record`` on the store's lazy outputs (``check_drift=False``; its planning time
+   is the table's "plan s"), its products computed on the written blocks through the
+   executor (``compute_outputs``: the tasks of those blocks only; ``dask.compute`` would run
+   dask's graph optimisation over the whole volume's products first).
 5. Equality with the in-memory path: every checked block's outputs against ``predict`` on a
    numpy crop of the input around the block (the crop's margins are the model's halo rounded to
    its divisor, or the image's edges, so the crop mirrors where the volume does), and the
@@ -34,13 +34,19 @@ resuming, reading, writing, memory), not a model's quality, and ``tem-sr4x-quant
 take minutes a block on two shared cores.
 
 Measured (``nice python benchmarks/bench_facility.py --json ...``, 2 CPU cores shared with
-four other jobs, load ~8; 1 / 10 / 100 GB = 3,840 / 38,016 / 381,312 blocks): first block
-written 2.39 / 1.69 / 1.77 s after the call; after the resume 4.60 / 10.13 / 3.67 s (the
-done blocks' fingerprints are checked on the cluster first); workers' peak 417 / 431 / 432 MB;
-client peak 610 / 679 / 1279 MB, of which prediction and resume add nothing across sizes
-(674 MB at 100 GB, carried over from the 10 GB run) and calibration (200 tiles: 24.6 / 32.9 /
-40.4 s) and ``apply_record``'s planning (1.7 / 11.5 / 34.1 s) grow with the volume; outputs and
-calibrated products on the compared blocks equal the in-memory path exactly (difference 0).
+other jobs, load ~5; 1 / 10 / 100 GB = 3,840 / 38,016 / 381,312 blocks): first block written
+0.45 / 0.70 / 0.50 s after the call; after the resume 2.28 / 3.64 / 1.27 s; workers' peak
+424 / 422 / 423 MB; calibration (200 tiles) 2.0 / 3.5 / 2.7 s and ``apply_record``'s planning
+0.40 / 0.07 / 0.05 s (before: 24.6 / 32.9 / 40.4 s and 1.7 / 11.5 / 34.1 s: the products'
+contrast limits ran dask's graph optimisation over every chunk; now only the sampled chunks'
+tasks are built, ``workflows._chunks``); client peak 577 / 646 / 826 MB (before 610 / 679 /
+1279), of which prediction and resume are flat (~640 MB at 10 and 100 GB, carried over) and the
+calibration's tile cut still grows (458 / 646 / 826 MB): ``tiles.cut_many`` computes the tiles
+with ``dask.compute``, which optimises the whole graph. The same run with ``cut_many`` reading
+lazy arrays through ``workflows._chunks.TileReader`` (measured by patching it in): calibration
+1.7 / 1.2 / 0.6 s, its phase peak 531 / 636 / 630 MB, client peak 585 / 636 / 692 MB (the rest
+is this script's in-memory comparison). Outputs and calibrated products on the compared blocks
+equal the in-memory path exactly (difference 0).
 
 Usage::
 
@@ -321,13 +327,15 @@ def main(argv=None) -> int:
           f"thread, {args.memory_limit} each; stop after {args.first} blocks, resume for "
           f"{args.more}; {args.tiles} calibration tiles of {CAL_TILE} x {CAL_TILE}")
     print(f"{'GB':>6} {'blocks':>8} {'1st block s':>11} {'resume 1st s':>12} {'calib s':>8} "
-          f"{'client MB':>9} {'workers MB':>11} {'diff out':>9} {'diff prod':>9}")
+          f"{'plan s':>7} {'client MB':>9} {'workers MB':>11} {'diff out':>9} "
+          f"{'diff prod':>9}")
     for r in rows:
         peaks = r["peak_rss_mb"]
         w = max(v for k, v in peaks.items() if k != "client")
         print(f"{r['virtual_gb']:>6.1f} {r['blocks_total']:>8} {r['first_block_s']:>11.2f} "
               f"{r['resume']['first_block_s']:>12.2f} {r['calibrate']['seconds']:>8.1f} "
-              f"{peaks['client']:>9.0f} {w:>11.0f} {r['max_diff_outputs_vs_memory']:>9.1e} "
+              f"{r['apply_plan_s']:>7.2f} {peaks['client']:>9.0f} {w:>11.0f} "
+              f"{r['max_diff_outputs_vs_memory']:>9.1e} "
               f"{r['max_diff_products_vs_memory']:>9.1e}")
     print(f"warm-up (not in the table): imports {warm['imports_s']:.1f} s, first block with "
           f"the model loaded by the workers {warm['first_block_cold_model_s']:.1f} s")
