@@ -23,7 +23,7 @@ from ._axes import CANONICAL_AXES, check_axes, output_axes
 from ._device import check_device, check_precision, resolve
 from ._graph import BlockLayer, constant, piece_tasks, rechunk, task, window_pieces
 from ._graph import ref as ref_to
-from ._tiles import tile_side
+from ._tiles import balanced, tile_side
 
 __all__ = ["NonFinite", "Plan", "make_plan", "predict", "watch_nonfinite"]
 
@@ -289,13 +289,18 @@ def _canonical(arr: da.Array, axes: str) -> da.Array:
 
 
 def _default_tile(model, rows: int, cols: int, tile_shape, device: str, div=None):
+    """Return the tile run at once: the caller's, or the model's default spread evenly.
+
+    Multiples of the divisor (rounded up), and no larger than the image (rounded up). The
+    default side is split into tiles of about equal length along each axis
+    (:func:`._tiles.balanced`): an image of 1,024 rows with a default of 526 runs two tiles of
+    512, not 526 and a thin 498 with the same halo.
+    """
     div = div or model.divisor
     if tile_shape is None:
         side = default_tile_side(model, device)
-        tile = (side, side)
-    else:
-        tile = check_tile_shape(tile_shape)
-    # Multiples of the divisor (rounded up), and no larger than the image (rounded up).
+        return (balanced(rows, side, div), balanced(cols, side, div))
+    tile = check_tile_shape(tile_shape)
     up = lambda v: -(-v // div) * div  # noqa: E731
     return (min(up(tile[0]), up(rows)), min(up(tile[1]), up(cols)))
 
