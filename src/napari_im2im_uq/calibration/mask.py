@@ -113,18 +113,9 @@ def _distortion_on_grid(m, f, y, valid, grid, *, distance, eps):
     ``b_p``; two weighted counts per tile and grid interval give every point (the same values as
     :func:`masked_distortion_curve` up to rounding, about 1e-15 relative).
     """
-    n = m.shape[0]
-    q = 1 if distance == "l1" else 2
-    b = (eps + 1.0 - np.asarray(m, np.float64)).reshape(n, -1)
-    e = (np.asarray(y, np.float64) - np.asarray(f, np.float64)).reshape(n, -1)
-    a = np.abs(e) if q == 1 else e**2
-    if valid is None:
-        count = np.full(n, float(a.shape[1]))
-    else:
-        v = np.asarray(valid).reshape(n, -1)
-        a = np.where(v, a, 0.0)
-        count = v.sum(axis=1).astype(np.float64)
-    g = grid.size
+    px = _Pixels(m, f, y, valid, distance=distance, eps=eps)
+    q, b, a, count = px.q, px.b, px.a, px.count.astype(np.float64)
+    n, g = b.shape[0], grid.size
     idx = np.searchsorted(grid, b, side="left")  # saturated at grid[j] iff j >= idx
     keys = (idx + (g + 1) * np.arange(n)[:, None]).ravel()
     sat = np.bincount(keys, weights=a.ravel(), minlength=n * (g + 1)).reshape(n, g + 1)
