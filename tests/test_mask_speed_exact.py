@@ -1,12 +1,12 @@
-"""Issue 14: the mask method sorts each tile once and reads every answer off that sort.
+"""Issue 14: the mask method sorts the pixels once and reads every answer off that sort.
 
 The orders it sorts by (32-bit masks: by the mask's bits, per tile as integer keys, pooled by
 radix passes; else a stable argsort per tile, or a radix sort of the breakpoints' bits) are
 compared with a stable argsort of the breakpoints; the calibrations with the frozen previous core
 (``tests/_calibration_old``: lam_hat and the empirical risk identical, the curve within
 1e-12) on many small random cases: mask dtypes float32 / float16 / float64 / bool, masks with
-many ties, tiny values whose breakpoints round together, -0.0, valid masks, every rule and
-distance.
+many ties, tiny values whose breakpoints round together, -0.0, float64 holding float32 values,
+valid masks, every rule and distance.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def tiles(seed, *, n=40, side=6, kind="float32"):
     elif kind == "tiny_across":  # the same, in two tiles: only the pooled order needs care
         m = np.maximum(m, 0.01).astype(np.float32)  # no 0 in a tile with a tiny value
         m[:2, 0, 0] = np.array([1e-30, 2e-30], np.float32)
+    elif kind == "float64_of_32":  # a float32 output upcast: float32's bits still order it
+        m = m.astype(np.float32).astype(np.float64)
     elif kind == "negzero":
         m = m.astype(np.float32)
         m[m == 0] = np.float32(-0.0)
@@ -77,8 +79,8 @@ def same_as_old(m, f, y, valid=None, **kw):
     return new
 
 
-@pytest.mark.parametrize("kind", ["float32", "float16", "float64", "bool", "tiny", "tiny_across",
-                                  "negzero"])
+@pytest.mark.parametrize("kind", ["float32", "float16", "float64", "float64_of_32", "bool", "tiny",
+                                  "tiny_across", "negzero"])
 def test_orders_are_the_stable_order_of_the_breakpoints(kind):
     for seed in SEEDS:
         m, f, y = tiles(seed, kind=kind)
@@ -109,8 +111,9 @@ def test_radix_order_is_a_stable_argsort():
 
 
 def test_keys_only_for_narrow_masks():
-    assert _order_keys(np.zeros((2, 3, 3))) is None  # float64: a stable argsort instead
-    assert _mask_bits(np.zeros((2, 3, 3))) is None
+    wide = np.full((2, 3, 3), 0.1)  # 0.1 in float64 is not a float32 value
+    assert _order_keys(wide) is None and _mask_bits(wide) is None  # a stable argsort instead
+    assert _mask_bits(np.full((2, 3, 3), np.float32(0.1)).astype(np.float64)) is not None
     m = np.array([[[2e-30, 1e-30, 0.5]]], np.float32)  # 1 + eps - m: one value for 1e-30, 2e-30
     keys = np.sort(_order_keys(m), axis=1)
     b = (1e-3 + 1.0 - m.astype(np.float64)).reshape(1, -1)
@@ -119,7 +122,8 @@ def test_keys_only_for_narrow_masks():
 
 
 @pytest.mark.parametrize(("rule", "distance"), CASES)
-@pytest.mark.parametrize("kind", ["float32", "float64", "tiny", "tiny_across", "bool"])
+@pytest.mark.parametrize("kind", ["float32", "float64", "float64_of_32", "tiny", "tiny_across",
+                                  "bool"])
 def test_identical_to_the_previous_implementation(rule, distance, kind):
     for seed in SEEDS:
         m, f, y = tiles(seed, kind=kind)

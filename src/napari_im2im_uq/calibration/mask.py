@@ -160,14 +160,18 @@ class _Pixels:
 
 
 def _mask_bits(m):
-    """uint32 ``2**32 - 1 - bits(m)`` (ascending with b) for a mask held in at most 32 bits.
+    """uint32 ``2**32 - 1 - bits(m)`` (ascending with b) for a mask whose values fit float32.
 
-    float16 / float32, integers or booleans (the values being in [0, 1]) are exact in float32,
-    whose bits grow with a non-negative value; None for wider masks.
+    float16 / float32, integers or booleans (the values being in [0, 1]), and wider floats
+    holding float32 values (a float32 output upcast) are exact in float32, whose bits grow with
+    a non-negative value; None for other masks.
     """
-    if not (m.dtype.kind in "biu" or (m.dtype.kind == "f" and m.dtype.itemsize <= 4)):
+    if m.dtype.kind not in "biuf":
         return None
     m32 = m.astype(np.float32).reshape(m.shape[0], -1)
+    if m.dtype.kind == "f" and m.dtype.itemsize > 4 and \
+            not np.array_equal(m32, m.reshape(m32.shape)):
+        return None
     m32 += np.float32(0.0)  # -0.0 -> +0.0, whose bits sort with the other zeros
     return np.uint32(0xFFFFFFFF) - m32.view(np.uint32)
 
