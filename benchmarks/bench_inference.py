@@ -151,6 +151,143 @@ def bench_throughput(depth, base, shape, tiles, repeats, with_monai):
     }
 
 
+def _zoo_runners(name: str, shape):
+    """The zoo model ``name`` and its runs on one random image: bare, bare channels-last, ours."""
+    import copy
+
+    import dask
+    import torch
+
+    from napari_im2im_uq.inference import predict
+    from napari_im2im_uq.inference._predict import _default_tile
+    from napari_im2im_uq.models import load_cached
+
+    model = load_cached(name)
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    tile = _default_tile(model, shape[1], shape[2], None, "cpu")
+    cl_net = copy.deepcopy(model.network).to(memory_format=torch.channels_last)
+    cl_model = type(model)(cl_net, model.spec)
+
+    def bare():
+        return [model.predict_tensor(torch.from_numpy(p[None, None])) for p in image]
+
+    def bare_cl():
+        return [cl_model.predict_tensor(torch.from_numpy(p[None, None])) for p in image]
+
+    def ours():
+        return dask.compute(predict(model, image, axes="ZYX", device="cpu"))[0]
+
+    return model, image, tile, {"bare": bare, "bare_cl": bare_cl, "ours": ours}
+
+
+def _monai_runner(model, image, tile):
+    """MONAI over the same windows as ours (tile + halo, step = tile), blended as MONAI does."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    div, halo = model.divisor, model.halo
+    roi = tuple(-(-(t + 2 * halo) // div) * div for t in tile)
+    overlap = tuple(1.0 - (t + 0.5) / r for t, r in zip(tile, roi, strict=True))
+
+    def monai():
+        x = torch.from_numpy(image[:, None])
+        with torch.no_grad():
+            return sliding_window_inference(x, roi, 1, model.predict_tensor, overlap=overlap,
+                                            mode="constant")
+
+    return roi, monai
+
+
+def zoo_peak_child(name: str, method: str, side: int) -> dict:
+    """Peak resident memory of one run of ``method`` (a fresh process; see bench_zoo)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, image, tile, runs = _zoo_runners(name, (1, side, side))
+    if method == "monai":
+        runs["monai"] = _monai_runner(model, image, tile)[1]
+    base = _vm_hwm_kib()
+    runs[method]()
+    return {"method": method, "peak_before_mb": base / 1024, "peak_rss_mb": _vm_hwm_kib() / 1024}
+
+
+def bench_zoo(name: str, side: int, repeats: int, with_monai: bool) -> dict:
+    """Ours (default tiles) vs the bare forward pass vs MONAI on a zoo model, one plane.
+
+    Runs are interleaved (bare, bare channels-last, ours, MONAI; ``repeats`` rounds, best
+    of each): the machine's load changes all of them alike. Exactness: the largest
+    difference to the untiled model (``model(image)``, mirror-padded by the halo), the
+    reference ours is tested against; the bare pass is the same network without the halo.
+    """
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, image, tile, runs = _zoo_runners(name, (1, side, side))
+    roi = None
+    if with_monai:
+        roi, runs["monai"] = _monai_runner(model, image, tile)
+    best = {k: float("inf") for k in runs}
+    results = {}
+    for k, fn in runs.items():  # warm-up (first-call allocations, the channels-last copy)
+        results[k] = fn()
+    for _ in range(repeats):
+        for k, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    untiled = model(image[:, None])
+    names = list(untiled)
+
+    def diff(k):
+        out = results[k]
+        if k == "ours":
+            got = {n: np.asarray(out[n]).reshape(untiled[n].shape) for n in names}
+        elif k == "monai":
+            got = {n: out[n].numpy() for n in names}
+        else:
+            got = {n: np.concatenate([r[n].numpy() for r in out]) for n in names}
+        return max(float(np.abs(got[n] - untiled[n]).max()) for n in names)
+
+    peaks = {}
+    for method in runs:
+        cmd = [sys.executable, __file__, "--child-zoo-peak", name, method, str(side)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        peaks[method] = json.loads(out.stdout.strip().splitlines()[-1])
+    labels = {"bare": "bare forward (whole plane, no halo)",
+              "bare_cl": "bare forward, channels-last network",
+              "ours": "predict (dask, default tiles)",
+              "monai": "MONAI sliding_window_inference"}
+    rows = []
+    for k in runs:
+        rows.append({
+            "method": labels[k],
+            "tile": {"ours": f"{tile[0]}x{tile[1]}", "monai": f"{roi[0]} window" if roi else None}
+            .get(k),
+            "seconds": best[k],
+            "mpx_per_s": image.size / best[k] / 1e6,
+            "ours_vs_this": best[k] / best["ours"],
+            "max_abs_diff_vs_untiled": diff(k),
+            "peak_rss_mb": peaks[k]["peak_rss_mb"],
+            "peak_before_mb": peaks[k]["peak_before_mb"],
+        })
+    return {"name": name, "halo": model.halo, "divisor": model.divisor,
+            "scale_factor": model.scale_factor, "shape": [1, side, side], "repeats": repeats,
+            "torch_threads": torch.get_num_threads(), "rows": rows}
+
+
+def _print_zoo(res):
+    print(f"\n{res['name']} (halo {res['halo']}, x{res['scale_factor']}): one {res['shape'][1]} "
+          f"x {res['shape'][2]} plane, float32; best of {res['repeats']} interleaved rounds; "
+          f"{res['torch_threads']} torch threads; peak RSS of one run in a fresh process")
+    print(f"{'method':38s} {'tile':>12s} {'seconds':>8s} {'Mpx/s':>7s} {'ours is':>9s} "
+          f"{'max|diff|':>10s} {'peak MB':>8s}")
+    for r in res["rows"]:
+        tile = r["tile"] or ""
+        print(f"{r['method']:38s} {tile:>12s} {r['seconds']:8.2f} {r['mpx_per_s']:7.3f} "
+              f"{r['ours_vs_this']:8.2f}x {r['max_abs_diff_vs_untiled']:10.2e} "
+              f"{r['peak_rss_mb']:8.0f}")
+
+
 def bench_bioimageio(name: str, shape, repeats: int) -> dict:
     """Tiled inference of a zoo model against its bioimage.io packages (TorchScript, ONNX)."""
     import dask
@@ -331,13 +468,21 @@ def _print_memory(res):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="throughput,memory,bioimageio",
-                        help="throughput, memory, bioimageio (needs the [bioimageio] extra)")
+    parser.add_argument("--only", default="zoo,throughput,memory,bioimageio",
+                        help="zoo, throughput, memory, bioimageio (needs the [bioimageio] extra)")
     parser.add_argument("--json", action="store_true", help="write benchmarks/results/*.json")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-monai", action="store_true")
     parser.add_argument("--child-memory", nargs="+", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-zoo-peak", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--zoo", default="tem-sr4x-quantile,tem-membrane-seg",
+                        help="zoo models of the 'zoo' part (comma-separated)")
+    parser.add_argument("--side", type=int, default=1024, help="plane side of the 'zoo' part")
     args = parser.parse_args(argv)
+    if args.child_zoo_peak:
+        name, method, side = args.child_zoo_peak
+        print(json.dumps(zoo_peak_child(name, method, int(side))))
+        return 0
     if args.child_memory:
         planes, side, tile, *rest = args.child_memory
         print(json.dumps(memory_child(planes, side, tile, rest[0] if rest else None)))
@@ -362,6 +507,11 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     only = set(args.only.split(","))
+    if "zoo" in only:
+        report["zoo"] = [bench_zoo(n, args.side, args.repeats, with_monai)
+                         for n in args.zoo.split(",")]
+        for res in report["zoo"]:
+            _print_zoo(res)
     if "throughput" in only:
         report["throughput"] = [
             bench_throughput(2, 8, (1, 2048, 2048), ["default", 1576], args.repeats, with_monai),
