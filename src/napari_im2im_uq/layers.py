@@ -401,7 +401,7 @@ def product_style(role: str, data, limits=None, *, read_chunks=None) -> dict:
     Lazy (dask) data is never computed whole: its contrast limits come from at most
     ``SAMPLE_CHUNKS`` chunks drawn at random (:func:`_product_limits`), computed by
     ``read_chunks(data, indices) -> list of arrays`` when given (the chunks' tasks only,
-    however many chunks the graph has; see ``workflows.apply``), else by the graph culled to
+    however many chunks the graph has; see ``workflows._chunks``), else by the graph culled to
     them.
 
     Examples
