@@ -350,7 +350,7 @@ def test_tile_reader_equals_slicing_the_whole_array(seed, monkeypatch):
     arrays = {"a": (da.from_array(whole["a"], chunks=chunks_of(whole["a"].shape)), False),
               "s": (da.from_array(whole["s"], chunks=chunks_of(whole["s"].shape)), True),
               "i": (da.from_array(whole["i"], chunks=chunks_of(whole["i"].shape)), False)}
-    got = _chunks.TileReader(arrays, origins, tile, grid, factor={"i": f}).take(
+    got = _chunks.TileReader(arrays, origins, tile, factor={"i": f}).take(
         np.arange(len(origins)))
     th, tw = tile
     a3 = whole["a"][None] if flat else whole["a"]

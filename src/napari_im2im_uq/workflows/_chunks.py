@@ -75,20 +75,20 @@ class TileReader:
     (:func:`read_many`), :data:`CHUNKS_AT_ONCE` at a time, in the tiles' order.
 
     ``arrays`` maps a name to ``(array, class_axis)`` (2-D or 3-D spatially, a leading class
-    axis kept whole in each tile); ``origins`` are (plane, row, column) rows on the grid
-    ``grid_shape`` (planes, rows, columns); ``factor[name]`` says how much coarser that
-    array's grid is (the model's input). Read the tiles in the order of ``origins``.
+    axis kept whole in each tile); ``origins`` are the tiles' (plane, row, column) on the
+    outputs' grid; ``factor[name]`` says how much coarser that array's grid is (the model's
+    input). Read the tiles in the order of ``origins``.
 
     Examples
     --------
     >>> import dask.array as da
     >>> x = da.from_array(np.arange(64.0).reshape(8, 8), chunks=3)
-    >>> reader = TileReader({"x": (x, False)}, np.array([[0, 2, 4]]), (2, 2), (1, 8, 8))
+    >>> reader = TileReader({"x": (x, False)}, np.array([[0, 2, 4]]), (2, 2))
     >>> reader.take([0])["x"].tolist()
     [[[20.0, 21.0], [28.0, 29.0]]]
     """
 
-    def __init__(self, arrays: dict, origins, tile_shape, grid_shape, *, factor=None):
+    def __init__(self, arrays: dict, origins, tile_shape, *, factor=None):
         from collections import Counter
         from itertools import product
 

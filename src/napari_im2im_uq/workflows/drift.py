@@ -289,7 +289,7 @@ def _sampled_features(entry, inputs, image, origins, tile_shape, grid_shape):
         data = layers.data_of(image, "image")
         f = _input_factor(data, tile_shape, grid_shape)
         named["input"] = (data, False)
-    reader = TileReader(named, origins, tile_shape, grid_shape,
+    reader = TileReader(named, origins, tile_shape,
                          factor={"input": f} if image is not None else {})
     feats: dict = {}
     n = len(origins)
