@@ -263,8 +263,9 @@ def cut_many(arrays: dict, origins, tile_shape) -> dict:
     -------
     dict of str to ndarray
         The stacked tiles of each array, as :func:`cut` gives them. The tiles of every dask
-        or zarr array are computed together by one ``dask.compute``: a chunk shared by many
-        tiles, or by several of the arrays (outputs of one lazy graph), is read once.
+        or zarr array are read together (:class:`~._chunks.TileReader`): only the chunks under
+        the tiles are computed, and a chunk shared by many tiles, or by several of the arrays
+        (outputs of one lazy graph), is read once.
 
     Examples
     --------
@@ -282,22 +283,22 @@ def cut_many(arrays: dict, origins, tile_shape) -> dict:
         if not len(origins):
             out[name] = np.empty((0,) + tuple(a.shape[:1] if class_axis else ()) + (th, tw),
                                  a.dtype)
-            continue
-        if class_axis:
-            pieces = [a[:, z, r:r + th, c:c + tw] for z, r, c in origins]
+        elif chunked is not None:
+            lazy[name] = (chunked, class_axis)
+        elif class_axis:
+            out[name] = np.stack([np.asarray(a[:, z, r:r + th, c:c + tw]) for z, r, c in origins])
         else:
-            pieces = [a[z, r:r + th, c:c + tw] for z, r, c in origins]
-        if chunked is None:
-            out[name] = np.stack([np.asarray(p) for p in pieces])
-        else:
-            lazy[name] = pieces
-    if lazy:
-        import dask
+            out[name] = np.stack([np.asarray(a[z, r:r + th, c:c + tw]) for z, r, c in origins])
+    if lazy and len(origins):
+        # Only the chunks under the tiles are computed (slicing a huge dask array and calling
+        # dask.compute would optimise its whole graph first), in the tiles' order on disk.
+        from ._chunks import TileReader
 
-        names = list(lazy)
-        computed = dask.compute(*[lazy[k] for k in names])
-        for name, pieces in zip(names, computed):
-            out[name] = np.stack(pieces)
+        order = np.lexsort(origins.T[::-1])
+        got = TileReader(lazy, origins[order], tile_shape).take(np.arange(len(order)))
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        out.update({name: tiles[back] for name, tiles in got.items()})
     return {name: out[name] for name in arrays}
 
 
