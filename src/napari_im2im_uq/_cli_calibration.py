@@ -383,30 +383,6 @@ def _block_graph(task: str, chunks, **write):
     return HighLevelGraph.from_collections(task, layer, dependencies=[])
 
 
-def _marks(folder: Path, grid):
-    """Return the marks of a ``_done`` array ``apply`` made (a chunk per block) as booleans.
-
-    Read from the names of its chunk files: listing the folder costs the blocks written
-    (reading 10^5 one-element chunks through zarr asks the store for each).
-    """
-    import json
-    import os
-
-    import numpy as np
-
-    meta = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
-    if tuple(meta["shape"]) != tuple(grid):
-        raise ValueError(f"the block marks {folder} do not match the grid {grid}")
-    marks = np.zeros(grid, dtype=bool)
-    for dirpath, _, files in os.walk(folder / "c"):
-        parts = Path(dirpath).relative_to(folder / "c").parts
-        for f in files if len(parts) == len(grid) - 1 else ():
-            index = tuple(int(v) for v in (*parts, f) if v.isdigit())
-            if len(index) == len(grid) and all(i < n for i, n in zip(index, grid, strict=True)):
-                marks[index] = True
-    return marks
-
-
 def _missing_blocks(store: Path) -> str:
     """Say which blocks of an interrupted prediction are missing and how to finish it."""
     import json
@@ -451,6 +427,7 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
     from .inference._graph import BlockKeys
     from .inference._pyramid import level_shape, n_levels
     from .inference._store import StoreLock, read_root
+    from .inference._zarr import _read_marks
     from .workflows.apply import apply_record
 
     check_scheduler(scheduler)
@@ -506,7 +483,7 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
                             str(store / GROUP / DONE / name)))
         grid = tuple(len(c) for c in chunks)
         # a block task marks every product after writing it, the last product last
-        written = _marks(store / GROUP / DONE / todo[-1][0], grid)
+        written = (_read_marks(store, grid, array=f"{GROUP}/{DONE}/{todo[-1][0]}") != 0)
         inputs = {k: str(store / spec["path"]) for k, spec in stored["outputs"].items()}
         task = f"im2im-apply-{dask.base.tokenize(checksum, store, bounds)}"
         graph = _block_graph(task, chunks, inputs=inputs, record=record, bounds=bounds,
@@ -516,7 +493,7 @@ def _apply_job(record, store: Path, *, bounds: bool, drift: bool, scheduler):
         total = done + len(keys)
         yield done, total
         yield from run_graph(graph, keys, scheduler=scheduler, done=done, total=total)
-        if _marks(store / GROUP / DONE / todo[-1][0], grid).all():
+        if (_read_marks(store, grid, array=f"{GROUP}/{DONE}/{todo[-1][0]}") != 0).all():
             group.attrs[ATTRS] = {**dict(group.attrs)[ATTRS], "complete": True}
     finally:
         lock.release()

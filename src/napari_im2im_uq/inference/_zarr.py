@@ -312,15 +312,17 @@ def _store_graph(plan, pending, path: str, run_id: str):
     return graph, BlockKeys(name, grid, pending)
 
 
-def _read_marks(path: Path, grid) -> np.ndarray:
-    """Read the ``_done`` marks from the names of its chunk files (written blocks have one).
+def _read_marks(path: Path, grid, *, array: str = DONE) -> np.ndarray:
+    """Read block marks from the names of their chunk files (written blocks have one).
 
-    Reading 100,000 one-element chunks through zarr asks the store for each; listing the
-    folder costs only the blocks written. Falls back on zarr for another chunk layout.
+    ``array`` is the prediction's ``_done`` or another array of the store with one
+    one-element chunk per block (``apply``'s marks). Reading 100,000 one-element chunks
+    through zarr asks the store for each; listing the folder costs only the blocks written.
+    Falls back on zarr for another chunk layout.
     """
     import zarr
 
-    folder = path / DONE
+    folder = path / array
     try:
         meta = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
         encoding = meta.get("chunk_key_encoding", {})
@@ -332,7 +334,12 @@ def _read_marks(path: Path, grid) -> np.ndarray:
     except (OSError, ValueError, AttributeError):
         layout_ok = False
     if not layout_ok:
-        return np.asarray(zarr.open_array(store=str(path), path=DONE, mode="r")[...])
+        marks = np.asarray(zarr.open_array(store=str(path), path=array, mode="r")[...])
+        if marks.shape != tuple(grid):
+            raise ValueError(f"the block marks {folder} do not match the grid {tuple(grid)}")
+        return marks
+    if tuple(meta["shape"]) != tuple(grid):
+        raise ValueError(f"the block marks {folder} do not match the grid {tuple(grid)}")
     marks = np.zeros(grid, dtype=np.uint8)
     top = folder / "c"
     for dirpath, _, files in os.walk(top):
