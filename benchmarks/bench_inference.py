@@ -1,5 +1,20 @@
 """Benchmarks of napari_im2im_uq.inference (a script, not a test).
 
+0. ``zoo``: zoo models (tem-sr4x-quantile, an SRNet with a halo of 19; tem-membrane-seg, a
+   U-Net with a halo of 51) on one 1024 x 1024 plane, in one run: ours at the default tiles
+   vs the bare forward pass (``predict_tensor`` on the whole plane, no halo; and the same
+   network in channels-last layout, to show where the gain comes from) vs MONAI's
+   ``sliding_window_inference`` over the same windows. Each row gives its largest difference
+   to the untiled model (mirror-padded by the halo: ours is exact to float32 rounding; MONAI
+   blends window edges and pads with zeros, so it is not) and the peak RSS of one run in a
+   fresh process. Targets: ours >= 0.85x bare, >= 1.0x MONAI. Measured (2 shared cores,
+   load 4-5, ``--only zoo --repeats 2``): SRNet, tiles 512: ours 9.8 s, 1.72x bare (16.9 s;
+   1.33x its channels-last network), 1.48x MONAI, max difference 9.5e-7 (bare and MONAI
+   0.46), peak 1.19 GB (bare 0.96 GB, MONAI 1.23 GB); U-Net, one tile of 1024: ours 1.56 s,
+   1.54x bare (2.40 s; 0.97x its channels-last network), 1.99x MONAI, 1.2e-7 (bare 0.14,
+   MONAI 0.65), peak 0.96 GB (bare 0.84 GB, MONAI 1.07 GB). No GPU was at hand when the
+   defaults were set: on CUDA the default tile is the largest in a 2 GiB estimate (U-Net 1584,
+   SRNet 1361), batch 4, float16, contiguous layout (channels-last is used on the CPU only).
 1. Throughput of tiled lazy inference (``predict`` + ``dask.compute``) against the bare forward
    pass of the same model on the same pixels (``Im2ImModel.predict_tensor`` on whole planes,
    no halo, no tiling). Target: >= 0.85x.
@@ -20,6 +35,7 @@
 Usage::
 
     nice python benchmarks/bench_inference.py            # everything
+    nice python benchmarks/bench_inference.py --only zoo --repeats 2 --json
     nice python benchmarks/bench_inference.py --only memory --json
 
 ``--json`` writes ``benchmarks/results/bench_inference-<time>.json``.
