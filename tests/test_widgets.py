@@ -165,7 +165,11 @@ def test_fields_validate_live(tem_viewer):
     viewer = tem_viewer
     predict_w = PredictWidget(viewer)
     assert predict_w.image.value is viewer.layers["tem input (low-res)"]  # role "input" first
-    assert "tiles of 128 x 128 input pixels" in predict_w.defaults.value
+    from napari_im2im_uq import api
+
+    side = api.model_io("tem-sr4x-quantile")["tile_side"]["cpu"]
+    assert side >= 256  # halo under 15% of the tile's area (issue 14)
+    assert f"tiles of up to {side} x {side} input pixels" in predict_w.defaults.value
     predict_w.tile_rows.value = 64
     assert not predict_w.run_button.enabled
     assert "tile rows and columns" in predict_w.status.value

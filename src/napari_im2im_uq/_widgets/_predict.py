@@ -84,8 +84,9 @@ class PredictWidget(Panel):
                                   + (" (its code trusted)" if trusted else ""))
         cpu, gpu = io["tile_side"]["cpu"], io["tile_side"]["cuda"]
         self.defaults.value = (
-            f"0 = the model's defaults: tiles of {cpu} x {cpu} input pixels and batch 1 on a "
-            f"CPU, {gpu} x {gpu} and batch 4 on a GPU" if cpu else "0 = the model's defaults")
+            f"0 = the model's defaults: tiles of up to {cpu} x {cpu} input pixels (spread evenly "
+            f"over the image) and batch 1 on a CPU, up to {gpu} x {gpu} and batch 4 on a GPU"
+            if cpu else "0 = the model's defaults")
         channels = io["given_channels"]
         is_mask = io["needs_prediction"]
         self.second.visible = len(channels) > 1
