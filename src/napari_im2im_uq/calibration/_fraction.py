@@ -42,6 +42,8 @@ class FractionLoss:
     blocks: Callable[[], Iterator[Block]]
     n: int
     _cached_stats: tuple | None = None
+    #: The blocks are kept in memory (replayed): passes over them may run in threads.
+    in_memory: bool = False
 
     @classmethod
     def cached(cls, blocks: Callable[[], Iterator[Block]], n: int) -> FractionLoss:
@@ -51,7 +53,7 @@ class FractionLoss:
         def replay():
             yield from stored
 
-        return cls(replay, n)
+        return cls(replay, n, in_memory=True)
 
     # ------------------------------------------------------------------ evaluations
     def tile_losses(self, lams) -> np.ndarray:
@@ -79,16 +81,23 @@ class FractionLoss:
         edges = np.asarray(edges, dtype=np.float64)
         g = edges.size - 1
         out = np.zeros(g + 2) if pooled else np.zeros((self.n, g + 2))
-        for start, crit, weight in self.blocks():
+
+        def binned(block):
+            start, crit, weight = block
             m = crit.shape[0]
             idx = _bin_index(crit, edges)  # 0: <= e0, j: (e_{j-1}, e_j], g+1: > e_g
             w = np.broadcast_to(weight, crit.shape)
             if pooled:
-                out += np.bincount(idx.ravel(), weights=w.ravel(), minlength=g + 2)
-                continue
+                return start, np.bincount(idx.ravel(), weights=w.ravel(), minlength=g + 2)
             keys = (np.arange(m)[:, None] * (g + 2) + idx).ravel()
             counts = np.bincount(keys, weights=w.ravel(), minlength=m * (g + 2))
-            out[start : start + m] = counts.reshape(m, g + 2)
+            return start, counts.reshape(m, g + 2)
+
+        for start, counts in _map_blocks(binned, self.blocks(), threads=self.in_memory):
+            if pooled:
+                out += counts
+            else:
+                out[start : start + counts.shape[0]] = counts
         # weight above edge j = sum of bins j+1 .. g+1
         above = np.cumsum(out[..., ::-1], axis=-1)[..., ::-1]
         return above[..., 1:]
@@ -330,6 +339,24 @@ def _weighted_count(mask: np.ndarray, weight: np.ndarray) -> float:
     if weight.shape[1] == 1:
         return float(np.count_nonzero(mask, axis=1) @ weight[:, 0])
     return float(np.where(mask, weight, 0.0).sum())
+
+
+def _map_blocks(func, blocks, *, threads: bool):
+    """Yield ``func`` of each block, in order.
+
+    Blocks kept in memory run in threads (numpy's binary search and bincount release the GIL);
+    streamed ones run one at a time, so memory stays a block.
+    """
+    import os
+
+    workers = min(4, os.cpu_count() or 1)
+    if not threads or workers < 2:
+        yield from map(func, blocks)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="im2im-curve") as pool:
+        yield from pool.map(func, list(blocks))
 
 
 def _bin_index(crit: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -421,7 +421,7 @@ def calibrate_intervals(prediction, lower, upper, truth, *, alpha, delta=0.1, ru
         def replay():
             yield from stored
 
-        previous = _fraction.FractionLoss(replay, n, _cached_stats=stats)
+        previous = _fraction.FractionLoss(replay, n, _cached_stats=stats, in_memory=True)
         return previous
 
     def solve(loss):
