@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import bounds as _bounds
+from napari_im2im_uq.calibration import bounds as _bounds
+
 from ._fraction import FractionLoss
 
 

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_im2im_uq.calibration import bounds as _bounds
 from napari_im2im_uq.calibration._errors import InfeasibleCalibrationError, crc_threshold
-
-from . import bounds as _bounds
 
 # Values inside the current bracket are sorted exactly once there are at most this many.
 _COLLECT_LIMIT = 1 << 20

@@ -30,10 +30,7 @@ from napari_im2im_uq._validation import (
     tile_blocks,
 )
 from napari_im2im_uq.calibration._errors import crc_threshold
-from napari_im2im_uq.calibration._result import CalibrationResult
-
-from ._common import tile_phrase
-from ._fidelity import (
+from napari_im2im_uq.calibration._fidelity import (
     _CHUNK,
     _check_range,
     _chunk_error,
@@ -41,6 +38,9 @@ from ._fidelity import (
     _resolve_bound,
     fidelity_error_map,
 )
+from napari_im2im_uq.calibration._result import CalibrationResult
+
+from ._common import tile_phrase
 
 __all__ = ["calibrate_trust_mask", "fidelity_error_map"]
 
