@@ -18,19 +18,12 @@ from dask.blockwise import Blockwise  # noqa: E402
 
 from napari_im2im_uq import api, layers  # noqa: E402
 from napari_im2im_uq.calibration._apply import per_pixel  # noqa: E402
-from napari_im2im_uq.inference import _graph, _worker, make_plan  # noqa: E402
+from napari_im2im_uq.inference import _graph, make_plan  # noqa: E402
 from napari_im2im_uq.workflows import _chunks  # noqa: E402
 from napari_im2im_uq.workflows._chunks import read_chunks  # noqa: E402
-from test_inference import make_model  # noqa: E402
+from test_inference import make_model, one_torch_thread  # noqa: E402, F401 (a fixture)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _worker.clear_cache()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _interval_record(seed=0):

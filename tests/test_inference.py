@@ -48,6 +48,17 @@ class CountingModel(Im2ImModel):
         return super().predict_tensor(x, prediction=prediction)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread and an empty model cache for the test (the tests share 2 cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _worker.clear_cache()
+    yield
+    _worker.clear_cache()
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _fresh():
     before = torch.get_num_threads()

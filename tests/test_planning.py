@@ -25,16 +25,9 @@ from napari_im2im_uq.inference import (  # noqa: E402
     make_plan,
     predict_to_zarr,
 )
-from test_inference import make_model, run_all, untiled  # noqa: E402
+from test_inference import make_model, one_torch_thread, run_all, untiled  # noqa: E402, F401
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _worker.clear_cache()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_blocks(plan, image_zcyx, prediction_zyx=None) -> np.ndarray:

@@ -21,17 +21,9 @@ import dask  # noqa: E402
 
 from napari_im2im_uq.inference import _predict, _tiles, _worker, predict  # noqa: E402
 from napari_im2im_uq.models import read_spec  # noqa: E402
-from test_inference import make_model, untiled  # noqa: E402
+from test_inference import make_model, one_torch_thread, untiled  # noqa: E402, F401
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _worker.clear_cache()
-    yield
-    _worker.clear_cache()
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _slow_balanced(size, side, divisor):
