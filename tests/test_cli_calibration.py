@@ -221,3 +221,31 @@ def test_predict_writes_the_training_regions_into_the_store_and_calibrate_refuse
                  "--regions", str(whole), "-o", str(record)])
     assert code == 2 and not record.exists()
     assert "4 of the 36 calibration tiles" in capsys.readouterr().err
+
+
+def test_calibrate_and_evaluate_run_on_a_dask_scheduler(store, tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    folder, path = store
+    _, record = _calibrate(folder, path, "--plan", "12", "--seed", "3")
+    here = api.load_record(record)["calibration"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        with distributed.Client(address, set_as_default=False) as watcher:
+            with distributed.get_task_stream(client=watcher) as stream:
+                code, on_cluster = _calibrate(folder, path, "--plan", "12", "--seed", "3",
+                                              "--scheduler", address)
+            assert code == 0
+            assert len(stream.data) > 0  # the tiles were read by the cluster's worker
+            assert api.load_record(on_cluster)["calibration"]["lam"] == here["lam"]
+            report = tmp_path / "report"
+            with distributed.get_task_stream(client=watcher) as stream:
+                assert main(["evaluate", str(on_cluster), str(path), "--truth",
+                             str(folder / "held.npy"), "--splits", "20", "-o", str(report),
+                             "--scheduler", address]) == 0
+            assert len(stream.data) > 0 and (report / "report.html").is_file()
+    capsys.readouterr()
+    assert main(["calibrate", str(path), "--truth", str(folder / "truth.npy"), "--method",
+                 "intervals", "--plan", "4", "-o", str(tmp_path / "r.json"),
+                 "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "--scheduler" in capsys.readouterr().err

@@ -18,6 +18,7 @@ Nothing heavy is imported when the parser is built.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -44,6 +45,26 @@ def _record_arguments(parser) -> None:
     """Add the positional ``RECORD PREDICTION.zarr`` of ``apply`` and ``evaluate``."""
     parser.add_argument("record", metavar="RECORD", help="calibration record (.json)")
     _store_argument(parser)
+
+
+@contextlib.contextmanager
+def _on_scheduler(address):
+    """Make the ``dask.distributed`` scheduler at ``address`` dask's default while a command runs.
+
+    The lazy reads of ``calibrate`` and ``evaluate`` (the tiles under the plan, the held-out
+    tiles) then run on its workers; without an address they run in threads here.
+    """
+    if address is None:
+        yield
+        return
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout="10s", set_as_default=True)
+    except (OSError, TimeoutError) as err:
+        raise ValueError(f"--scheduler: no dask scheduler answers at {address!r} ({err})") from err
+    with client:
+        yield
 
 
 def register(subparsers) -> None:
@@ -135,6 +156,9 @@ def register(subparsers) -> None:
                     help="evaluate a record whose checksum does not match its content")
     ev.add_argument("-o", "--output", required=True, metavar="REPORT",
                     help="report folder (created)")
+    for parser in (cal, ev):
+        parser.add_argument("--scheduler", metavar="ADDR",
+                            help="dask.distributed scheduler address: read the store there")
     ev.set_defaults(func=run_evaluate)
 
 
@@ -219,8 +243,9 @@ def run_calibrate(args) -> int:
                             data_range=tuple(args.data_range) if args.data_range else None,
                             seed=args.seed,
                             leakage="report" if args.allow_leakage else "refuse")
-        cal = run_to_end(job, callback=lambda step: print(
-            f"calibrate: step {step[0]}/{step[1]}", file=sys.stderr, flush=True))
+        with _on_scheduler(args.scheduler):
+            cal = run_to_end(job, callback=lambda step: print(
+                f"calibrate: step {step[0]}/{step[1]}", file=sys.stderr, flush=True))
         saved = save_record(cal.record, args.output)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return _error(err)
@@ -640,8 +665,9 @@ def run_evaluate(args) -> int:
         outputs = _read(args.prediction)
         truth = _truth(args.truth)
         regions = _regions(args.regions) if args.regions else None
-        report = run_to_end(diagnose_job(record, outputs, truth, regions=regions,
-                                         n_splits=args.splits, seed=args.seed))
+        with _on_scheduler(args.scheduler):
+            report = run_to_end(diagnose_job(record, outputs, truth, regions=regions,
+                                             n_splits=args.splits, seed=args.seed))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         return _error(err)
     result = CalibrationResult.from_dict(record["calibration"], where="record.calibration")
