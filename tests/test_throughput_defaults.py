@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 import dask  # noqa: E402
 
-from napari_im2im_uq.inference import _predict, _tiles, _worker, predict  # noqa: E402
+from napari_im2im_uq.inference import _predict, _tiles, predict  # noqa: E402
 from napari_im2im_uq.models import read_spec  # noqa: E402
 from test_inference import make_model, one_torch_thread, untiled  # noqa: E402, F401
 
@@ -98,32 +98,3 @@ def test_a_given_tile_shape_is_kept():
     model = make_model("quantile")
     assert _predict._default_tile(model, 100, 90, (24, 40), "cpu") == (24, 40)
     assert _predict._default_tile(model, 10, 9, (24, 40), "cpu") == (12, 12)  # image, rounded up
-
-
-@pytest.mark.parametrize("channels", [1, 2])
-def test_the_channels_last_copy_gives_the_same_outputs_and_leaves_the_model_alone(channels):
-    model = make_model("quantile", scale=2, channels=channels, seed=channels)
-    before = {k: v.clone() for k, v in model.network.state_dict().items()}
-    fast = _worker._fast(model)
-    assert fast is not model and _worker._fast(model) is fast  # made once, then held
-    conv = next(m for m in fast.network.modules() if isinstance(m, torch.nn.Conv2d))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    for k, v in model.network.state_dict().items():  # the caller's model: unchanged
-        assert v.is_contiguous() and torch.equal(v, before[k])
-    x = torch.rand(3, channels, 40, 48, generator=torch.Generator().manual_seed(1))
-    want = model.predict_tensor(x)
-    got = fast.predict_tensor(x.contiguous(memory_format=torch.channels_last))
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=0, atol=2e-5)
-    _worker.clear_cache()
-    assert _worker._fast(model) is not fast  # forgotten with the cache
-
-
-def test_other_models_and_devices_run_as_they_are():
-    model = make_model("quantile")
-    moved = model._copy().to("cpu", torch.bfloat16)
-    assert _worker._fast(moved) is not moved  # the CPU in any dtype: channels-last
-    from test_inference import CountingModel
-
-    counting = make_model("quantile", cls=CountingModel)
-    assert _worker._fast(counting) is counting  # a subclass (bioimage.io packages): as it is

@@ -41,11 +41,6 @@ _LOG = logging.getLogger("napari_im2im_uq.inference")
 _DEVICE_LOCKS: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
 _LIMITS: dict[tuple, dict] = {}
 _THREADS = {"set": False}
-# Channels-last copies of the models run on the CPU (see _fast): id(model) -> (model, copy),
-# the most recently used last, at most _FAST_MAX (the model is held so its id stays its own).
-_FAST: collections.OrderedDict = collections.OrderedDict()
-_FAST_MAX = 8
-_FAST_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,36 +165,6 @@ def clear_cache() -> None:
     """Forget every cached model, learned out-of-memory limit and the load count."""
     _cache.clear_cache()
     _LIMITS.clear()
-    with _FAST_LOCK:
-        _FAST.clear()
-
-
-def _fast(model):
-    """Return the model that runs tiles here: on the CPU, a channels-last copy of it.
-
-    Convolutions of CPU builds of torch (oneDNN) run 1.3-1.8x faster on channels-last tensors
-    (measured on the zoo's U-Net and SRNet, ``benchmarks/bench_inference.py``); the results
-    differ from the contiguous layout's by float32 rounding only. The copy is made once per
-    model held (the caller's and the cache's model is never changed). Other devices, and
-    models whose network is not a plain torch module (bioimage.io packages), run as they are.
-    """
-    import torch
-
-    from ..models import Im2ImModel
-
-    if type(model) is not Im2ImModel or model.device.type != "cpu":
-        return model
-    with _FAST_LOCK:
-        held = _FAST.get(id(model))
-        if held is not None and held[0] is model:
-            _FAST.move_to_end(id(model))
-            return held[1]
-        fast = model._copy()
-        fast.network.to(memory_format=torch.channels_last)
-        _FAST[id(model)] = (model, fast)
-        while len(_FAST) > _FAST_MAX:
-            _FAST.popitem(last=False)
-    return fast
 
 
 def output_channels(model, uq=None) -> list[tuple[str, int]]:
@@ -330,12 +295,12 @@ def run_block(
     numpy.ndarray
         ``(planes, n_channels, rows * s, columns * s)`` float32.
     """
-    model = _fast(get_model(ref, device=device, precision=precision))
+    model = get_model(ref, device=device, precision=precision)
     if uq is not None:
         from ._uq import wrap
 
         model = wrap(model, uq, key=(ref.token, device, precision),
-                     get_model=lambda r: _fast(get_model(r, device=device, precision=precision)))
+                     get_model=lambda r: get_model(r, device=device, precision=precision))
     s, div = model.scale_factor, model.divisor
     window = _pad_window(pieces, pads, 1)
     pred_window = None if pred_pieces is None else _pad_window(pred_pieces, pads, s)
@@ -423,8 +388,6 @@ def _run_items(model, items, window, pred_window, out, halo, layout, dev_lock) -
             p = np.pad(p, tuple((a * s, b * s) for a, b in widths), mode="symmetric")
         p = torch.from_numpy(np.ascontiguousarray(p))
     x = torch.from_numpy(np.ascontiguousarray(x))
-    if x.shape[1] > 1 and model.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)  # the layout of _fast's copies
     with dev_lock:
         result = model.predict_tensor(x, prediction=p)
         result = {

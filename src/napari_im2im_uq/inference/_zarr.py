@@ -313,12 +313,10 @@ def _store_graph(plan, pending, path: str, run_id: str):
 
 
 def _read_marks(path: Path, grid, *, array: str = DONE) -> np.ndarray:
-    """Read block marks from the names of their chunk files (written blocks have one).
+    """Read the block marks ``array`` (``_done``, or apply's) from its chunk files' names.
 
-    ``array`` is the prediction's ``_done`` or another array of the store with one
-    one-element chunk per block (``apply``'s marks). Reading 100,000 one-element chunks
-    through zarr asks the store for each; listing the folder costs only the blocks written.
-    Falls back on zarr for another chunk layout.
+    Reading 100,000 one-element chunks through zarr asks the store for each; listing the
+    folder costs only the blocks written. Falls back on zarr for another chunk layout.
     """
     import zarr
 
@@ -332,14 +330,13 @@ def _read_marks(path: Path, grid, *, array: str = DONE) -> np.ndarray:
                                .get("chunk_shape", ())) == (1,) * len(grid)
                      and meta.get("fill_value") == 0 and not meta.get("storage_transformers"))
     except (OSError, ValueError, AttributeError):
-        layout_ok = False
-    if not layout_ok:
-        marks = np.asarray(zarr.open_array(store=str(path), path=array, mode="r")[...])
-        if marks.shape != tuple(grid):
-            raise ValueError(f"the block marks {folder} do not match the grid {tuple(grid)}")
-        return marks
-    if tuple(meta["shape"]) != tuple(grid):
+        meta, layout_ok = {}, False
+    shape = meta.get("shape") if layout_ok else zarr.open_array(store=str(path), path=array,
+                                                                mode="r").shape
+    if tuple(shape) != tuple(grid):
         raise ValueError(f"the block marks {folder} do not match the grid {tuple(grid)}")
+    if not layout_ok:
+        return np.asarray(zarr.open_array(store=str(path), path=array, mode="r")[...])
     marks = np.zeros(grid, dtype=np.uint8)
     top = folder / "c"
     for dirpath, _, files in os.walk(top):

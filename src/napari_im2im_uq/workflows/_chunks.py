@@ -11,12 +11,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tiles import _chunked
-
 __all__ = ["TileReader", "read_chunks", "read_many"]
 
 #: Chunks computed together when a :class:`TileReader` reads tiles.
 CHUNKS_AT_ONCE = 32
+
+
+def _chunked(arr):
+    """``arr`` as a dask array when it is one or a chunked store (zarr), else None."""
+    from .._validation import is_dask
+
+    if is_dask(arr):
+        return arr
+    if isinstance(arr, np.ndarray):
+        return None
+    chunks = getattr(arr, "chunks", None)
+    if (isinstance(chunks, tuple) and len(chunks) == getattr(arr, "ndim", -1)
+            and all(isinstance(c, int | np.integer) for c in chunks)):
+        import dask.array as da
+
+        return da.from_array(arr, chunks=chunks)
+    return None
 
 
 def read_chunks(array, indices) -> list:

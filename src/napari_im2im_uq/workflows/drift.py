@@ -19,9 +19,9 @@ from .._jobs import run_to_end, steps_callback
 from .._validation import check_tile_shape
 from ..calibration import drift as core
 from ..calibration import methods
-from ._chunks import TileReader
+from ._chunks import TileReader, _chunked
 from .records import as_record
-from .tiles import _chunked, calibration_tiles, spatial
+from .tiles import calibration_tiles, spatial
 
 __all__ = ["check_drift", "check_drift_job", "drift_layer", "input_features", "summary_of"]
 

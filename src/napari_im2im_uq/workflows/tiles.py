@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import layers
 from .._validation import check_int, check_tile_shape
+from ._chunks import TileReader, _chunked
 
 __all__ = ["calibration_tiles", "cut", "cut_many", "spatial", "no_tiles_error", "overlap_mask",
            "plan_tiles", "world_tiles"]
@@ -230,23 +231,6 @@ def cut(arr, origins, tile_shape, *, class_axis: bool = False) -> np.ndarray:
     return cut_many({"a": (arr, class_axis)}, origins, tile_shape)["a"]
 
 
-def _chunked(arr):
-    """``arr`` as a dask array when it is one or a chunked store (zarr), else None."""
-    from .._validation import is_dask
-
-    if is_dask(arr):
-        return arr
-    if isinstance(arr, np.ndarray):
-        return None
-    chunks = getattr(arr, "chunks", None)
-    if (isinstance(chunks, tuple) and len(chunks) == getattr(arr, "ndim", -1)
-            and all(isinstance(c, int | np.integer) for c in chunks)):
-        import dask.array as da
-
-        return da.from_array(arr, chunks=chunks)
-    return None
-
-
 def cut_many(arrays: dict, origins, tile_shape) -> dict:
     """Cut the same tiles out of several arrays; each chunk of a lazy one is read once.
 
@@ -292,8 +276,6 @@ def cut_many(arrays: dict, origins, tile_shape) -> dict:
     if lazy and len(origins):
         # Only the chunks under the tiles are computed (slicing a huge dask array and calling
         # dask.compute would optimise its whole graph first), in the tiles' order on disk.
-        from ._chunks import TileReader
-
         order = np.lexsort(origins.T[::-1])
         got = TileReader(lazy, origins[order], tile_shape).take(np.arange(len(order)))
         back = np.empty_like(order)
