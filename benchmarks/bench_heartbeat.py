@@ -35,8 +35,9 @@ collection, 0.65-1.1 s), plugin 553-877 ms, napari alone adding the width and it
 work (layer controls, vispy visuals and shaders, the colour bar's glyphs) and llvmpipe's
 painting: a profile (py-spy, GIL holders only) shows neither the plugin's Python on the main
 thread nor its threads holding the GIL for long then. The warm-up costs one full collection
-(374-1133 ms here) while the user reads the card; opening the three docks costs 1.1-2.0 s,
-1.3 s of it ``scipy.stats`` imported on the main thread by the Calibrate dock's method list.
+(374-1133 ms here) while the user reads the card; opening the three docks cost 1.1-2.0 s,
+1.3 s of it ``scipy.stats`` imported on the main thread by the Calibrate dock's method list
+(since then imported only when a Hoeffding-Bentkus p-value is first computed).
 """
 
 from __future__ import annotations
