@@ -95,7 +95,10 @@ def test_blocks_equal_the_mirrored_whole_image_reference(seed):
                      batch_size=batch, device="cpu", prediction=pgiven)
     got = plan.stacked.compute(scheduler="threads")
     ref = reference_blocks(plan, image[:, None], prediction)
-    np.testing.assert_array_equal(got, ref)  # bit-identical, block by block
+    # block by block, to float32 rounding: the reference runs on this thread, the plan on the
+    # executor's; in a full test run torch's convolutions can round the last bit differently
+    # there (a misplaced window or halo is off by far more)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
     # and the documented views, through the executor, equal the whole-image model
     outs = run_to_end(compute_outputs(plan.outputs()))
     whole = untiled(model, given if isinstance(given, np.ndarray) else np.asarray(given), axes,
