@@ -254,18 +254,27 @@ def _plot(results: dict, reference: dict | None, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def write_cards(results: dict, zoo: Path, command: str) -> None:
-    """Write each head's figures into its bundle's card (``card.informative``) and README."""
+def write_informative(folder: Path, sha256: str, informative: dict) -> None:
+    """Set ``card.informative`` of the bundle in ``folder`` (re-read fresh) and its README.
+
+    Refuses when the bundle's weights are not the ``sha256`` the figures were measured on.
+    """
     from napari_im2im_uq.training._card import model_card_markdown
 
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    if spec["sha256"] != sha256:
+        raise ValueError(f"the figures were measured on weights {sha256}; {folder} holds "
+                         f"{spec['sha256']}")
+    spec["card"]["informative"] = informative
+    (folder / "model.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    (folder / "README.md").write_text(model_card_markdown(spec), encoding="utf-8")
+
+
+def write_cards(results: dict, zoo: Path, command: str) -> None:
+    """Write each head's figures into its bundle's card (``card.informative``) and README."""
     for head, r in results["heads"].items():
-        folder = zoo / f"tem-sr4x-{head}"
-        spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        if spec["sha256"] != r["sha256"]:
-            raise ValueError(f"the figures of {head} were measured on weights {r['sha256']}; "
-                             f"{folder} holds {spec['sha256']}")
         iv, tm = r["intervals"], r["trust_mask"]
-        spec["card"]["informative"] = {
+        informative = {
             "command": command,
             "held_out": results["held_out"] + f", {TILE} x {TILE} tiles, alpha = delta = "
             f"{ALPHA}, RCPS Hoeffding-Bentkus, {results['splits']} random halves",
@@ -280,8 +289,7 @@ def write_cards(results: dict, zoo: Path, command: str) -> None:
             "oracle_trusted_at_alpha_0.2_pointwise":
                 round(tm["oracle_at_alpha_0.2_pointwise"], 4),
         }
-        (folder / "model.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-        (folder / "README.md").write_text(model_card_markdown(spec), encoding="utf-8")
+        write_informative(zoo / f"tem-sr4x-{head}", r["sha256"], informative)
 
 
 def main(argv=None) -> int:
