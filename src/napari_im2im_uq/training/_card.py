@@ -68,6 +68,76 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
+class _LearningCurve:
+    """The learning curve of a recipe's run, kept across resumes in its checkpoint folder.
+
+    Sees the events of :func:`~napari_im2im_uq.training.train_network`: the validation loss
+    at each validation and the mean training loss over the steps since the previous one.
+    Both curves and the training seconds are written to ``learning-curve.json`` in the
+    checkpoint folder at each validation, so a resumed run's card shows the whole curve
+    (the part after the last validation before an interruption is run again).
+    """
+
+    _FILE = "learning-curve.json"
+
+    def __init__(self, checkpoint_dir, *, resume: bool):
+        from pathlib import Path
+
+        self.path = Path(checkpoint_dir) / self._FILE if checkpoint_dir is not None else None
+        self.validation: list[list[float]] = []
+        self.training: list[list[float]] = []
+        self.seconds_before = 0.0
+        self._losses: list[float] = []
+        self._seconds = 0.0
+        self._resumed = False
+        if resume and self.path is not None and self.path.is_file():
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            self.validation, self.training = saved["validation"], saved["training"]
+            self.seconds_before = float(saved["seconds"])
+            self._resumed = True
+
+    def see(self, event: dict[str, Any]) -> None:
+        """Take one event of the training loop."""
+        if event.get("resumed_from") is not None:  # forget what the checkpoint does not hold
+            step = int(event["resumed_from"])
+            self.validation = [v for v in self.validation if v[0] <= step]
+            self.training = [t for t in self.training if t[0] <= step]
+        if event.get("phase") == "validate":
+            step = int(event["step"])
+            self.validation.append([step, round(float(event["val_loss"]), 6)])
+            if self._losses:
+                self.training.append([step, round(float(np.mean(self._losses)), 6)])
+            self._losses = []
+            if self.path is not None and self.path.parent.is_dir():
+                from .._files import write_atomic
+
+                record = {"validation": self.validation, "training": self.training,
+                          "seconds": self.seconds_before + self._seconds}
+                write_atomic(self.path, (json.dumps(record) + "\n").encode())
+        elif "loss" in event:
+            self._losses.append(float(event["loss"]))
+            self._seconds = float(event.get("seconds", self._seconds))
+
+    def summary(self) -> dict[str, Any]:
+        """Return the card's ``validation`` entry: both curves, the best step, a sentence."""
+        curve = self.validation
+        best = min(curve, key=lambda sv: sv[1])
+        out = {
+            "curve": curve,
+            "train_curve": self.training,
+            "train_curve_note": "mean training loss over the steps since the previous "
+            "validation (patches of the training data, training mode)",
+            "best_step": best[0],
+            "best_loss": best[1],
+            "summary": f"validation loss {curve[0][1]:.4g} at step {curve[0][0]}, best "
+            f"{best[1]:.4g} at step {best[0]}, last {curve[-1][1]:.4g} at step {curve[-1][0]}; "
+            "the best weights are shipped",
+        }
+        if self._resumed:
+            out["note"] = "resumed from a checkpoint: the curves join the runs"
+        return out
+
+
 #: Absolute tolerance of the re-measured subset figures (same weights, same code: only
 #: floating-point differences between machines and thread counts remain).
 _SUBSET_TOLERANCE = {"psnr_db": 0.02, "default": 0.002}
@@ -151,8 +221,7 @@ def model_card_markdown(spec: dict[str, Any]) -> str:
             f"{training.get('machine')} (nice'd, shared); torch {training.get('torch')}",
         ]
         if isinstance(training.get("validation"), dict):  # the zoo recipes' learning curve
-            lines.append(f"- validation on stack1 slice {training['validation'].get('slice')}: "
-                         f"{training['validation'].get('summary')} (curve in model.json)")
+            lines += _curve_lines(training["validation"])
         lines.append("")
     held = card.get("held_out")
     if held:
@@ -189,6 +258,25 @@ def model_card_markdown(spec: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _curve_lines(validation: dict[str, Any]) -> list[str]:
+    """Return the card's lines on the learning curve (validation and training losses)."""
+    if "slice" in validation:
+        where = f"stack1 slice {validation['slice']}"
+    else:
+        where = f"columns {validation.get('columns')}"
+    lines = [f"- validation on {where}: {validation.get('summary')} (curves in model.json)"]
+    train = {int(s): v for s, v in validation.get("train_curve") or []}
+    if train:
+        lines += ["", "| step | training loss | validation loss |", "| --- | --- | --- |"]
+        curve = validation["curve"]
+        every = max(1, len(curve) // 10)
+        for step, val in curve[::every] + ([curve[-1]] if (len(curve) - 1) % every else []):
+            mark = " (best)" if step == validation.get("best_step") else ""
+            lines.append(f"| {step}{mark} | {train.get(int(step), float('nan')):.4g} | "
+                         f"{val:.4g} |")
+    return lines
 
 
 def _authors(value) -> str:

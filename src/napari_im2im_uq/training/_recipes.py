@@ -20,15 +20,17 @@ import numpy as np
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "list_recipes", "measure_card", "run_recipe"]
 
-from ._card import _SUBSET_TOLERANCE, _rounded, model_card_markdown
+from ._card import _SUBSET_TOLERANCE, _LearningCurve, _rounded, model_card_markdown
 from ._recipes_qpi import (
     _QPI_CHANNELS,
     _QPI_CITATION,
     _QPI_DERIVED,
+    _QPI_FIT_COLS,
     _QPI_HELD_OUT_COLS,
     _QPI_LICENCE,
     _QPI_RANGE,
     _QPI_TRAIN_COLS,
+    _QPI_VALIDATION_COLS,
     _measure_qpi,
     _qpi,
     _qpi_baseline_fit,
@@ -49,6 +51,12 @@ from ._recipes_tem import (
     _synthetic,
     degradation_of,
     degrade,
+)
+from ._recipes_validation import (
+    _QPI_VALIDATION_SIDE,
+    _validation_batches,
+    _validation_text,
+    _validation_where,
 )
 
 
@@ -83,8 +91,9 @@ class Recipe:
         :func:`napari_im2im_uq.data.degrade_tem` plus ``"function"``); None: 4x nearest.
         Training draws fresh noise for every patch; the model spec records it.
     validate_every : int or None
-        Super-resolution with a degradation: steps between validations on the held-out
-        training slice (13); None: no validation.
+        Steps between validations on a held-back part of the training data (TEM: slice 13,
+        training on 0-12; QPI: columns 800-999, patches from 0-799); the weights of the lowest
+        validation loss are shipped. None: no validation.
     """
 
     name: str
@@ -251,10 +260,7 @@ def _spec(recipe: Recipe, *, root, extra: dict[str, Any] | None = None) -> dict[
             )
             spec["training_data"]["degradation"] = dict(deg)
         if recipe.validate_every:
-            spec["training_data"]["validation"] = (
-                f"stack1 slice {_SR_VALIDATION}: loss every {recipe.validate_every} steps on 8 "
-                "fixed 256 x 256 crops (fixed noise); the weights of the lowest loss are kept"
-            )
+            spec["training_data"]["validation"] = _validation_text(recipe)
         spec.pop("degradation", None)
         spec["licence"] = _EM_LICENCE
         spec["citation"] = _EM_CITATION
@@ -272,6 +278,8 @@ def _spec(recipe: Recipe, *, root, extra: dict[str, Any] | None = None) -> dict[
             "target": "derived/phase_l2_tikhonov_float32.npy (4-image Tikhonov phase, radians)",
             "train_region": {"rows": [0, 2000], "columns": list(_QPI_TRAIN_COLS)},
             "never_used_for_training": {"rows": [0, 2000], "columns": list(_QPI_HELD_OUT_COLS)},
+            **({"patches_from": {"rows": [0, 2000], "columns": list(_QPI_FIT_COLS)},
+                "validation": _validation_text(recipe)} if recipe.validate_every else {}),
             "units": "r1, r2 = uint8 / 255 (as napari_im2im_uq.data.load_qpi_dpc returns); "
             "phase in radians",
         }
@@ -286,33 +294,48 @@ def _spec(recipe: Recipe, *, root, extra: dict[str, Any] | None = None) -> dict[
 
 
 def _sampler(recipe: Recipe, *, root, base_model=None):
+    """Return the recipe's patch sampler and what was fitted on the training data.
+
+    With ``recipe.validate_every``, ``fitted["validation"]`` holds the fixed validation
+    batches (:func:`_validation_batches`) of a part of the training data the sampler never
+    draws from: TEM slice 13, QPI columns 800-999.
+    """
     from ._sampling import PatchSampler, nearest_downsample
 
     patch = (recipe.patch, recipe.patch)
+    validate = bool(recipe.validate_every)
+    fitted: dict[str, Any] = {}
     if recipe.task in ("tem-sr", "synthetic-sr"):
         if recipe.degradation is None:
             hr = _em(_EM_TRAIN, root)["raw"] if recipe.task == "tem-sr" else _synthetic(range(4))
             return PatchSampler(
                 None, list(hr), scale_factor=4, patch_shape=patch, augment=recipe.augment,
                 degrade=nearest_downsample(4),
-            ), {}
-        slices = _SR_TRAIN + ((_SR_VALIDATION,) if recipe.validate_every else ())
+            ), fitted
+        slices = _SR_TRAIN + ((_SR_VALIDATION,) if validate else ())
         hr = _em(slices, root)["raw"]
         sampler = PatchSampler(
             None, list(hr[: len(_SR_TRAIN)]), scale_factor=4, patch_shape=patch,
             augment=recipe.augment, degrade=_PatchDegradation(recipe.degradation),
         )
-        fitted: dict[str, Any] = {}
-        if recipe.validate_every:
+        if validate:
             fitted["validation"] = _validation_batches(hr[-1], recipe.degradation)
         return sampler, fitted
     if recipe.task == "tem-seg":
         em = _em(_EM_TRAIN, root, what=("raw", "membranes"))
+        # the baseline's threshold is fitted on slices 0-13 with or without validation
+        fitted["baseline_threshold"] = _fit_threshold(em["raw"], em["membranes"])
+        n = len(_SR_TRAIN) if validate else len(_EM_TRAIN)
         sampler = PatchSampler(
-            [r[None] for r in em["raw"]], [m.astype(np.int64) for m in em["membranes"]],
+            [r[None] for r in em["raw"][:n]], [m.astype(np.int64) for m in em["membranes"][:n]],
             patch_shape=patch, augment=recipe.augment,
         )
-        return sampler, {"baseline_threshold": _fit_threshold(em["raw"], em["membranes"])}
+        if validate:
+            i = _EM_TRAIN.index(_SR_VALIDATION)
+            fitted["validation"] = _validation_batches(
+                em["membranes"][i].astype(np.int64), x=em["raw"][i][None].astype(np.float32)
+            )
+        return sampler, fitted
     if recipe.task == "qpi":
         qpi = _qpi(root)
         norm = _qpi_normalization(qpi)
@@ -323,8 +346,16 @@ def _sampler(recipe: Recipe, *, root, base_model=None):
         ]).astype(np.float32)
         lo, hi = _QPI_RANGE
         y = ((qpi["phase"][:, c0:c1] - lo) / (hi - lo)).astype(np.float32)
-        sampler = PatchSampler([x], [y], patch_shape=patch, augment=recipe.augment)
-        return sampler, {"normalization": norm, **_qpi_baseline_fit(qpi)}
+        f0, f1 = _QPI_FIT_COLS if validate else _QPI_TRAIN_COLS
+        sampler = PatchSampler([x[:, :, f0 - c0 : f1 - c0]], [y[:, f0 - c0 : f1 - c0]],
+                               patch_shape=patch, augment=recipe.augment)
+        fitted.update(normalization=norm, **_qpi_baseline_fit(qpi))
+        if validate:
+            v0, v1 = (c - c0 for c in _QPI_VALIDATION_COLS)
+            fitted["validation"] = _validation_batches(
+                y[:, v0:v1], x=x[:, :, v0:v1], side=_QPI_VALIDATION_SIDE
+            )
+        return sampler, fitted
     if recipe.task == "tem-mask":
         from ._pairs_data import mask_pair
 
@@ -336,7 +367,7 @@ def _sampler(recipe: Recipe, *, root, base_model=None):
             inputs.append(net_input)
             targets.append(target)
         sampler = PatchSampler(inputs, targets, patch_shape=patch, augment=recipe.augment)
-        return sampler, {}
+        return sampler, fitted
     raise AssertionError(recipe.task)  # pragma: no cover
 
 
@@ -357,21 +388,6 @@ class _PatchDegradation:
         data = np.ascontiguousarray(patch, dtype=np.float32)
         key = int.from_bytes(hashlib.blake2b(data.tobytes(), digest_size=8).digest(), "little")
         return degrade(data, self.degradation, key)
-
-
-def _validation_batches(y: np.ndarray, degradation: dict[str, Any]):
-    """Eight fixed 256 x 256 crops of a validation slice and their degraded inputs (2 batches)."""
-    side = 256
-    corners = [(r, c) for r in range(0, y.shape[0] - side + 1, side)
-               for c in range(0, y.shape[1] - side + 1, side)][::2][:8]
-    xs, ys = [], []
-    for i, (r, c) in enumerate(corners):
-        crop = y[r : r + side, c : c + side]
-        xs.append(degrade(crop, degradation, [_SR_VALIDATION, i])[None])
-        ys.append(crop.astype(np.float32)[None])
-    x, t = np.stack(xs), np.stack(ys)
-    half = len(xs) // 2
-    return [(x[:half], t[:half]), (x[half:], t[half:])]
 
 
 def _load_base_model(recipe: Recipe, output: Path | None):
@@ -578,14 +594,10 @@ def run_recipe(
         validate_every=min(recipe.validate_every, steps) if validation else None,
         device="auto",
     )
-    curve: list[list[float]] = []
-    losses: list[float] = []
+    curve = _LearningCurve(checkpoint_dir, resume=resume)
 
     def see(event):
-        if event.get("phase") == "validate":
-            curve.append([int(event["step"]), round(float(event["val_loss"]), 6)])
-        elif "loss" in event:
-            losses.append(float(event["loss"]))
+        curve.see(event)
         return {"phase": "train", **event}
 
     model = yield from relay(job, see)
@@ -603,7 +615,7 @@ def run_recipe(
             "augmentation": recipe.augment,
             "loss_options": recipe.loss_options,
             "network": net_kwargs,
-            "wall_time_s": round(train_seconds, 1),
+            "wall_time_s": round(curve.seconds_before + train_seconds, 1),
             "resumed": bool(resume),
             "machine": _machine(),
             "threads": torch.get_num_threads(),
@@ -611,21 +623,8 @@ def run_recipe(
             "python": platform.python_version(),
         },
     }
-    if curve:
-        best = min(curve, key=lambda sv: sv[1])
-        card["training"]["validation"] = {
-            "slice": _SR_VALIDATION,
-            "curve": curve,
-            "best_step": best[0],
-            "best_loss": best[1],
-            "train_loss_last_200_steps": round(float(np.mean(losses[-200:])), 6)
-            if losses else None,
-            "summary": f"validation loss {curve[0][1]:.4g} at step {curve[0][0]}, best "
-            f"{best[1]:.4g} at step {best[0]}, last {curve[-1][1]:.4g} at step {curve[-1][0]}; "
-            "the best weights are shipped",
-        }
-        if resume:
-            card["training"]["validation"]["note"] = "curve of the last (resumed) run's steps"
+    if curve.validation:
+        card["training"]["validation"] = {**_validation_where(recipe), **curve.summary()}
     if "baseline_threshold" in fitted:
         card["baseline_parameters"] = {"threshold": fitted["baseline_threshold"]}
     if "baseline_gain" in fitted:

@@ -23,6 +23,10 @@ _QPI_CITATION = (
 )
 _QPI_TRAIN_COLS = (0, 1000)
 _QPI_HELD_OUT_COLS = (1000, 2000)
+#: Recipes with validation train on columns 0-799 and watch the loss on columns 800-999 (part
+#: of the training region, never the held-out columns 1000-1999).
+_QPI_FIT_COLS = (0, 800)
+_QPI_VALIDATION_COLS = (800, 1000)
 _QPI_SUBSET = ((300, 1200), (1400, 1650))
 _QPI_RANGE = (-1.5, 3.5)
 #: Input channels of the QPI model: the two images and their two-image Tikhonov phase.
