@@ -303,7 +303,13 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-limit", default="2GiB")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--one-process", action="store_true",
+                        help="run every size in this process (by default each size runs in a "
+                             "fresh process with its own cluster, so a size's peak memory is "
+                             "not what the sizes before it left behind)")
     args = parser.parse_args(argv)
+    if len(args.sizes) > 1 and not args.one_process:
+        return _fresh_processes(args, argv)
 
     import distributed
 
@@ -323,9 +329,40 @@ def main(argv=None) -> int:
             for gb in args.sizes:
                 rows.append(run_size(gb, args, client, workers, Path(tmp), bundle))
                 print(f"  {json.dumps(rows[-1])}", file=sys.stderr)
-    print(f"\nFacility run: tiny U-Net, {TILE} x {TILE} blocks, LocalCluster 2 processes x 1 "
-          f"thread, {args.memory_limit} each; stop after {args.first} blocks, resume for "
-          f"{args.more}; {args.tiles} calibration tiles of {CAL_TILE} x {CAL_TILE}")
+    _print_table(rows, warm, args)
+    return 0
+
+
+def _fresh_processes(args, argv) -> int:
+    """Run each size of ``args.sizes`` in a fresh process; print and save the rows together."""
+    import subprocess
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, skip = [], False
+    for a in argv:  # drop --sizes and --json (each child gets its own)
+        if skip and not a.startswith("--"):
+            continue
+        skip = a in ("--sizes", "--json")
+        if not skip:
+            rest.append(a)
+    rows, warm = [], None
+    with tempfile.TemporaryDirectory(prefix="bench-facility-runs-") as tmp:
+        for gb in args.sizes:
+            out = Path(tmp) / f"{gb}.json"
+            subprocess.run([sys.executable, __file__, "--sizes", str(gb), "--json", str(out),
+                            *rest], check=True, stdout=subprocess.DEVNULL)
+            got = json.loads(out.read_text())
+            rows += got["runs"]
+            warm = got["warm_up"]
+    _print_table(rows, warm, args, fresh=True)
+    return 0
+
+
+def _print_table(rows, warm, args, *, fresh=False) -> None:
+    where = "each size in a fresh process" if fresh or len(rows) == 1 else "one process"
+    print(f"\nFacility run ({where}): tiny U-Net, {TILE} x {TILE} blocks, LocalCluster "
+          f"2 processes x 1 thread, {args.memory_limit} each; stop after {args.first} blocks, "
+          f"resume for {args.more}; {args.tiles} calibration tiles of {CAL_TILE} x {CAL_TILE}")
     print(f"{'GB':>6} {'blocks':>8} {'1st block s':>11} {'resume 1st s':>12} {'calib s':>8} "
           f"{'plan s':>7} {'client MB':>9} {'workers MB':>11} {'diff out':>9} "
           f"{'diff prod':>9}")
@@ -343,7 +380,6 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps({"runs": rows, "warm_up": warm,
                                          "args": vars(args) | {"json": None}},
                                         indent=1, default=str))
-    return 0
 
 
 if __name__ == "__main__":
