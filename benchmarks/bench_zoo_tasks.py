@@ -41,7 +41,23 @@ rerun of the statistics skips inference; ``--write-cards`` writes each model's f
 its bundle's card (``card.informative`` in model.json, and README.md). Needs ../shared/data
 (qpi_dpc_cells, em_drosophila_vnc).
 
-Measured: see the end of this docstring (filled in by the run that wrote the cards).
+Measured (2026-12-02, 2 CPU cores shared with four other jobs, load 8-12, ``--splits 100
+--threads 1 --cache /tmp/b6/h4cache``; inference 1-2 minutes a model, the statistics about
+1 minute (QPI) and 2.5 minutes (segmentation, two rules)):
+
+- the zoo before issue 11's retraining (qpi-dpc-quantile sha256 1e928fffde0e..., U-Net depth
+  3, 2000 steps; tem-membrane-seg baa4568f20f2..., 350 steps):
+
+  - QPI: PSNR 26.94 dB vs Tikhonov 26.73 (+0.21; target +2), SSIM 0.535 vs 0.556 (target:
+    above); calibrated width 0.711 rad vs constant 0.949: 25.1% narrower (sd 3.5% over
+    splits; target 40%), test risk 0.061; Spearman(width, |error|) 0.398; quartile risks
+    0.006 / 0.017 / 0.055 / 0.167 (ratio 33: the widest quartile's pixels fall outside 28
+    times as often as the narrowest's: the error grows faster than the width);
+  - segmentation: F1 0.792 vs 0.701 (+0.092; target +0.05), pixel accuracy 0.921 vs 0.869;
+    LAC sets at alpha 0.05, CRC (the Calibrate dock's default rule): activation ratio 1.069
+    (sd 0.003 over splits, range 1.060-1.075; 95th percentile over tiles 1.17), coverage
+    0.951, risk 0.049; RCPS-HB (delta 0.1): ratio 1.112 (sd 0.003), coverage 0.965, risk
+    0.035. Target ratio < 1.1: met with CRC, not with RCPS.
 """
 
 from __future__ import annotations
