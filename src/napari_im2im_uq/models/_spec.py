@@ -61,6 +61,7 @@ SRNET_DEFAULTS = {
     "n_blocks": 8,
     "scale_factor": 4,
     "skip": "point",
+    "spread_sigma": 0.0,
 }
 #: Inclusive bounds of the integer ``SRNet2d`` kwargs.
 SRNET_BOUNDS = {
@@ -275,6 +276,13 @@ def check_kwargs(architecture: str, kwargs: dict) -> dict:
     for key, allowed in choices.items():
         if key in kwargs and kwargs[key] not in allowed:
             raise BundleError(f"kwargs[{key!r}] must be one of {list(allowed)}; got {kwargs[key]!r}")
+    if architecture == "srnet2d" and "spread_sigma" in kwargs:
+        from ._srnet import MAX_SPREAD_SIGMA
+
+        sigma = kwargs["spread_sigma"]
+        if not _is_number(sigma) or not 0.0 <= sigma <= MAX_SPREAD_SIGMA:
+            raise BundleError(f"kwargs['spread_sigma'] must be a number in [0, "
+                              f"{MAX_SPREAD_SIGMA}]; got {sigma!r}")
     full = {**defaults, **kwargs}
     n = sum(parameter_count(architecture, full))
     if n > LIMITS["parameters"]:

@@ -8,19 +8,58 @@ up-sampling of the input so that the network learns only the residual.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_int
 
-__all__ = ["SKIPS", "SRNet2d", "srnet_parameter_count"]
+__all__ = ["MAX_SPREAD_SIGMA", "SKIPS", "SRNet2d", "spread_reach", "srnet_parameter_count"]
 
 #: What the global skip adds: the bicubic up-sampled input to the point channel (0), a
 #: Gaussian prior centred on it to the logits of K intensity bins, or nothing.
 SKIPS = ("point", "bins", "none")
 #: Width, in [0, 1] intensity units, of the prior that the "bins" skip adds to the logits.
 _BIN_PRIOR_WIDTH = 0.1
+#: Largest ``spread_sigma`` (output pixels) a network accepts.
+MAX_SPREAD_SIGMA = 8.0
+#: Smallest smoothed spread before the inverse softplus (keeps its logarithm finite).
+_SPREAD_FLOOR = 1e-30
+
+
+def spread_reach(spread_sigma: float) -> int:
+    """Return the radius, in output pixels, of the Gaussian of standard deviation ``spread_sigma``.
+
+    The kernel is cut at ``ceil(3 sigma)`` (0 for sigma 0: no smoothing).
+
+    Examples
+    --------
+    >>> spread_reach(0.0), spread_reach(0.8), spread_reach(1.5)
+    (0, 3, 5)
+    """
+    return int(math.ceil(3.0 * float(spread_sigma) - 1e-9)) if spread_sigma > 0 else 0
+
+
+def _gaussian_1d(sigma: float, device, dtype) -> torch.Tensor:
+    r = spread_reach(sigma)
+    t = torch.arange(-r, r + 1, device=device, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).to(dtype)
+
+
+def _smooth(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian (``kernel``: ``(C, 1, 2r + 1)``) of every channel, in float32.
+
+    Edges are replicated (the halo keeps them out of every kept output pixel).
+    """
+    c, _, size = kernel.shape
+    r = size // 2
+    k = kernel.to(device=x.device, dtype=torch.float32)
+    x = F.pad(x.float(), (r, r, r, r), mode="replicate")
+    x = F.conv2d(x, k.view(c, 1, size, 1), groups=c)
+    return F.conv2d(x, k.view(c, 1, 1, size), groups=c)
 
 
 class _ResBlock(nn.Module):
@@ -60,6 +99,18 @@ class SRNet2d(nn.Module):
         Super-resolution factor ``s`` (1: no up-sampling, the skip adds the input itself).
     skip : {"point", "bins", "none"}
         The global skip.
+    spread_sigma : float
+        Standard deviation, in output pixels, of a fixed (not trained) Gaussian smoothing of
+        the spread after the pixel shuffle; 0 (default): none. The pixel shuffle gives each of
+        the ``s**2`` sub-pixel positions its own filter, which leaves a faint ``s``-pixel
+        lattice in the width. With ``skip="point"`` the channels after the point (the quantile
+        offsets, the residual, the Gaussian std, all read through a softplus by
+        :func:`decode_head`) are smoothed as ``softplus^-1(G * softplus(raw))``: the spread
+        itself is averaged and the point channel is left untouched, bit for bit. With
+        ``skip="bins"`` (softmax) the network's logits are smoothed before the prior is added:
+        the expectation read from the bins moves a little too. The halo grows by the kernel's
+        reach (``ceil(3 sigma)`` output pixels, rounded up to input pixels). The smoothing is
+        fixed before any calibration, so calibration guarantees are unchanged.
 
     Examples
     --------
@@ -69,6 +120,8 @@ class SRNet2d(nn.Module):
     torch.Size([1, 3, 40, 48])
     >>> net.halo, net.divisor
     (7, 1)
+    >>> SRNet2d(out_channels=3, channels=8, n_blocks=2, spread_sigma=1.0).halo
+    8
     """
 
     def __init__(
@@ -80,6 +133,7 @@ class SRNet2d(nn.Module):
         n_blocks: int = 8,
         scale_factor: int = 4,
         skip: str = "point",
+        spread_sigma: float = 0.0,
     ):
         super().__init__()
         in_channels = check_int(in_channels, "in_channels")
@@ -93,6 +147,20 @@ class SRNet2d(nn.Module):
             raise ValueError(
                 f"skip='bins' needs out_channels >= 2 (the intensity bins); got {out_channels}"
             )
+        if (
+            isinstance(spread_sigma, bool)
+            or not isinstance(spread_sigma, int | float)
+            or not 0.0 <= spread_sigma <= MAX_SPREAD_SIGMA
+        ):
+            raise ValueError(
+                f"spread_sigma must be a number in [0, {MAX_SPREAD_SIGMA}] (output pixels); got "
+                f"{spread_sigma!r}"
+            )
+        if spread_sigma > 0 and (skip == "none" or (skip == "point" and out_channels < 2)):
+            raise ValueError(
+                "spread_sigma > 0 needs spread channels: skip='point' with out_channels >= 2 "
+                f"or skip='bins'; got skip={skip!r}, out_channels={out_channels}"
+            )
         self.config = {
             "in_channels": in_channels,
             "out_channels": out_channels,
@@ -101,6 +169,12 @@ class SRNet2d(nn.Module):
             "scale_factor": scale_factor,
             "skip": skip,
         }
+        if spread_sigma > 0:  # absent at 0, so older bundles' kwargs match the config
+            self.config["spread_sigma"] = float(spread_sigma)
+            n_spread = out_channels - 1 if skip == "point" else out_channels
+            kernel = _gaussian_1d(float(spread_sigma), "cpu", torch.float32)
+            # not in the state dict: the weights (and their sha256) stay those of the network
+            self.register_buffer("spread_kernel", kernel.repeat(n_spread, 1, 1), persistent=False)
         s = scale_factor
         self.head = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.blocks = nn.Sequential(*(_ResBlock(channels) for _ in range(n_blocks)))
@@ -124,11 +198,15 @@ class SRNet2d(nn.Module):
 
     @property
     def halo(self) -> int:
-        """Receptive-field radius in input pixels: ``2 n_blocks + 3`` 3x3 convolutions.
+        """Receptive-field radius in input pixels.
 
-        The bicubic skip reads input pixels up to 2 away, fewer than the convolutions.
+        ``2 n_blocks + 3`` 3x3 convolutions, plus the spread smoothing's reach
+        (:func:`spread_reach` output pixels, rounded up to input pixels). The bicubic skip
+        reads input pixels up to 2 away, fewer than the convolutions.
         """
-        return 2 * self.config["n_blocks"] + 3
+        s = self.config["scale_factor"]
+        reach = spread_reach(self.config.get("spread_sigma", 0.0))
+        return 2 * self.config["n_blocks"] + 3 + -(-reach // s)
 
     @property
     def local(self) -> bool:
@@ -148,15 +226,34 @@ class SRNet2d(nn.Module):
         feat = feat + self.body_end(self.blocks(feat))
         out = self.shuffle(self.tail(feat))
         skip = self.config["skip"]
+        sigma = self.config.get("spread_sigma", 0.0)
         if skip == "none":
             return out
         up = self._upsampled(x).to(out.dtype)
         if skip == "point":
-            return torch.cat([out[:, :1] + up, out[:, 1:]], dim=1)
+            spread = out[:, 1:]
+            if sigma > 0:
+                spread = _smooth_softplus(spread, self.spread_kernel)
+            return torch.cat([out[:, :1] + up, spread], dim=1)
+        if sigma > 0:
+            out = _smooth(out, self.spread_kernel).to(out.dtype)
         k = out.shape[1]
         values = torch.linspace(0.0, 1.0, k, device=out.device, dtype=out.dtype)
         prior = -(values.view(1, k, 1, 1) - up).square() / (2 * _BIN_PRIOR_WIDTH**2)
         return out + prior
+
+
+def _smooth_softplus(raw: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``softplus^-1(G * softplus(raw))`` in float32: the spread smoothed, back as raw values."""
+    y = _smooth(F.softplus(raw.float()), kernel).clamp_min(_SPREAD_FLOOR)
+    # log(expm1(y)) without expm1 (ONNX has none): a series below 0.01, exact above; the
+    # relative error of softplus of the result stays under 1e-5 (each branch's argument is
+    # clamped to its own range, so neither makes an infinity or a NaN gradient)
+    small = y.clamp_max(0.01)
+    large = y.clamp_min(0.01)
+    inverse = torch.where(y < 0.01, torch.log(small) + 0.5 * small,
+                          large + torch.log(1.0 - torch.exp(-large)))
+    return inverse.to(raw.dtype)
 
 
 def srnet_parameter_count(kwargs: dict) -> tuple[int, int]:
