@@ -69,12 +69,21 @@ TILE = 64
 ENTRY = methods.get("intervals")
 
 
-def predict_planes(images, model="tem-sr4x-quantile"):
-    """Model outputs of high-resolution slices (planes, rows, cols), input = every 4th pixel."""
+def predict_planes(images, model="tem-sr4x-quantile", *, extra_noise=0.0, seed=0):
+    """Model outputs of high-resolution slices (planes, rows, cols).
+
+    The input is the model's own degradation (``TEM_DEGRADATION`` of the recipes: 4 x 4
+    binning and the Poisson-Gaussian noise of a short exposure, seeded per slice), plus
+    Gaussian noise of std ``extra_noise`` on the input (the noise shift), clipped to [0, 1].
+    """
+    from napari_im2im_uq.training._recipes_tem import TEM_DEGRADATION, degrade
     from napari_im2im_uq.workflows.predict import predict
 
-    low = np.ascontiguousarray(images[:, ::4, ::4]).astype(np.float32)
-    shown = predict(model, low, output="memory")
+    rng = np.random.default_rng([seed, 1])
+    low = np.stack([degrade(im, TEM_DEGRADATION, [seed, z]) for z, im in enumerate(images)])
+    if extra_noise:
+        low = np.clip(low + extra_noise * rng.standard_normal(low.shape), 0, 1)
+    shown = predict(model, np.ascontiguousarray(low, dtype=np.float32), output="memory")
     return {kw["metadata"]["im2im_uq"]["output"]: np.asarray(d) for d, kw, _ in shown}
 
 
@@ -198,7 +207,7 @@ def region_map_half_shifted(clean, shifted, plane, *, n_cal_planes, draws, seed)
 
 
 def block_map_half_shifted(clean, shifted, plane, *, k, n_cal_planes, draws, seed,
-                           half="planes"):
+                           half="planes", units=True):
     """The region test with regions = blocks of k x k tiles within planes (d).
 
     Calibrate on a random ``n_cal_planes`` of the slices (all their tiles, the region of each
@@ -231,8 +240,9 @@ def block_map_half_shifted(clean, shifted, plane, *, k, n_cal_planes, draws, see
         src = clean if shifted is None else shifted
         new = {key: np.where(is_sh, src[key][new_idx], clean[key][new_idx]) for key in clean}
         _, region = np.unique(block[new_idx], return_inverse=True)
+        by_plane = {"reference_unit": plane[cal_idx], "unit": plane[new_idx]} if units else {}
         out = drift.drift_test(take(clean, cal_idx), new, region, level=LEVEL,
-                               reference_region=block[cal_idx], min_region_tiles=1)
+                               reference_region=block[cal_idx], min_region_tiles=1, **by_plane)
         acc["region_test"].append(out["region_test"] == "regions")  # not the tile fallback
         marked = np.array([r["drifted"] for r in out["regions"]])
         p = np.array([r["p_value"] for r in out["regions"]])
@@ -289,13 +299,12 @@ def summarize_data():
     isbi = load_isbi2012()["raw"]  # (30, 512, 512)
     vnc = load_em_drosophila(stack=1, slices=range(14, 20))["raw"]  # (6, 1024, 1024)
     synth = np.stack([synthetic_em_tissue((512, 512), seed=s)["image"] for s in range(8)])
-    contrast = contrast_of(isbi)
-    noisy = np.clip(isbi + 0.05 * np.random.default_rng(0).standard_normal(isbi.shape), 0, 1)
+    # the shifted copies are degraded with the clean slices' noise seeds: only the shift differs
     f_isbi, p_isbi = tile_features(predict_planes(isbi))
-    f_vnc, p_vnc = tile_features(predict_planes(vnc))
-    f_syn, _ = tile_features(predict_planes(synth.astype(np.float32)))
-    f_con, _ = tile_features(predict_planes(contrast))
-    f_noi, _ = tile_features(predict_planes(noisy.astype(np.float32)))
+    f_vnc, p_vnc = tile_features(predict_planes(vnc, seed=1))
+    f_syn, _ = tile_features(predict_planes(synth.astype(np.float32), seed=2))
+    f_con, _ = tile_features(predict_planes(contrast_of(isbi)))
+    f_noi, _ = tile_features(predict_planes(isbi, extra_noise=0.05))
     return f_isbi, p_isbi, f_vnc, p_vnc, f_syn, f_con, f_noi
 
 
@@ -331,8 +340,8 @@ def vnc2_features(cache=None):
     from napari_im2im_uq.data import load_em_drosophila
 
     vnc2 = load_em_drosophila(stack=2)["raw"]  # (20, 1024, 1024)
-    f_clean, plane = tile_features(predict_planes(vnc2))
-    f_con, _ = tile_features(predict_planes(contrast_of(vnc2)))
+    f_clean, plane = tile_features(predict_planes(vnc2, seed=3))
+    f_con, _ = tile_features(predict_planes(contrast_of(vnc2), seed=3))
     if cache:
         old = dict(np.load(cache)) if os.path.exists(cache) else {}
         old.update({f"vnc2|{k}": v for k, v in f_clean.items()})
@@ -368,14 +377,130 @@ def block_table(report, f_isbi, p_isbi, f_con, f_noi, vnc2, *, draws):
         print(f"{key:<32} " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
 
 
+def grid_of(plane, k):
+    """Block (k x k tiles, within its plane) and tile column of each tile (square planes,
+    tiles in row-major order, as :func:`tile_features` lists them); k = 0: the plane itself."""
+    block, column = np.zeros(len(plane), np.int64), np.zeros(len(plane), np.int64)
+    start = 0
+    for z in np.unique(plane):
+        sel = np.flatnonzero(plane == z)
+        side = int(round(np.sqrt(len(sel))))
+        idx = np.arange(len(sel))
+        row, column[sel] = idx // side, idx % side
+        nb = -(-side // k) if k else 1
+        block[sel] = start + ((row // k) * nb + column[sel] // k if k else 0)
+        start += nb * nb
+    return block, column
+
+
+def map_draw(cal, cal_plane, new, new_plane, is_shifted, *, units=True):
+    """One check of a new volume against calibration planes, the map chosen as "auto" does.
+
+    Returns the whole-volume alarm, the map's regions word, the fraction of shifted and of
+    unshifted regions marked and whether any unshifted region is marked.
+    """
+    from napari_im2im_uq.workflows.drift import _auto_regions
+
+    side = int(round(np.sqrt(np.sum(new_plane == new_plane[0]))))
+    summary = {"tiles": [[int(z), 0, 0] for z in np.unique(cal_plane)]}
+    grid = (len(np.unique(new_plane)), side * TILE, side * TILE)
+    regions = _auto_regions("auto", summary, (TILE, TILE), grid, LEVEL)
+    k = 0 if regions == "plane" else int(regions)
+    cal_block, _ = grid_of(cal_plane, k)
+    new_block, _ = grid_of(new_plane, k)
+    _, region = np.unique(new_block, return_inverse=True)
+    by_plane = {"reference_unit": cal_plane, "unit": new_plane} if units else {}
+    out = drift.drift_test(cal, new, region, level=LEVEL, reference_region=cal_block,
+                           min_region_tiles=1, **by_plane)
+    marked = np.array([r["drifted"] for r in out["regions"]])
+    reg_sh = np.zeros(len(marked), bool)
+    reg_sh[region[is_shifted]] = True
+    return {"whole_alarm": out["whole_drifted"], "map": "planes" if k == 0 else f"blocks k={k}",
+            "map_test": out["region_test"],
+            "shifted_marked": marked[reg_sh].mean() if reg_sh.any() else np.nan,
+            "unshifted_marked": marked[~reg_sh].mean() if (~reg_sh).any() else np.nan,
+            "false_alarm": bool(marked[~reg_sh].any())}
+
+
+def power_table(report, f_isbi, p_isbi, f_vnc, p_vnc, f_con, f_noi, vnc2, *, draws):
+    """(e) The issue's table: the whole-volume alarm and the "auto" map, level 0.05.
+
+    Each draw: the calibration is a random set of planes (all their tiles and positions), the
+    new volume other planes. Fixed targets draw the calibration planes only.
+    """
+    f_vnc2, f_vnc2_con, p_vnc2 = vnc2
+    _, col_isbi = grid_of(p_isbi, 0)
+    _, col_vnc2 = grid_of(p_vnc2, 0)
+    rng = np.random.default_rng(11)
+
+    def split(plane, n_cal):
+        perm = rng.permutation(np.unique(plane))
+        return (np.flatnonzero(np.isin(plane, perm[:n_cal])),
+                np.concatenate([np.flatnonzero(plane == z) for z in perm[n_cal:]]),
+                perm[n_cal:])
+
+    def half(clean, shifted, plane, col, n_cal, how):
+        cal_idx, new_idx, new_sl = split(plane, n_cal)
+        if shifted is None:
+            is_sh = np.zeros(len(new_idx), bool)
+        elif how == "planes":
+            is_sh = np.isin(plane[new_idx], new_sl[: len(new_sl) // 2])
+        else:
+            is_sh = col[new_idx] >= (col[new_idx].max() + 1) // 2
+        src = clean if shifted is None else shifted
+        new = {k: np.where(is_sh, src[k][new_idx], clean[k][new_idx]) for k in clean}
+        return map_draw(take(clean, cal_idx), plane[cal_idx], new, plane[new_idx], is_sh)
+
+    def fixed(ref, ref_plane, new, new_plane, n_cal):
+        cal_sl = rng.choice(np.unique(ref_plane), n_cal, replace=False)
+        cal_idx = np.flatnonzero(np.isin(ref_plane, cal_sl))
+        return map_draw(take(ref, cal_idx), ref_plane[cal_idx], new, new_plane + 1000,
+                        np.ones(len(new_plane), bool))
+
+    lo, hi = p_isbi < 15, p_isbi >= 15
+    cases = {
+        "ISBI 0-14 (13 of them) -> 15-29": lambda: fixed(
+            take(f_isbi, lo), p_isbi[lo], take(f_isbi, hi), p_isbi[hi], 13),
+        "ISBI (26 of 30) -> VNC": lambda: fixed(f_isbi, p_isbi, f_vnc, p_vnc, 26),
+        "ISBI exchangeable, 26 -> 4": lambda: half(f_isbi, None, p_isbi, col_isbi, 26, ""),
+        "VNC2 exchangeable, 16 -> 4": lambda: half(f_vnc2, None, p_vnc2, col_vnc2, 16, ""),
+        "ISBI contrast x0.7, half the planes": lambda: half(
+            f_isbi, f_con, p_isbi, col_isbi, 26, "planes"),
+        "ISBI contrast x0.7, right halves": lambda: half(
+            f_isbi, f_con, p_isbi, col_isbi, 26, "columns"),
+        "ISBI noise +0.05, half the planes": lambda: half(
+            f_isbi, f_noi, p_isbi, col_isbi, 26, "planes"),
+        "ISBI noise +0.05, right halves": lambda: half(
+            f_isbi, f_noi, p_isbi, col_isbi, 26, "columns"),
+        "VNC2 contrast x0.7, half the planes": lambda: half(
+            f_vnc2, f_vnc2_con, p_vnc2, col_vnc2, 16, "planes"),
+        "VNC2 contrast x0.7, right halves": lambda: half(
+            f_vnc2, f_vnc2_con, p_vnc2, col_vnc2, 16, "columns"),
+    }
+    print(f"\n(e) whole-volume alarm and the 'auto' map (level {LEVEL}; exchangeable: {draws} "
+          f"draws, others {draws // 2}); false_alarm = some unshifted region marked")
+    report["map_table"] = {}
+    for case, fn in cases.items():
+        n = draws if "exchangeable" in case else draws // 2
+        rows = [fn() for _ in range(n)]
+        res = {"draws": n, "map": rows[0]["map"], "map_test": rows[0]["map_test"]}
+        for key in ("whole_alarm", "shifted_marked", "unshifted_marked", "false_alarm"):
+            vals = np.array([r[key] for r in rows], dtype=float)
+            res[key] = None if np.isnan(vals).all() else float(np.nanmean(vals))
+        report["map_table"][case] = res
+        print(f"{case:<38} " + ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()),
+            flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--cache", metavar="PATH.npz",
                         help="keep the per-tile statistics here (predicting takes minutes)")
-    parser.add_argument("--parts", default="abcd",
-                        help="which parts to run, e.g. 'd' (default: abcd)")
+    parser.add_argument("--parts", default="abcde",
+                        help="which parts to run, e.g. 'de' (default: abcde)")
     args = parser.parse_args(argv)
     splits, draws = (200, 50) if args.quick else (1000, 200)
 
@@ -443,6 +568,9 @@ def main(argv=None):
     if "d" in args.parts:
         block_table(report, f_isbi, p_isbi, f_con, f_noi, vnc2_features(args.cache),
                     draws=draws)
+    if "e" in args.parts:
+        power_table(report, f_isbi, p_isbi, f_vnc, p_vnc, f_con, f_noi,
+                    vnc2_features(args.cache), draws=draws)
     report["seconds"] = time.perf_counter() - t0
     print(f"\ntotal {report['seconds']:.0f} s")
     if args.json:

@@ -65,6 +65,53 @@ def test_region_pvalues_match_a_slow_reference():
         assert out["n_reference_regions"] == k
 
 
+def _slow_unit_p(ref, ref_region, ref_unit, new, new_region):
+    """Reference with planes as units (equal region sizes): every region's AUC against the tiles
+    of the other units by all pairwise comparisons; p = weighted share scoring at least as high."""
+    units = [(ref_region[ref_unit == u], ref[ref_unit == u]) for u in np.unique(ref_unit)]
+    units.append((new_region + ref_region.max() + 1, new))
+    rows, weights = [], []
+    for i, (reg, tiles) in enumerate(units):
+        rest = np.concatenate([t for j, (_, t) in enumerate(units) if j != i])
+        for r in np.unique(reg):
+            own = tiles[reg == r]
+            auc = [np.mean((own[:, None, f] > rest[None, :, f])
+                           + 0.5 * (own[:, None, f] == rest[None, :, f]))
+                   for f in range(ref.shape[1])]
+            rows.append(np.abs(np.array(auc) - 0.5))
+            weights.append(1.0 / len(np.unique(reg)) / len(units))
+    dev, weights = np.array(rows), np.array(weights)
+    score = (dev / (np.sqrt(np.mean(dev ** 2, axis=0)) + 1e-12)).max(axis=1)
+    n_new = len(np.unique(new_region))
+    return [float(np.sum(weights[score >= s - 1e-12])) for s in score[-n_new:]]
+
+
+def test_region_pvalues_with_planes_as_units_match_a_slow_reference():
+    rng = np.random.default_rng(10)
+    for case in range(40):
+        k, b, m = rng.integers(2, 6), rng.integers(1, 4), rng.integers(1, 4)  # planes, blocks, tiles
+        ref_unit = np.repeat(np.arange(k), b * m)
+        ref_region = np.repeat(np.arange(k * b), m)
+        ref = np.round(rng.normal(size=(k * b * m, 2)) + np.repeat(rng.normal(size=(k, 2)),
+                                                                   b * m, 0), 1)
+        new = np.round(rng.normal(size=(b * m, 2)) + rng.normal(size=2) * (case % 3), 1)
+        new_region = np.repeat(np.arange(b), m)
+        out = drift.region_pvalues(ref, ref_region, new, new_region + 7, reference_unit=ref_unit,
+                                   new_unit=np.full(b * m, 3))
+        want = _slow_unit_p(ref, ref_region, ref_unit, new, new_region)
+        assert out["p"] == pytest.approx(want), case
+        assert out["n_reference_units"] == k and out["floor"][0] == pytest.approx(1 / ((k + 1) * b))
+
+
+def test_region_pvalues_refuse_a_region_across_units():
+    with pytest.raises(ValueError, match="single unit"):
+        drift.region_pvalues(np.zeros((4, 1)), [0, 0, 1, 1], np.zeros((2, 1)), [0, 0],
+                             reference_unit=[0, 1, 1, 1], new_unit=[0, 0])
+    with pytest.raises(ValueError, match="together"):
+        drift.drift_test({"a": np.zeros(4)}, {"a": np.zeros(2)}, [0, 1],
+                         reference_region=[0, 0, 1, 1], unit=[0, 0])
+
+
 def test_benjamini_hochberg_matches_the_step_up_definition():
     rng = np.random.default_rng(1)
     for _ in range(200):
@@ -185,7 +232,7 @@ def test_real_isbi_planes_the_shifted_plane_scores_highest():
     shown = api.predict("tem-sr4x-quantile", np.ascontiguousarray(hr[:, ::4, ::4]),
                         output="memory")
     new = {kw["metadata"]["im2im_uq"]["output"]: np.asarray(d) for d, kw, _ in shown}
-    verdict, _ = api.check_drift(cal.record, new)
+    verdict, _ = api.check_drift(cal.record, new, regions="plane")
     assert verdict["region_test"] == "regions" and verdict["n_reference_regions"] == 26
     p = [r["p_value"] for r in verdict["regions"]]
     # the shifted planes score above every calibration plane (an unshifted plane may too, with
@@ -195,42 +242,115 @@ def test_real_isbi_planes_the_shifted_plane_scores_highest():
     assert not any(r["status"] == "no drift" for r in verdict["regions"][2:])
 
 
-def test_blocks_within_planes_share_the_plane_effect_so_auto_tests_planes():
-    """Why "auto" tests planes: blocks of one new plane share its offset (a plane effect).
+def _blocks(rng, planes, blocks, per, *, shift_blocks=0, shift=6.0, effect=1.0):
+    """Tiles of planes cut into blocks: a plane effect shared by a plane's blocks (+ shift of
+    the last ``shift_blocks`` blocks of every plane, "the right half")."""
+    feats, plane = _regions(rng, planes, blocks * per, effect=effect)
+    block = np.repeat(np.arange(planes * blocks), per)
+    if shift_blocks:
+        feats["b"] = feats["b"] + shift * (block % blocks >= blocks - shift_blocks)
+    return feats, plane, block
 
-    Exchangeable planes (40 calibration, 4 new), 8 blocks of 5 tiles each. The plane map keeps
-    its family-wise level; the block map marks about ``level`` of the blocks but some block
-    far more often (an extreme plane takes all its blocks below the BH thresholds at once).
+
+def test_block_map_with_planes_as_units_keeps_the_family_wise_level_under_a_plane_effect():
+    """Exchangeable planes (40 calibration, 4 new), 8 blocks of 5 tiles each, a plane effect.
+
+    Ranked block against block (no units) the blocks of an extreme new plane all pass BH at
+    once: some block is marked far more often than ``level``. With planes as units the map's
+    family-wise false-alarm rate stays at the level (300 draws, 3 Monte-Carlo SE).
     """
-    draws, k_cal, k_new, blocks, per = 150, 40, 4, 8, 5
+    draws, k_cal, k_new, blocks, per = 300, 40, 4, 8, 5
     rng = np.random.default_rng(6)
-    block_any, block_rate, plane_any = 0, [], 0
-    for _ in range(draws):
-        feats, region = _regions(rng, k_cal + k_new, blocks * per)
-        block = np.repeat(np.arange((k_cal + k_new) * blocks), per)
+    units_any, no_units_any, units_rate = 0, 0, []
+    for i in range(draws):
+        feats, plane, block = _blocks(rng, k_cal + k_new, blocks, per)
         n = k_cal * blocks * per
         cal = {k: v[:n] for k, v in feats.items()}
         new = {k: v[n:] for k, v in feats.items()}
-        by_block = drift.drift_test(cal, new, block[n:] - k_cal * blocks, level=LEVEL,
-                                    reference_region=block[:n])
-        by_plane = drift.drift_test(cal, new, region[n:] - k_cal, level=LEVEL,
-                                    reference_region=region[:n])
-        marked = [r["drifted"] for r in by_block["regions"]]
-        block_any += any(marked)
-        block_rate.append(np.mean(marked))
-        plane_any += any(r["drifted"] for r in by_plane["regions"])
-    tol = mc_tolerance(LEVEL, draws)
-    assert plane_any / draws <= LEVEL + tol
-    assert np.mean(block_rate) <= LEVEL + tol
-    assert block_any / draws > 2 * LEVEL  # measured 0.2 (seed 6, 200 draws)
+        by_plane = drift.drift_test(cal, new, block[n:] - k_cal * blocks, level=LEVEL,
+                                    reference_region=block[:n], reference_unit=plane[:n],
+                                    unit=plane[n:])
+        assert by_plane["region_units"] == "planes"
+        marked = [r["drifted"] for r in by_plane["regions"]]
+        units_any += any(marked)
+        units_rate.append(np.mean(marked))
+        if i < 150:
+            by_block = drift.drift_test(cal, new, block[n:] - k_cal * blocks, level=LEVEL,
+                                        reference_region=block[:n])
+            no_units_any += any(r["drifted"] for r in by_block["regions"])
+    assert units_any / draws <= LEVEL + mc_tolerance(LEVEL, draws)
+    assert np.mean(units_rate) <= LEVEL + mc_tolerance(LEVEL, draws)
+    assert no_units_any / 150 > 2 * LEVEL  # measured 0.2 (seed 6): why planes are the units
 
 
-def test_block_regions_of_a_volume_say_their_false_alarms_can_exceed_the_level():
+def test_block_map_with_planes_as_units_marks_the_shifted_right_half_of_every_plane():
+    draws, k_cal, k_new, blocks, per = 60, 40, 4, 8, 5
+    rng = np.random.default_rng(7)
+    sens, fpr = [], []
+    for _ in range(draws):
+        # a plane effect as large as the tile noise (a plane far beyond all others scores as
+        # high as a shifted block: the AUC saturates at 1)
+        cal, cal_plane, cal_block = _blocks(rng, k_cal, blocks, per, effect=0.3)
+        new, plane, block = _blocks(rng, k_new, blocks, per, shift_blocks=blocks // 2,
+                                    effect=0.3, shift=3.0)
+        out = drift.drift_test(cal, new, block, level=LEVEL, reference_region=cal_block,
+                               reference_unit=cal_plane, unit=plane)
+        marked = np.array([r["drifted"] for r in out["regions"]]).reshape(k_new, blocks)
+        sens.append(marked[:, blocks // 2:].mean())
+        fpr.append(marked[:, : blocks // 2].mean())
+    assert np.mean(sens) >= 0.9
+    assert np.mean(fpr) <= LEVEL + mc_tolerance(LEVEL, draws * k_new * blocks // 2)
+
+
+def test_check_drift_ranks_blocks_with_planes_as_units_and_auto_picks_blocks_when_planes_cannot():
     outputs, truth = _volume(seed=0, planes=24)
     cal = api.calibrate(outputs, truth, alpha=0.2, rule="crc", tile_shape=(8, 8))
     new, _ = _volume(seed=1, planes=4)
     verdict, _ = api.check_drift(cal.record, new, regions=4)  # 4 blocks of 16 tiles a plane
     assert verdict["region_test"] == "regions" and verdict["region_word"].startswith("block")
-    assert "regions='plane' keeps the level" in verdict["message"]
+    assert verdict["region_units"] == "planes" and verdict["n_reference_units"] == 24
+    assert "planes as the exchangeable units" in verdict["message"]
+    assert "false discovery rate 0.05" in verdict["message"]
+    # 24 calibration planes cannot mark one plane of 4 (1/25 > 0.05/4): "auto" takes blocks
     verdict, _ = api.check_drift(cal.record, new)
-    assert verdict["region_word"] == "plane" and "keeps the level" not in verdict["message"]
+    assert verdict["region_word"].startswith("block") and verdict["region_units"] == "planes"
+    # 40 calibration planes can mark one plane of 2 (1/41 <= 0.05/2): "auto" keeps planes
+    from napari_im2im_uq.workflows.drift import _auto_regions
+
+    summary = {"tiles": [[z, 0, 0] for z in range(40)]}
+    assert _auto_regions("auto", summary, (8, 8), (2, 64, 64), 0.05) == "plane"
+    assert _auto_regions("auto", summary, (8, 8), (3, 64, 64), 0.05) == 4
+    assert _auto_regions("auto", summary, (8, 8), (3, 32, 32), 0.05) == "plane"  # one block
+    assert _auto_regions("auto", {}, (8, 8), (3, 64, 64), 0.05) == "plane"  # old record
+    assert _auto_regions(2, summary, (8, 8), (3, 64, 64), 0.05) == 2
+
+
+def test_whole_volume_test_over_planes_keeps_its_level_under_a_plane_effect():
+    """The whole volume's test with planes as units: 300 draws of exchangeable planes (26
+    calibration, 4 new) with a plane effect; the tile test (tiles against tiles) is not valid
+    there, the test over planes is. A shift of every new plane is found."""
+    draws, k_cal, k_new, blocks, per = 300, 26, 4, 4, 5
+    rng = np.random.default_rng(8)
+    plane_alarm, tile_alarm, power = 0, 0, 0
+    for i in range(draws):
+        feats, plane, block = _blocks(rng, k_cal + k_new, blocks, per)
+        n = k_cal * blocks * per
+        cal = {k: v[:n] for k, v in feats.items()}
+        new = {k: v[n:] for k, v in feats.items()}
+        out = drift.drift_test(cal, new, block[n:] - k_cal * blocks, level=LEVEL,
+                               reference_region=block[:n], reference_unit=plane[:n],
+                               unit=plane[n:])
+        assert out["whole_test"] == "planes" and out["region_units"] == "planes"
+        plane_alarm += out["drifted"]
+        if i < 100:
+            tile_alarm += drift.drift_test(cal, new, np.zeros(len(plane) - n, int),
+                                           level=LEVEL)["drifted"]
+            new = {"a": new["a"], "b": new["b"] + 2.0}  # every new plane shifted
+            out = drift.drift_test(cal, new, block[n:] - k_cal * blocks, level=LEVEL,
+                                   reference_region=block[:n], reference_unit=plane[:n],
+                                   unit=plane[n:])
+            power += out["whole_drifted"]
+    assert plane_alarm / draws <= LEVEL + mc_tolerance(LEVEL, draws)
+    assert tile_alarm / 100 > 0.5  # why: planes differ more than tiles of one plane
+    assert power / 100 >= 0.9
+    assert "permutation test over planes" in drift.verdict_words(out, region_word="plane")

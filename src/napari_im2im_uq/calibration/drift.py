@@ -41,8 +41,11 @@ Examples
 from __future__ import annotations
 
 import warnings
+from math import comb
 
 import numpy as np
+
+from ._drift_regions import benjamini_hochberg, plane_permutation_test, region_pvalues
 
 __all__ = [
     "DRIFT_TEST",
@@ -53,6 +56,7 @@ __all__ = [
     "holm",
     "region_pvalues",
     "image_features",
+    "plane_permutation_test",
     "rank_test",
     "score_features",
     "summarize",
@@ -66,6 +70,9 @@ SUMMARY_VERSION = 2
 #: How the region test is described (records with tile positions, enough calibration regions).
 REGION_TEST = ("conformal outlier p-value per region against the calibration regions (Bates et "
                "al. 2023), Benjamini-Hochberg across regions")
+#: How the whole volume is tested when the planes of the tiles are known.
+PLANE_TEST = ("permutation test over planes (the new planes' tiles against the calibration "
+              "planes', among random sets of as many planes)")
 #: Regions with fewer new tiles are not tested (too few to say).
 MIN_REGION_TILES = 5
 
@@ -286,137 +293,13 @@ def holm(pvalues, weights=None) -> np.ndarray:
     return out.reshape(p.shape)
 
 
-def benjamini_hochberg(pvalues, level: float) -> np.ndarray:
-    """Benjamini-Hochberg step-up rejections at false discovery rate ``level`` (NaN: not tested).
-
-    The k smallest p-values are rejected for the largest k with ``p_(k) <= level * k / m``
-    (m: the tested hypotheses). Each true null hypothesis is rejected with probability at most
-    ``level`` (no p-value above ``level`` is ever rejected), and the false discovery rate is at
-    most ``level`` when the p-values are positively dependent (PRDS; Benjamini & Yekutieli
-    2001), as conformal p-values sharing one calibration set are (Bates et al. 2023).
-
-    Examples
-    --------
-    >>> benjamini_hochberg([0.01, 0.02, 0.5, np.nan], 0.05).tolist()
-    [True, True, False, False]
-    """
-    p = np.asarray(pvalues, dtype=np.float64)
-    out = np.zeros(p.shape, bool)
-    tested = np.flatnonzero(~np.isnan(p))
-    if len(tested):
-        order = tested[np.argsort(p[tested], kind="stable")]
-        ok = p[order] <= float(level) * np.arange(1, len(order) + 1) / len(order)
-        if ok.any():
-            out[order[: np.flatnonzero(ok)[-1] + 1]] = True
-    return out
-
-
-def _within_unit_counts(col, unit, n_units):
-    """Per value: how many values of its own unit lie below it, and how many tie (itself too)."""
-    _, dense = np.unique(col, return_inverse=True)
-    width = int(dense.max()) + 2
-    key = unit.astype(np.int64) * width + dense.ravel()
-    srt = np.sort(key)
-    lo, hi = np.searchsorted(srt, key, "left"), np.searchsorted(srt, key, "right")
-    start = np.searchsorted(srt, np.arange(n_units, dtype=np.int64) * width, "left")
-    return lo - start[unit], hi - lo
-
-
-def region_pvalues(reference, reference_region, new, new_region, *, seed: int = 0) -> dict:
-    """Conformal outlier p-value of each new region against the calibration regions.
-
-    Real images differ from one region (plane) to the next, so a region's tiles are not
-    exchangeable with pooled calibration tiles; a new region is compared instead with the
-    calibration *regions*, as one more region. For each new region the calibration regions and
-    it form an augmented set of K + 1 regions; each region's score is the largest, over the
-    statistics, of ``|AUC - 0.5|`` (its tiles against all other tiles of the set) divided by
-    that statistic's root-mean-square over the K + 1 regions. Regions larger than the smallest
-    one are scored on a random subset of that size, so every score is equally noisy. The score
-    is a symmetric function of the augmented set, so when the new region is exchangeable with
-    the calibration regions its rank among the K + 1 scores is uniform and
-    ``p = #{regions scoring at least as high} / (K + 1)`` is a valid p-value (full conformal
-    outlier p-value; Bates, Candès, Lei, Romano & Sesia 2023, "Testing for outliers with
-    conformal p-values", Ann. Statist. 51(1)). It cannot go below ``1 / (K + 1)``.
-
-    Parameters
-    ----------
-    reference, new : array, shape (n, k) and (m, k)
-        Statistics of the calibration and new tiles.
-    reference_region, new_region : array of int, shape (n,) and (m,)
-        Region of each tile (calibration regions and new regions are numbered apart).
-    seed : int
-        Seeds the subsets of the larger regions.
-
-    Returns
-    -------
-    dict
-        ``p`` (per new region, in the order of ``np.unique(new_region)``), ``score``,
-        ``feature`` (index of the statistic that scores highest), ``auc`` (of that statistic),
-        ``n_reference_regions`` (K).
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(1)
-    >>> ref = rng.normal(size=(200, 1)) + np.repeat(rng.normal(size=20), 10)[:, None]
-    >>> new = rng.normal(size=(20, 1)) + np.repeat([0.0, 9.0], 10)[:, None]
-    >>> out = region_pvalues(ref, np.repeat(np.arange(20), 10), new, np.repeat([0, 1], 10))
-    >>> [round(float(v), 3) for v in out["p"]]
-    [0.714, 0.048]
-    """
-    ref = np.asarray(reference, dtype=np.float64)
-    x = np.asarray(new, dtype=np.float64)
-    _, ref_unit = np.unique(np.asarray(reference_region), return_inverse=True)
-    ref_unit = ref_unit.ravel()
-    k_ref = int(ref_unit.max()) + 1
-    n, n_feat = ref.shape
-    sizes = np.bincount(ref_unit, minlength=k_ref)
-    rng = np.random.default_rng(seed)
-    # a random order of each calibration region's tiles: a region is scored on its first m
-    order = np.lexsort((rng.random(n), ref_unit))
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    srt = np.sort(ref, axis=0)
-    below = np.empty((n, n_feat))  # below + ties / 2 among the other calibration regions' tiles
-    for f in range(n_feat):
-        lo = np.searchsorted(srt[:, f], ref[:, f], "left")
-        hi = np.searchsorted(srt[:, f], ref[:, f], "right")
-        own_lo, own_tie = _within_unit_counts(ref[:, f], ref_unit, k_ref)
-        below[:, f] = (lo - own_lo) + 0.5 * ((hi - lo) - own_tie)
-    new_region = np.asarray(new_region).ravel()
-    out = {"p": [], "score": [], "feature": [], "auc": [], "n_reference_regions": k_ref}
-    for r in np.unique(new_region):
-        own = x[new_region == r]
-        m = min(int(sizes.min()), len(own))
-        sel = rank < m
-        unit = ref_unit[sel]
-        own_sub = own[rng.permutation(len(own))[:m]]
-        denom = (n + len(own) - sizes)[unit]
-        auc = np.empty((k_ref + 1, n_feat))
-        for f in range(n_feat):
-            t, o = ref[sel, f], np.sort(own[:, f])
-            lo, hi = np.searchsorted(o, t, "left"), np.searchsorted(o, t, "right")
-            val = (below[sel, f] + lo + 0.5 * (hi - lo)) / denom
-            auc[:k_ref, f] = np.bincount(unit, weights=val, minlength=k_ref) / m
-            lo = np.searchsorted(srt[:, f], own_sub[:, f], "left")
-            hi = np.searchsorted(srt[:, f], own_sub[:, f], "right")
-            auc[k_ref, f] = np.mean(lo + 0.5 * (hi - lo)) / n
-        dev = np.abs(auc - 0.5)
-        scale = np.sqrt(np.mean(dev ** 2, axis=0)) + 1e-12
-        score = (dev / scale).max(axis=1)
-        j = int(np.argmax(dev[-1] / scale))
-        out["p"].append(float(np.mean(score >= score[-1] - 1e-12)))
-        out["score"].append(float(score[-1]))
-        out["feature"].append(j)
-        out["auc"].append(float(auc[-1, j]))
-    return {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in out.items()}
-
-
 def _matrix(features: dict, names) -> np.ndarray:
     return np.stack([np.asarray(features[k], dtype=np.float64) for k in names], axis=1)
 
 
 def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
-               min_region_tiles: int = MIN_REGION_TILES, reference_region=None) -> dict:
+               min_region_tiles: int = MIN_REGION_TILES, reference_region=None,
+               reference_unit=None, unit=None) -> dict:
     """Test whether new tiles look like the calibration tiles, for the whole and per region.
 
     Parameters
@@ -443,6 +326,12 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
         ``level`` each), which also marks ordinary differences between regions; the result
         says so (``region_test``, ``region_note``) and a region it does not mark is "cannot
         tell".
+    reference_unit, unit : array of int, shape (n,) and (m,), optional
+        The unit of exchangeability (the plane) of each calibration and new tile, when regions
+        are blocks within planes: planes differ from one another, so a block is ranked among
+        the blocks of the calibration planes and of its own plane, each scored against the
+        other planes (:func:`region_pvalues`); without them blocks of one plane, which share
+        its differences, are marked together too often. Both or neither.
 
     Returns
     -------
@@ -494,7 +383,18 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
         ids, counts = np.unique(reference_region, return_counts=True)
         big = np.isin(reference_region, ids[counts >= min_region_tiles])
         k_ref = int(np.sum(counts >= min_region_tiles))
-    use_regions = n_regions > 1 and reference_region is not None and (k_ref + 1) * lvl >= 1
+    if (reference_unit is None) != (unit is None):
+        raise ValueError("reference_unit and unit must be given together (the plane of each "
+                         "calibration and new tile) or not at all; got one of them")
+    region_units = unit is not None and reference_region is not None
+    for name, arr, want in (("reference_unit", reference_unit, len(ref)), ("unit", unit, len(x))):
+        if arr is not None and np.shape(arr) != (want,):
+            raise ValueError(f"{name} must have one entry per tile ({want}); got shape "
+                             f"{np.shape(arr)}")
+    floor = _floor(region, unit if region_units else None, n_regions, min_region_tiles,
+                   None if reference_region is None else reference_region[big],
+                   np.asarray(reference_unit).ravel()[big] if region_units else None)
+    use_regions = n_regions > 1 and reference_region is not None and floor <= lvl
     if n_regions > 1 and not use_regions:
         need = int(np.ceil(1.0 / lvl - 1.0 - 1e-9))
         note = ("the calibration tiles cannot be cut into these regions (a record made before "
@@ -502,12 +402,21 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
                 if reference_region is None else
                 f"the calibration has {k_ref} regions of {min_region_tiles} tiles or more, too "
                 f"few for the region test at level {lvl:g}: its p-values cannot go below "
-                f"1 / {k_ref + 1} = {1 / (k_ref + 1):.3g}; it needs {need}")
+                f"{floor:.3g}; it needs {need}")
         note = (f"{note}. The map shows the tile test instead (each region's tiles against the "
                 "pooled calibration tiles), which also marks ordinary differences between "
                 "regions: a marked region may be ordinary, an unmarked one cannot be told")
     p_whole, auc_whole, smd_whole = rank_test(x, ref)
     rows = [p_whole]
+    whole_test = "tiles"
+    if unit is not None:
+        n_cal_units = len(np.unique(reference_unit))
+        n_new_units = len(np.unique(unit))
+        if comb(n_cal_units + n_new_units, n_new_units) * lvl >= 1 and lvl * 1000 >= 1:
+            perm = plane_permutation_test(ref, reference_unit, x, unit)
+            rows = [np.full(len(names), np.nan)]  # one test, its statistic the largest shift
+            rows[0][perm["feature"]] = perm["p"]
+            whole_test = "planes"
     per_region = []
     for r in range(n_regions if (n_regions > 1 and not use_regions) else 0):
         sel = region == r
@@ -521,10 +430,11 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
     # tile test: half of the level for the whole volume, half for the regions (weighted Holm)
     weights = np.ones((len(rows), len(names)))
     if len(rows) > 1:
-        weights[0] = (len(rows) - 1)
+        weights[0] = (len(rows) - 1) * (len(names) if whole_test == "planes" else 1)
     adjusted = holm(np.stack(rows), weights=weights)
     best = int(np.nanargmin(adjusted[0]))
-    whole = {k: {"p_value": float(p_whole[j]), "p_adjusted": float(adjusted[0, j]),
+    whole = {k: {"p_value": float(p_whole[j]),
+                 "p_adjusted": None if np.isnan(adjusted[0, j]) else float(adjusted[0, j]),
                  "auc": float(auc_whole[j]), "smd": float(smd_whole[j])}
              for j, k in enumerate(names)}
     regions = []
@@ -540,14 +450,16 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
             "status": "drift" if marked else "cannot tell",
         })
     if use_regions:
+        units = None if not region_units else (np.asarray(reference_unit).ravel()[big],
+                                               np.asarray(unit).ravel())
         regions = _conformal_regions(ref[big], reference_region[big], x, region, names, lvl,
-                                     min_region_tiles, n_regions)
+                                     min_region_tiles, n_regions, units)
         n_tested = sum(r["tested"] for r in regions)
-        if n_tested and 1.0 / (k_ref + 1) > lvl / n_tested:
+        if n_tested and floor > lvl / n_tested:
             note = (f"with {k_ref} calibration regions the region test's p-values cannot go "
-                    f"below 1 / {k_ref + 1} = {1 / (k_ref + 1):.3g}: it marks only when many "
-                    f"regions drift (Benjamini-Hochberg across {n_tested} regions at {lvl:g}); "
-                    f"an unmarked region cannot be told")
+                    f"below {floor:.3g}: it marks only when many regions drift "
+                    f"(Benjamini-Hochberg across {n_tested} regions at {lvl:g}); an unmarked "
+                    f"region cannot be told")
             for r in regions:
                 if r["tested"] and not r["drifted"]:
                     r["status"] = "cannot tell"
@@ -567,17 +479,43 @@ def drift_test(reference: dict, new: dict, region, *, level: float = 0.05,
         "region_note": note,
         "n_reference": int(len(ref)),
         "n_reference_regions": k_ref,
+        "n_reference_units": (int(len(np.unique(np.asarray(reference_unit)[big])))
+                              if use_regions and region_units else k_ref),
+        "region_units": "planes" if use_regions and region_units else "regions",
+        "whole_test": whole_test,
+        "n_reference_planes": (int(len(np.unique(reference_unit)))
+                               if reference_unit is not None else None),
+        "n_new_planes": int(len(np.unique(unit))) if unit is not None else None,
         "n_new": int(len(x)),
         "n_tests": int(np.sum(~np.isnan(adjusted))),
-        "test": DRIFT_TEST + ("; regions: " + REGION_TEST if use_regions else ""),
+        "test": DRIFT_TEST + ("; regions: " + REGION_TEST if use_regions else "")
+        + ("; regions ranked with planes as units" if use_regions and region_units else "")
+        + ("; whole volume: " + PLANE_TEST if whole_test == "planes" else ""),
     }
 
 
-def _conformal_regions(ref, ref_region, x, region, names, lvl, min_tiles, n_regions):
+def _floor(region, unit, n_regions, min_tiles, ref_region, ref_unit):
+    """Smallest p-value the region test can give a region (1 where it cannot run)."""
+    if ref_region is None or n_regions < 2 or len(ref_region) == 0:
+        return 1.0
+    counts = np.bincount(region, minlength=n_regions)
+    if unit is None:
+        return 1.0 / (len(np.unique(ref_region)) + 1)
+    unit = np.asarray(unit).ravel()
+    tested = counts[region] >= min_tiles
+    if not tested.any():
+        return 1.0
+    per_unit = max(len(np.unique(region[tested & (unit == u)])) for u in np.unique(unit[tested]))
+    return 1.0 / ((len(np.unique(ref_unit)) + 1) * per_unit)
+
+
+def _conformal_regions(ref, ref_region, x, region, names, lvl, min_tiles, n_regions, units):
     counts = np.bincount(region, minlength=n_regions)
     tested = np.flatnonzero(counts >= min_tiles)
     sel = np.isin(region, tested)
-    out = region_pvalues(ref, ref_region, x[sel], region[sel])
+    ref_unit, new_unit = units if units is not None else (None, None)
+    out = region_pvalues(ref, ref_region, x[sel], region[sel], reference_unit=ref_unit,
+                         new_unit=None if new_unit is None else new_unit[sel])
     p = np.full(n_regions, np.nan)
     p[tested] = out["p"]
     marked = benjamini_hochberg(p, lvl)
@@ -603,6 +541,8 @@ def verdict_words(result: dict, *, region_word: str = "region") -> str:
     """Say a :func:`drift_test` result in plain words (the verdict a user reads)."""
     lvl = result["level"]
     regions = result["regions"]
+    words = (region_word.replace("block of", "blocks of") if region_word.startswith("block")
+             else f"{region_word}s")
     n_drift = sum(r["drifted"] for r in regions)
     n_tested = sum(r["tested"] for r in regions)
     n_unsure = sum(r.get("status") == "cannot tell" for r in regions)
@@ -611,21 +551,42 @@ def verdict_words(result: dict, *, region_word: str = "region") -> str:
     p = result["p_value"]
     p_txt = f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
     by_region = result.get("region_test") == "regions"
-    how = (f" against the {result.get('n_reference_regions')} calibration {region_word}s, "
-           f"false discovery rate {lvl:g}" if by_region else "")
-    where = (f"; {n_drift} of {n_tested} {region_word}s drift{how}" if n_tested else "")
+    how = ""
+    if by_region and result.get("region_units") == "planes" and region_word != "plane":
+        how = (f" (map of {words}, each ranked among the {result['n_reference_regions']} "
+               f"{words} of the {result['n_reference_units']} calibration planes and its "
+               f"own plane's, planes as the exchangeable units; false discovery rate {lvl:g}, "
+               f"so when nothing drifts a false mark anywhere has chance at most {lvl:g})")
+    elif by_region:
+        how = (f" (map of {words} against the {result.get('n_reference_regions')} "
+               f"calibration {words}; false discovery rate {lvl:g}, so when nothing "
+               f"drifts a false mark anywhere has chance at most {lvl:g})")
+    where = (f"; {n_drift} of {n_tested} {words} drift{how}" if n_tested else "")
     if n_unsure:
         where += f"; {n_unsure} cannot tell"
     note = result.get("region_note") or ""
     note = f" Regions: {note}." if note else ""
+    planes = result.get("whole_test") == "planes"
+    whole_how = (f", the {result['n_new_planes']} new planes against the "
+                 f"{result['n_reference_planes']} calibration planes by a permutation test "
+                 f"over planes" if planes else "")
+    if not planes and result.get("n_new_planes"):
+        note += (f" Whole volume: too few planes for the test over planes (it needs "
+                 f"C(calibration + new planes, new planes) >= 1 / {lvl:g}): tiles are compared "
+                 f"with tiles, so planes that differ only as planes ordinarily do can sound it.")
     if result["drifted"]:
-        head = ("the new tiles do not look like the calibration tiles" if result.get(
-            "whole_drifted", True) else f"some {region_word}s do not look like the calibration "
-            f"{region_word}s")
-        return (f"DRIFT: {head} (p = {p_txt} at family-wise level {lvl:g}{where}). The guarantee "
-                f"may not hold here: annotate ground truth in the marked {region_word}s and "
+        what = "planes" if planes else "tiles"
+        head = (f"the new {what} do not look like the calibration {what}" if result.get(
+            "whole_drifted", True) else f"some {words} do not look like the calibration "
+            f"{words}")
+        return (f"DRIFT: {head} (p = {p_txt} at family-wise level {lvl:g}{whole_how}{where}). "
+                f"The guarantee "
+                f"may not hold here: annotate ground truth in the marked {words} and "
                 f"recalibrate. {effect[0].upper()}{effect[1:]}.{note}")
-    return (f"No drift detected: the {result['n_new']} new tiles are consistent with the "
-            f"{result['n_reference']} calibration tiles (p = {p_txt} at family-wise level "
-            f"{lvl:g}{where}; {effect}). Not a proof of exchangeability: a shift these "
+    what = (f"{result['n_new_planes']} new planes ({result['n_new']} tiles) are consistent with "
+            f"the {result['n_reference_planes']} calibration planes" if planes else
+            f"{result['n_new']} new tiles are consistent with the {result['n_reference']} "
+            f"calibration tiles")
+    return (f"No drift detected: the {what} (p = {p_txt} at family-wise level {lvl:g}"
+            f"{whole_how}{where}; {effect}). Not a proof of exchangeability: a shift these "
             f"statistics do not see can still break the guarantee.{note}")

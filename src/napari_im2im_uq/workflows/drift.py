@@ -71,20 +71,42 @@ def summary_of(entry, tiles: dict, origins, tile_shape, grid_shape, *, image=Non
                           tiles=np.asarray(origins, dtype=np.int64).reshape(-1, 3))
 
 
-def _reference_regions(summary, tile_shape, regions, planes):
-    """Region of each calibration tile, cut as the new tiles are (None when it cannot be)."""
+def _auto_regions(regions, summary, tile_shape, grid_shape, level):
+    """Resolve "auto": planes when the plane map can mark one plane, else blocks.
+
+    The plane map's p-values cannot go below ``1 / (K + 1)`` (K calibration planes), so it can
+    mark a single plane among the L new ones only when ``1 / (K + 1) <= level / L``. Otherwise
+    blocks of :data:`BLOCK_TILES` x :data:`BLOCK_TILES` tiles within planes, ranked with planes
+    as units (``1 / ((K + 1) B)``, B blocks a plane), when they can go below ``level``; else
+    planes (the tile-test fallback says why).
+    """
+    if not (isinstance(regions, str) and regions == "auto"):
+        return regions
+    planes, rows, cols = grid_shape
+    if planes == 1:
+        return BLOCK_TILES
+    tiles = summary.get("tiles")
+    if tiles is None:
+        return "plane"
+    k = len(np.unique(np.asarray(tiles, dtype=np.int64).reshape(-1, 3)[:, 0]))
+    if 1.0 / (k + 1) <= float(level) / planes:
+        return "plane"
+    blocks = (rows // tile_shape[0] // BLOCK_TILES) * (cols // tile_shape[1] // BLOCK_TILES)
+    return BLOCK_TILES if blocks > 1 and 1.0 / ((k + 1) * blocks) <= float(level) else "plane"
+
+
+def _reference_regions(summary, tile_shape, regions):
+    """Region and plane of each calibration tile, cut as the new tiles are (or None, None)."""
     tiles = summary.get("tiles")
     if tiles is None or isinstance(regions, np.ndarray | list | tuple) or regions == "whole":
-        return None
+        return None, None
     pos = np.asarray(tiles, dtype=np.int64).reshape(-1, 3)
-    if regions == "auto":
-        regions = "plane" if planes > 1 else BLOCK_TILES
     if regions == "plane":
-        return pos[:, 0]
+        return pos[:, 0], pos[:, 0]
     k = int(regions)
     keys = np.stack([pos[:, 0], pos[:, 1] // (tile_shape[0] * k),
                      pos[:, 2] // (tile_shape[1] * k)], axis=1)
-    return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
+    return np.unique(keys, axis=0, return_inverse=True)[1].ravel(), pos[:, 0]
 
 
 def _regions(origins, tile_shape, grid_shape, regions):
@@ -189,17 +211,15 @@ def check_drift_job(record, outputs, *, image=None, tile_shape=None, level=0.05,
                              f"outputs of shape {grid_shape}")
         new = yield from _plane_features(entry, inputs, image if with_input else None, origins,
                                          (th, tw), grid_shape)
+    regions = _auto_regions(regions, summary, (th, tw), grid_shape, level)
     region, word = _regions(origins, (th, tw), grid_shape, regions)
-    ref_region = _reference_regions(summary, (th, tw), regions, planes)
-    result = core.drift_test(reference, new, region, level=level, reference_region=ref_region)
-    if result["region_test"] == "regions" and word.startswith("block"):
-        note = (f"the blocks of one plane share that plane's differences from the calibration "
-                f"planes, so a plane that differs only as planes ordinarily do can have many "
-                f"blocks marked: the map's false alarms can exceed {float(level):g} (measured on "
-                f"real ISBI planes, blocks of 4 x 4 tiles: some block of an undrifted volume "
-                f"marked in 14% of draws at 0.05, 3.7% of its blocks); regions='plane' keeps "
-                f"the level")
-        result["region_note"] = "; ".join(v for v in (result["region_note"], note) if v)
+    ref_region, _ = _reference_regions(summary, (th, tw), regions)
+    units = {}
+    if summary.get("tiles") is not None:  # planes: the units of the whole test and the map
+        ref_plane = np.asarray(summary["tiles"], dtype=np.int64).reshape(-1, 3)[:, 0]
+        units = {"reference_unit": ref_plane, "unit": origins[:, 0]}
+    result = core.drift_test(reference, new, region, level=level, reference_region=ref_region,
+                             **units)
     result["message"] = core.verdict_words(result, region_word=word)
     result["region_word"] = word
     drifted = np.array([r["drifted"] for r in result["regions"]] or [result["drifted"]], bool)
