@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ._derived import given_channels
+from ._fold import inference_network
 from ._heads import decode_head, output_names
 from ._spec import complete_spec
 from ._units import apply as apply_units
@@ -279,12 +280,16 @@ class Im2ImModel:
             )
 
     def predict_tensor(
-        self, x: torch.Tensor, *, prediction: torch.Tensor | None = None
+        self, x: torch.Tensor, *, prediction: torch.Tensor | None = None, fold: bool = True
     ) -> dict[str, torch.Tensor]:
         """Run the model on a batch in raw data units.
 
         Applies the input normalisation, runs the network (in its dtype, without gradients),
-        reads the head out in float32 and maps outputs back to data units.
+        reads the head out in float32 and maps outputs back to data units. The network run is
+        its inference copy (:func:`~napari_im2im_uq.models._fold.inference_network`: eval-mode
+        batch norm folded into the convolutions, made once and remade when the network
+        changes); every prediction (tiled, untiled, :meth:`__call__`) runs that same copy, so
+        they agree bit for bit, and differ from the network itself by float rounding only.
 
         Parameters
         ----------
@@ -296,6 +301,9 @@ class Im2ImModel:
             image-to-image model, in data units. The input is up-sampled bilinearly
             (``align_corners=False``) to the output grid and concatenated with the
             normalised prediction.
+        fold : bool
+            False runs the network itself, unfolded (slower; what a plain forward pass of the
+            user's network computes).
 
         Returns
         -------
@@ -338,8 +346,9 @@ class Im2ImModel:
                 f"prediction is only accepted by mask models; this model's heuristic is "
                 f"{self.heuristic!r}"
             )
+        network = inference_network(self._network) if fold else self._network
         with torch.no_grad():
-            raw = self._network(xn.to(dtype=self.dtype))
+            raw = network(xn.to(dtype=self.dtype))
         quantiles = self._spec.get("quantiles", (0.05, 0.95))
         out = decode_head(raw.float(), self.heuristic, quantiles=quantiles)
         return self._to_data_units(out)
