@@ -222,3 +222,29 @@ def test_on_real_binned_tem_the_width_lattice_is_the_errors():
     pw, pe = phase_means(width).ravel(), phase_means(err).ravel()
     assert np.corrcoef(pw, pe)[0, 1] > 0.95
     assert phase_ratio(width) <= phase_ratio(err)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "pytorch_state_dict"])
+def test_a_bioimageio_package_carries_the_smoothing(fmt, tmp_path):
+    """The package's network is built from the network's config: the keyword travels with it
+    (no code of the export names it); the halo too. ONNX: its own kernels, within 1e-5."""
+    from napari_im2im_uq import api
+
+    torch.manual_seed(0)
+    net = build_network("quantile", architecture="srnet2d", channels=4, n_blocks=1,
+                        scale_factor=2, spread_sigma=1.0).eval()
+    with torch.no_grad():
+        net.tail.weight.mul_(20.0)
+    model = Im2ImModel(net, {"heuristic": "quantile"})
+    x = np.random.default_rng(0).random((30, 34)).astype(np.float32)
+    want = model(x)
+    pkg = api.export_bioimageio(model, tmp_path / "pkg", weight_format=fmt)
+    back = api.load_model(pkg, **({"trust_code": True} if fmt == "pytorch_state_dict" else {}))
+    assert back.halo == model.halo == 7
+    got = back(x)
+    plain = Im2ImModel(build_network("quantile", architecture="srnet2d", channels=4,
+                                     n_blocks=1, scale_factor=2), {"heuristic": "quantile"})
+    plain.network.load_state_dict(net.state_dict())
+    assert not np.allclose(plain(x)["upper"], want["upper"], atol=1e-3)  # it does smooth
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-5, err_msg=key)
