@@ -24,9 +24,13 @@ def register(subparsers) -> None:
         help="check, without ground truth, whether a calibration carries over to a prediction",
         description=(
             "Cut the outputs in PREDICTION.zarr into tiles of the record's shape and test "
-            "(Mann-Whitney per tile statistic, Holm-corrected across statistics and regions) "
-            "whether they look like the calibration tiles of RECORD. Prints the verdict, the "
-            "family-wise p-value, the effect size and the regions that drift."
+            "whether they look like the calibration tiles of RECORD: the whole volume by a "
+            "permutation test over planes (planes as the exchangeable units; tiles against "
+            "tiles when there are too few planes), at a family-wise level; the map of "
+            "regions by conformal p-values against the calibration's regions (blocks ranked "
+            "with their planes), Benjamini-Hochberg at the level (false discovery rate; the "
+            "chance of any false mark when nothing drifts). Prints the verdict, which test "
+            "and map were used, the p-value, the effect size and the regions that drift."
         ),
     )
     parser.add_argument("record", metavar="RECORD", help="calibration record (.json)")
@@ -35,7 +39,8 @@ def register(subparsers) -> None:
     parser.add_argument("--level", type=float, default=0.05,
                         help="family-wise false-alarm level (default 0.05)")
     parser.add_argument("--regions", default="auto",
-                        help="'auto' (planes of a volume, 4 x 4 tile blocks of an image), "
+                        help="'auto' (planes of a volume when the calibration has planes "
+                             "enough to mark one, else blocks of 4 x 4 tiles within planes), "
                              "'plane', 'whole' or an integer k (blocks of k x k tiles)")
     parser.add_argument("--json", metavar="OUT.json", help="also write the verdict as JSON")
     parser.add_argument("--fail-on-drift", action="store_true",

@@ -371,10 +371,16 @@ def check_drift(record, outputs, *, image=None, tile_shape=None, level=0.05, reg
 
     The outputs are cut into whole tiles of the record's shape; for each the statistics of the
     record's ``drift_summary`` are computed (those of the method's registry entry) and
-    compared with the calibration tiles' by a two-sided Mann-Whitney U test per statistic, for
-    the whole volume and for each region, Holm-corrected across statistics and regions so that
-    the chance of any false alarm is at most ``level`` when the new tiles are exchangeable with
-    the calibration tiles (:mod:`napari_im2im_uq.calibration.drift` says why).
+    compared with the calibration tiles' (:mod:`napari_im2im_uq.calibration.drift`). Planes of
+    a real stack differ from one another, so the plane is the unit of exchangeability: the
+    whole volume is tested by a permutation test over planes (its planes against random sets
+    of as many planes among the calibration's and its own; tiles against tiles, Mann-Whitney
+    and Holm, when the planes are too few or the record keeps no tile positions), at
+    family-wise level ``level``. The map tests each region against the calibration's regions
+    cut the same way (conformal p-values; a block is ranked among the blocks of the calibration
+    planes and of its own plane, each scored against the other planes) and marks them by
+    Benjamini-Hochberg at ``level``: when nothing drifts, the chance of any marked region is
+    at most ``level``. The verdict says which test and map were used.
 
     Parameters
     ----------
@@ -390,13 +396,14 @@ def check_drift(record, outputs, *, image=None, tile_shape=None, level=0.05, reg
     level : float
         Family-wise false-alarm level, default 0.05.
     regions : "auto", "plane", "whole", int or array of int
-        The regions tested besides the whole: each plane ("auto" for a volume), blocks of
-        k x k tiles (int; "auto" for one image: 4), none, or the region of each tile as an
-        array of shape (planes, tile rows, tile columns) (or (tile rows, tile columns), the
-        same for every plane). Planes of a real stack often differ from one another; a region
-        spanning many planes compares like with like. Blocks within planes share their
-        plane's differences: their map marks at most about ``level`` of the blocks of an
-        undrifted volume, but some block more often than ``level`` (the verdict says so).
+        The regions tested besides the whole: each plane, blocks of k x k tiles within planes
+        (int), none, or the region of each tile as an array of shape (planes, tile rows, tile
+        columns) (or (tile rows, tile columns), the same for every plane). "auto": planes when
+        the calibration has planes enough to mark one of the new planes (a plane's p-value
+        cannot go below 1 / (calibration planes + 1)), else blocks of 4 x 4 tiles (one image
+        too). Blocks are ranked with their planes as the units, so the map keeps its level
+        under plane-to-plane differences; a shift of whole planes is marked only as well as
+        planes could be.
     sigma : str or array, optional
         The trust-mask score when the record was calibrated with a score given as an array.
     max_tiles : int or None
@@ -414,6 +421,7 @@ def check_drift(record, outputs, *, image=None, tile_shape=None, level=0.05, reg
     -------
     verdict : dict
         ``message`` (the verdict in words), ``drifted``, ``p_value`` (family-wise adjusted),
+        ``whole_test`` ("planes" or "tiles"), ``region_test``, ``region_units``,
         ``level``, ``auc`` and ``smd`` (effect sizes), ``statistic``, ``whole`` (per
         statistic), ``regions`` (per region: ``p_value``, ``auc``, ``drifted``, ...),
         ``tile_map`` ((planes, tile rows, tile columns) uint8: 1 where the tile's region
