@@ -1,7 +1,9 @@
 """The drift alarm (issue 16): its false-alarm rate and its power, on real TEM and the zoo model.
 
-Outputs come from the zoo model ``tem-sr4x-quantile`` (input: the high-resolution slice at
-every 4th pixel, as the model was trained), cut into 64 x 64 tiles; each tile gives the
+Outputs come from the zoo model ``tem-sr4x-quantile`` (input: the model's own degradation of the
+high-resolution slice, ``TEM_DEGRADATION`` of the recipes: 4 x 4 binning and the Poisson-Gaussian
+noise of a short exposure, seeded per slice; before 2026-12-02 the slice at every 4th pixel), cut
+into 64 x 64 tiles; each tile gives the
 statistics the intervals method records (prediction mean, std, p10, p90, gradient; interval
 width mean, p10, p90). The test is :func:`napari_im2im_uq.calibration.drift.drift_test` at
 family-wise level 0.05, with one region per plane (64 tiles).
@@ -21,13 +23,39 @@ family-wise level 0.05, with one region per plane (64 tiles).
     the whole 512 x 512 ISBI plane), so that the calibration has hundreds of regions: ISBI (26
     calibration slices, 4 new) and VNC stack 2 (raw only, 20 slices of 1024 x 1024: 16
     calibration, 4 new), the new slices exchangeable or half shifted (contrast x 0.7, noise
-    0.05; half of the slices, or the right half of every slice).
+    0.05; half of the slices, or the right half of every slice), blocks ranked with their
+    planes as units (the library's map since 2026-12-02).
+(e) The issue's table, as ``check_drift`` decides: the whole volume by the permutation test over
+    planes, the map as "auto" picks it (blocks of 4 x 4 tiles within planes, planes as units),
+    level 0.05. Each draw takes random calibration planes (all their tiles and positions).
 
 Usage::
 
-    python benchmarks/bench_drift.py [--quick] [--json PATH] [--cache PATH.npz] [--parts abcd]
+    python benchmarks/bench_drift.py [--quick] [--json PATH] [--cache PATH.npz] [--parts abcde]
 
 ``--quick`` uses fewer splits and draws (a smoke run). Needs ../shared/data.
+
+Measured (2026-12-02, 2 shared CPU cores, level 0.05; the model's own degradation as input):
+``python benchmarks/bench_drift.py --cache /tmp/b6/h1_drift_cache.npz --parts e`` (the statistics:
+274 s once, niced; part (e) 899 s). Exchangeable planes, 200 draws (3 MC s.e. = 0.046): the
+map's family-wise false alarm (some block marked) ISBI 26 -> 4 planes 0.000, VNC stack 2 16 -> 4
+0.000; the whole volume's test over planes 0.070 / 0.090 (400 other VNC2 splits: 0.050; the tile
+test sounded on about 90% of ISBI splits by planes). Shifts, 100 draws, as (whole-volume alarm,
+shifted blocks marked, unshifted blocks marked, some unshifted block marked): ISBI 0-14 (13 of
+them) -> 15-29 (1.00, 0.000, -, -); ISBI (26 of 30) -> VNC (1.00, 0.009, -, -); ISBI contrast
+x 0.7, half the planes (0.73, 0.015, 0.007, 0.06) / right halves (0.97, 0.927, 0.000, 0.00);
+ISBI input noise +0.05, half the planes (0.52, 0.007, 0.004, 0.03) / right halves (0.61, 0.100,
+0.000, 0.00); VNC2 contrast x 0.7, half the planes (0.99, 0.000, 0.000, 0.00) / right halves
+(1.00, 0.000, 0.000, 0.00). Why the map misses whole-plane shifts and VNC2's right halves: a
+block is ranked among the (K + 1) B blocks of the K calibration planes and its own plane, so
+when a fraction f of each plane drifts its blocks' p-values reach f / (K + 1), while
+Benjamini-Hochberg needs them below level x (the fraction of regions drifted): a whole-plane
+shift of 2 planes of 4 needs K >= 39, a half-plane shift K >= 19 (ISBI 26: marked, VNC2 16:
+not); ISBI 15-29 and VNC differ from ISBI 0-14 as a volume, not plane by plane beyond the
+ordinary differences of ISBI planes, so the test over planes finds them and the map cannot.
+
+Earlier figures below (2026-12-01) used the every-4th-pixel input, and in (d) the block map
+without planes as units (not valid under a plane effect; superseded by (e)).
 
 Measured (2026-12-01, 2 shared CPU cores, 200 s after the statistics are cached; level 0.05):
 false alarms over 1000 splits, n_cal = 32 / 100 / 300: ISBI 0.021 / 0.025 / 0.026, VNC
