@@ -161,6 +161,72 @@ def _blurred_error(pred, truth):
                   - gaussian_filter(pred.astype(np.float64), (0, BLUR, BLUR))).astype(np.float32)
 
 
+def phase_means(a: np.ndarray, factor: int = 4) -> np.ndarray:
+    """Mean of ``a`` at each sub-pixel phase ``(y mod factor, x mod factor)``: a (factor, factor) array.
+
+    The last two axes are the high-resolution grid (rows and columns beyond a multiple of
+    ``factor`` are dropped); every leading axis (slices, tiles) is averaged over.
+
+    Examples
+    --------
+    >>> a = np.tile([[1.0, 2.0], [2.0, 4.0]], (3, 3))
+    >>> phase_means(a, 2).tolist()
+    [[1.0, 2.0], [2.0, 4.0]]
+    """
+    a = np.asarray(a, dtype=np.float64)
+    h, w = a.shape[-2] - a.shape[-2] % factor, a.shape[-1] - a.shape[-1] % factor
+    r = a[..., :h, :w].reshape(a.shape[:-2] + (h // factor, factor, w // factor, factor))
+    return r.mean(axis=tuple(range(r.ndim - 4)) + (-4, -2))
+
+
+def phase_ratio(a: np.ndarray, factor: int = 4) -> float:
+    """The lattice of a map: max / min over the ``factor**2`` sub-pixel phases of its mean.
+
+    1 means no lattice. For a width map, compare with the same ratio of the absolute error
+    (the lattice the width *should* have: on binned TEM the error is lower at the centre of each
+    bin than at its corners).
+
+    Examples
+    --------
+    >>> round(phase_ratio(np.tile([[1.0, 2.0], [2.0, 4.0]], (3, 3)), 2), 3)
+    4.0
+    """
+    m = phase_means(a, factor)
+    return float(m.max() / m.min()) if m.min() > 0 else float("inf")
+
+
+def _lattice(width, err, t, seed):
+    """Phase ratios of the width, the error, and the untrusted fraction at alpha 0.2."""
+    n = len(t["prediction"])
+    perm = np.random.default_rng([seed, 1000]).permutation(n)
+    cal, test = perm[: n // 2], perm[n // 2:]
+    from napari_im2im_uq.calibration import calibrate_trust_mask
+
+    tw = _tiles(width)
+    res = calibrate_trust_mask(tw[cal], t["prediction"][cal], t["truth"][cal], alpha=MASK_ALPHA,
+                               data_range=(0.0, 1.0))
+    untrusted = phase_means(~np.asarray(res.trust_mask(tw[test])))
+    return {
+        "width_phase_ratio": phase_ratio(width),
+        "abs_error_phase_ratio": phase_ratio(err),
+        "untrusted_at_alpha_0.2_phase_min_max": [float(untrusted.min()), float(untrusted.max())],
+    }
+
+
+def with_spread_sigma(model, sigma: float):
+    """The same SRNet2d weights with ``spread_sigma`` set (0: none) and the halo it needs."""
+    from napari_im2im_uq.models import Im2ImModel
+    from napari_im2im_uq.models._srnet import SRNet2d
+
+    spec = dict(model.spec)
+    kwargs = {k: v for k, v in spec["kwargs"].items() if k != "spread_sigma"}
+    net = SRNet2d(**kwargs, **({"spread_sigma": float(sigma)} if sigma > 0 else {}))
+    net.load_state_dict(model.network.state_dict())
+    spec.update(kwargs=dict(net.config), halo=net.halo)
+    spec.pop("sha256", None)
+    return Im2ImModel(net.eval(), spec)
+
+
 def measure_head(model, hr: np.ndarray, *, splits: int, curve_splits: int, seed: int = 0):
     """All figures of one model on the held-out slices (see the module docstring)."""
     from scipy.stats import spearmanr
@@ -218,6 +284,7 @@ def measure_head(model, hr: np.ndarray, *, splits: int, curve_splits: int, seed:
     return {
         "quality": got["quality"],
         "degradation": got["degradation"],
+        "lattice": _lattice(width, err, t, seed),
         "spearman_width_abs_error": rho,
         "intervals": intervals,
         "trust_mask": {
@@ -288,6 +355,8 @@ def write_cards(results: dict, zoo: Path, command: str) -> None:
             "trusted_at_alpha_0.2_pointwise": round(tm["trusted_at_alpha_0.2_pointwise"], 4),
             "oracle_trusted_at_alpha_0.2_pointwise":
                 round(tm["oracle_at_alpha_0.2_pointwise"], 4),
+            "lattice": {k: (round(v, 4) if isinstance(v, float) else [round(u, 4) for u in v])
+                        for k, v in r["lattice"].items()},
         }
         write_informative(zoo / f"tem-sr4x-{head}", r["sha256"], informative)
 
@@ -309,9 +378,15 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--reference", type=Path, default=None)
+    parser.add_argument("--spread-sigma", type=float, default=None,
+                        help="run each bundle's weights with this SRNet2d spread_sigma (output "
+                        "pixels; not with --write-cards)")
     parser.add_argument("--write-cards", action="store_true",
                         help="write the figures into each bundle's card and README")
     args = parser.parse_args(argv)
+    if args.spread_sigma is not None and args.write_cards:
+        parser.error("--spread-sigma measures weights under kwargs their bundles do not hold: "
+                     "it cannot --write-cards")
     torch.set_num_threads(args.threads)
     hr = load_em_drosophila(stack=1, slices=list(HELD_OUT))["raw"]
     results = {"held_out": "em_drosophila_vnc stack1 slices 14-19", "tile": TILE,
@@ -320,10 +395,14 @@ def main(argv=None) -> int:
     for head in args.heads:
         name = f"tem-sr4x-{head}"
         model = load_model(args.zoo / name if args.zoo else name)
+        sha256 = model.sha256  # of the weights: the same with or without --spread-sigma
+        if args.spread_sigma is not None:
+            model = with_spread_sigma(model, args.spread_sigma)
         t0 = time.perf_counter()
         r = measure_head(model, hr, splits=args.splits, curve_splits=args.curve_splits)
         r["seconds"] = round(time.perf_counter() - t0, 1)
-        r["sha256"] = model.sha256
+        r["sha256"] = sha256
+        r["spread_sigma"] = model.network.config.get("spread_sigma", 0.0)
         results["heads"][head] = r
         q, iv, tm = r["quality"], r["intervals"], r["trust_mask"]
         print(f"{name}: PSNR {q['model_psnr_db']:.2f} dB (bicubic {q['bicubic_psnr_db']:.2f}, "
@@ -334,7 +413,9 @@ def main(argv=None) -> int:
               f"{[round(v, 3) for v in iv['quartile_risk']]} (ratio "
               f"{iv['quartile_risk_ratio']:.2f}); trusted at alpha 0.2 "
               f"{100 * tm['trusted_at_alpha_0.2_pointwise']:.1f}% (oracle "
-              f"{100 * tm['oracle_at_alpha_0.2_pointwise']:.1f}%) [{r['seconds']} s]",
+              f"{100 * tm['oracle_at_alpha_0.2_pointwise']:.1f}%); lattice: width "
+              f"{r['lattice']['width_phase_ratio']:.3f}, error "
+              f"{r['lattice']['abs_error_phase_ratio']:.3f} [{r['seconds']} s]",
               flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")

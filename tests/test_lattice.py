@@ -23,7 +23,11 @@ from napari_im2im_uq.models._spec import check_kwargs
 from napari_im2im_uq.models._srnet import SRNet2d, spread_reach
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_zoo_informative import phase_means, phase_ratio  # noqa: E402
+from bench_zoo_informative import (  # noqa: E402
+    phase_means,
+    phase_ratio,
+    with_spread_sigma,
+)
 
 ZOO_SR = ("quantile", "residual", "gaussian", "softmax")
 
@@ -49,17 +53,6 @@ def _gaussian_reference(a: np.ndarray, sigma: float) -> np.ndarray:
         for dx in range(2 * r + 1):
             out += kernel[dy, dx] * padded[:, dy : dy + h, dx : dx + w]
     return out
-
-
-def _with_sigma(model: Im2ImModel, sigma: float) -> Im2ImModel:
-    """The same weights, with ``spread_sigma`` set (and the halo it needs)."""
-    spec = dict(model.spec)
-    kwargs = {k: v for k, v in spec["kwargs"].items() if k != "spread_sigma"}
-    net = SRNet2d(**kwargs, **({"spread_sigma": sigma} if sigma > 0 else {}))
-    net.load_state_dict(model.network.state_dict())
-    spec.update(kwargs=dict(net.config), halo=net.halo)
-    spec.pop("sha256", None)
-    return Im2ImModel(net.eval(), spec)
 
 
 def _shuffled(net, x):
@@ -193,7 +186,7 @@ def test_on_the_demo_sample_the_smoothing_removes_the_width_lattice(head, sample
     softmax head's is read from the same, smoothed, bins)."""
     low, truth = sample
     base = load_model(f"tem-sr4x-{head}")
-    plain, smooth = _with_sigma(base, 0.0), _with_sigma(base, 1.5)
+    plain, smooth = with_spread_sigma(base, 0.0), with_spread_sigma(base, 1.5)
     a, b = plain(low[:, None], batch_size=1), smooth(low[:, None], batch_size=1)
     err = np.abs(a["prediction"][:, 0] - truth)
     bound = phase_ratio(err) + LATTICE_TOLERANCE
