@@ -218,7 +218,9 @@ def model_card_markdown(spec: dict[str, Any]) -> str:
             f"`{training.get('augmentation')}`, seed {training.get('seed')}",
             f"- loss options: {training.get('loss_options')}",
             f"- wall time: {training.get('wall_time_s')} s of training on "
-            f"{training.get('machine')} (nice'd, shared); torch {training.get('torch')}",
+            f"{training.get('machine')}"
+            + (f", {training['threads']} torch thread(s)" if training.get("threads") else "")
+            + f" (nice'd, shared); torch {training.get('torch')}",
         ]
         if isinstance(training.get("validation"), dict):  # the zoo recipes' learning curve
             lines += _curve_lines(training["validation"])

@@ -119,6 +119,9 @@ _SR_STEPS = 4000
 _SR = {"batch_size": 8, "patch": 48, "lr": 1e-3, "degradation": TEM_DEGRADATION,
        "validate_every": 200}
 
+# Sized for about 30 minutes on one thread of the 2-core CPU shared by 5 jobs (1-2 s a step).
+SEG_STEPS, SEG_PATCH = 1500, 128
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -150,7 +153,7 @@ RECIPES: dict[str, Recipe] = {
             "tem-membrane-seg", "tem-seg", "segmentation",
             "Membrane vs rest segmentation of ssTEM (Drosophila VNC).",
             {"depth": 3, "base_channels": 16, "norm": "batch", "n_classes": 2},
-            steps=350, batch_size=4, patch=96,
+            steps=SEG_STEPS, batch_size=4, patch=SEG_PATCH, validate_every=100,
         ),
         Recipe(
             "qpi-dpc-quantile", "qpi", "quantile",
