@@ -83,6 +83,14 @@ def test_validation_batches_name_bad_arguments(kwargs, match):
         _validation_batches(np.zeros((64, 64), np.float32), **kwargs)
 
 
+def test_real_data_recipes_validate_except_the_mask_network():
+    for name, recipe in RECIPES.items():
+        expected = recipe.real_data and recipe.task != "tem-mask" and (
+            recipe.task != "tem-sr" or recipe.degradation is not None
+        )
+        assert bool(recipe.validate_every) == expected, name
+
+
 def _fake_qpi(rows=384):
     """QPI data whose phase holds its column index (so a patch tells where it came from)."""
     rng = np.random.default_rng(0)

@@ -119,7 +119,8 @@ _SR_STEPS = 4000
 _SR = {"batch_size": 8, "patch": 48, "lr": 1e-3, "degradation": TEM_DEGRADATION,
        "validate_every": 200}
 
-# Sized for about 30 minutes on one thread of the 2-core CPU shared by 5 jobs (1-2 s a step).
+# Sized for about 30 minutes each on one thread of the 2-core CPU shared by 5 jobs (1-2 s a step).
+QPI_STEPS, QPI_PATCH = 1800, 128
 SEG_STEPS, SEG_PATCH = 1500, 128
 
 RECIPES: dict[str, Recipe] = {
@@ -159,9 +160,9 @@ RECIPES: dict[str, Recipe] = {
             "qpi-dpc-quantile", "qpi", "quantile",
             "Quantitative phase from two opposite oblique-illumination DPC images (top, bottom) "
             "and their two-image Tikhonov phase, with pixel-wise 5% and 95% quantiles.",
-            {"depth": 3, "base_channels": 16, "norm": "batch", "in_channels": 3},
-            steps=2000, batch_size=4, patch=96, augment="cols",
-            loss_options={"quantiles": [0.05, 0.95], "point_loss": "l2"},
+            {"depth": 4, "base_channels": 16, "norm": "batch", "in_channels": 3},
+            steps=QPI_STEPS, batch_size=4, patch=QPI_PATCH, augment="cols", lr=1e-3,
+            validate_every=100, loss_options={"quantiles": [0.05, 0.95], "point_loss": "l1"},
         ),
         Recipe(
             "tem-sr4x-mask", "tem-mask", "mask",
