@@ -375,12 +375,14 @@ def write_informative(folder: Path, sha256: str, informative: dict) -> None:
     """
     from napari_im2im_uq.training._card import model_card_markdown
 
-    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    text = (folder / "model.json").read_text(encoding="utf-8")
+    spec = json.loads(text)
     if spec["sha256"] != sha256:
         raise ValueError(f"the figures were measured on weights {sha256}; {folder} holds "
                          f"{spec['sha256']}")
     spec["card"]["informative"] = informative
-    (folder / "model.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    end = "\n" if text.endswith("\n") else ""  # the file's own ending kept
+    (folder / "model.json").write_text(json.dumps(spec, indent=2) + end, encoding="utf-8")
     (folder / "README.md").write_text(model_card_markdown(spec), encoding="utf-8")
 
 
