@@ -192,7 +192,10 @@ def set_figures(scores: np.ndarray, labels: np.ndarray, *, splits: int, alpha: f
 def _predict(model, image, *, axes: str) -> dict[str, np.ndarray]:
     """The model's outputs over ``image`` through the plugin's tiled inference, by output.
 
-    The lazy outputs (what napari shows of a large image) computed together by dask.
+    The lazy outputs (what napari shows of a large image) computed together by dask: with the
+    retrained qpi-dpc-quantile (halo 107: 3 x 3 blocks on the 2000 x 2000 field, two waves
+    of the executor) ``output="memory"`` raises a TypeError in ``inference._executor``; the
+    previous bundle (2 x 2 blocks) and the lazy path do not.
     """
     import dask
 
