@@ -1,20 +1,32 @@
 """Benchmarks of napari_im2im_uq.inference (a script, not a test).
 
-0. ``zoo``: zoo models (tem-sr4x-quantile, an SRNet with a halo of 19; tem-membrane-seg, a
-   U-Net with a halo of 51) on one 1024 x 1024 plane, in one run: ours at the default tiles
-   vs the bare forward pass (``predict_tensor`` on the whole plane, no halo; and the same
-   network in channels-last layout, to show where the gain comes from) vs MONAI's
-   ``sliding_window_inference`` over the same windows. Each row gives its largest difference
-   to the untiled model (mirror-padded by the halo: ours is exact to float32 rounding; MONAI
-   blends window edges and pads with zeros, so it is not) and the peak RSS of one run in a
-   fresh process. Targets: ours >= 0.85x bare, >= 1.0x MONAI. Measured (2 shared cores,
-   load 4-5, ``--only zoo --repeats 2``): SRNet, tiles 512: ours 9.8 s, 1.72x bare (16.9 s;
-   1.33x its channels-last network), 1.48x MONAI, max difference 9.5e-7 (bare and MONAI
-   0.46), peak 1.19 GB (bare 0.96 GB, MONAI 1.23 GB); U-Net, one tile of 1024: ours 1.56 s,
-   1.54x bare (2.40 s; 0.97x its channels-last network), 1.99x MONAI, 1.2e-7 (bare 0.14,
-   MONAI 0.65), peak 0.96 GB (bare 0.84 GB, MONAI 1.07 GB). No GPU was at hand when the
-   defaults were set: on CUDA the default tile is the largest in a 2 GiB estimate (U-Net 1584,
-   SRNet 1361), batch 4, float16, contiguous layout (channels-last is used on the CPU only).
+0. ``zoo``: zoo models (tem-sr4x-quantile, an SRNet; tem-membrane-seg, a U-Net with a halo
+   of 51) on one 1024 x 1024 plane, in one run, interleaved: ours at the default tiles vs
+   the bare forward pass (the user's network as it is, ``predict_tensor(fold=False)``:
+   batch norm not folded, whole plane, no halo: the issue's baseline) vs the untiled pass
+   whose output ours equals (``model(plane)``: the plane mirrored by the halo, through the
+   inference copy that every prediction runs, ``models/_fold.py``: batch norm folded into
+   the convolutions, transposed and 1 x 1 convolutions as matrix products, max-pool as
+   strided maxima) vs MONAI's ``sliding_window_inference`` over the same windows with the
+   user's network (what a MONAI user runs) and with the folded copy (an equal network).
+   Each row gives its largest difference to ``model(plane)`` (ours: 0; the bare pass and
+   MONAI pad with zeros, MONAI blends window edges) and the peak RSS of one run in a fresh
+   process. Targets: ours >= 0.85x bare, >= 1.0x MONAI. Measured (2 cores shared with four
+   other engineers' jobs, load average 3-10 (1 min), 4.5-10 (5 min);
+   ``nice -n 0 python benchmarks/bench_inference.py --only zoo --side 1024 --repeats 2``,
+   two runs 13 min apart): U-Net, one tile of 1024: ours 2.82 / 2.63 s: **1.13x / 0.99x
+   bare** (3.19 / 2.60 s), 0.92x / 0.88x the untiled pass (2.60 / 2.32 s), **1.34x / 1.82x
+   MONAI** (3.78 / 4.79 s), 1.17x / 1.25x MONAI on the folded copy (3.30 / 3.28 s); max
+   difference 0 (bare 0.77, MONAI 0.92); peak 1.04 / 1.04 GB (bare 0.85 / 0.83, untiled
+   1.03 / 0.92, MONAI 1.09 / 1.14). SRNet, tiles 512 (nothing to fold but the copy): ours
+   18.6 / 15.4 s, 1.29x / 1.23x bare, 1.21x / 1.59x untiled, 1.62x / 1.18x MONAI, 1.60x /
+   1.73x MONAI folded, difference 0; peak 1.13 / 1.63 GB (bare 0.96 / 2.89). (The SRNet
+   bundle changed between the runs: halo 19 then 21, its spread smoothing.) Before the
+   folded copy (session 5): U-Net 0.76x bare, 0.93x MONAI. Measured as a lead, not made
+   the default: tiles of 512 run the U-Net plane in 1.90 s against 2.56 s for one tile of
+   1024 (2 threads; 1.87 vs 2.25 CPU s on one thread): cache effects outweigh the larger
+   halo. On CUDA the default tile is the largest in a 2 GiB estimate (U-Net 1584, SRNet
+   1361), batch 4, float16; no GPU was at hand.
 1. Throughput of tiled lazy inference (``predict`` + ``dask.compute``) against the bare forward
    pass of the same model on the same pixels (``Im2ImModel.predict_tensor`` on whole planes,
    no halo, no tiling). Target: >= 0.85x.
@@ -97,8 +109,8 @@ def bench_throughput(depth, base, shape, tiles, repeats, with_monai):
     default = default_tile_side(model, "cpu")
     tiles = [default if t == "default" else int(t) for t in tiles]
 
-    def bare():
-        return [model.predict_tensor(torch.from_numpy(p[None, None])) for p in image]
+    def bare():  # the user's network as it is (see bench_zoo)
+        return [model.predict_tensor(torch.from_numpy(p[None, None]), fold=False) for p in image]
 
     def ours(tile):
         out = predict(model, image, axes="ZYX", tile_shape=(tile, tile), device="cpu")
@@ -142,7 +154,8 @@ def bench_throughput(depth, base, shape, tiles, repeats, with_monai):
                 x = torch.from_numpy(image[:, None])
                 with torch.no_grad():
                     return sliding_window_inference(
-                        x, (roi, roi), 1, model.predict_tensor, overlap=overlap, mode="constant"
+                        x, (roi, roi), 1, lambda w: model.predict_tensor(w, fold=False),
+                        overlap=overlap, mode="constant",
                     )
 
             t_m, res = _best(monai, repeats)
@@ -168,9 +181,7 @@ def bench_throughput(depth, base, shape, tiles, repeats, with_monai):
 
 
 def _zoo_runners(name: str, shape):
-    """The zoo model ``name`` and its runs on one random image: bare, bare channels-last, ours."""
-    import copy
-
+    """The zoo model ``name`` and its runs on one random image (see :func:`bench_zoo`)."""
     import dask
     import torch
 
@@ -181,34 +192,40 @@ def _zoo_runners(name: str, shape):
     model = load_cached(name)
     image = np.random.default_rng(0).random(shape, dtype=np.float32)
     tile = _default_tile(model, shape[1], shape[2], None, "cpu")
-    cl_net = copy.deepcopy(model.network).to(memory_format=torch.channels_last)
-    cl_model = type(model)(cl_net, model.spec)
 
-    def bare():
-        return [model.predict_tensor(torch.from_numpy(p[None, None])) for p in image]
+    def bare():  # the user's network as it is (fold=False), whole plane, no halo
+        return [model.predict_tensor(torch.from_numpy(p[None, None]), fold=False)
+                for p in image]
 
-    def bare_cl():
-        return [cl_model.predict_tensor(torch.from_numpy(p[None, None])) for p in image]
+    def untiled():  # model(plane): mirrored by the halo, the network ours runs
+        return model(image[:, None])
 
     def ours():
         return dask.compute(predict(model, image, axes="ZYX", device="cpu"))[0]
 
-    return model, image, tile, {"bare": bare, "bare_cl": bare_cl, "ours": ours}
+    return model, image, tile, {"bare": bare, "untiled": untiled, "ours": ours}
 
 
-def _monai_runner(model, image, tile):
-    """MONAI over the same windows as ours (tile + halo, step = tile), blended as MONAI does."""
+def _monai_runner(model, image, tile, *, fold: bool = False):
+    """MONAI over the same windows as ours (tile + halo, step = tile), blended as MONAI does.
+
+    ``fold=False``: MONAI runs the user's network as it is (what a MONAI user runs);
+    ``fold=True``: the inference copy ours runs (batch norm folded), for an equal network.
+    """
+    import functools
+
     import torch
     from monai.inferers import sliding_window_inference
 
     div, halo = model.divisor, model.halo
     roi = tuple(-(-(t + 2 * halo) // div) * div for t in tile)
     overlap = tuple(1.0 - (t + 0.5) / r for t, r in zip(tile, roi, strict=True))
+    predictor = functools.partial(model.predict_tensor, fold=fold)
 
     def monai():
         x = torch.from_numpy(image[:, None])
         with torch.no_grad():
-            return sliding_window_inference(x, roi, 1, model.predict_tensor, overlap=overlap,
+            return sliding_window_inference(x, roi, 1, predictor, overlap=overlap,
                                             mode="constant")
 
     return roi, monai
@@ -220,8 +237,8 @@ def zoo_peak_child(name: str, method: str, side: int) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     model, image, tile, runs = _zoo_runners(name, (1, side, side))
-    if method == "monai":
-        runs["monai"] = _monai_runner(model, image, tile)[1]
+    if method.startswith("monai"):
+        runs[method] = _monai_runner(model, image, tile, fold=method == "monai_folded")[1]
     base = _vm_hwm_kib()
     runs[method]()
     return {"method": method, "peak_before_mb": base / 1024, "peak_rss_mb": _vm_hwm_kib() / 1024}
@@ -230,10 +247,14 @@ def zoo_peak_child(name: str, method: str, side: int) -> dict:
 def bench_zoo(name: str, side: int, repeats: int, with_monai: bool) -> dict:
     """Ours (default tiles) vs the bare forward pass vs MONAI on a zoo model, one plane.
 
-    Runs are interleaved (bare, bare channels-last, ours, MONAI; ``repeats`` rounds, best
-    of each): the machine's load changes all of them alike. Exactness: the largest
-    difference to the untiled model (``model(image)``, mirror-padded by the halo), the
-    reference ours is tested against; the bare pass is the same network without the halo.
+    Runs are interleaved (bare, untiled, ours, MONAI, MONAI folded; ``repeats`` rounds,
+    best of each): the machine's load changes all of them alike. "bare" is the user's
+    network as it is (``predict_tensor(fold=False)``: batch norm not folded) on the whole
+    plane with no halo: the issue's baseline. "untiled" is ``model(image)``: the plane
+    mirrored by the halo through the network ours runs (batch norm folded), the untiled pass
+    whose output ours equals. MONAI runs the user's network (what a MONAI user runs), and
+    again the folded one (an equal network). Exactness: the largest difference to
+    ``model(image)``.
     """
     import torch
 
@@ -242,9 +263,10 @@ def bench_zoo(name: str, side: int, repeats: int, with_monai: bool) -> dict:
     roi = None
     if with_monai:
         roi, runs["monai"] = _monai_runner(model, image, tile)
+        runs["monai_folded"] = _monai_runner(model, image, tile, fold=True)[1]
     best = {k: float("inf") for k in runs}
     results = {}
-    for k, fn in runs.items():  # warm-up (first-call allocations, the channels-last copy)
+    for k, fn in runs.items():  # warm-up (first-call allocations, the folded copy)
         results[k] = fn()
     for _ in range(repeats):
         for k, fn in runs.items():
@@ -256,9 +278,9 @@ def bench_zoo(name: str, side: int, repeats: int, with_monai: bool) -> dict:
 
     def diff(k):
         out = results[k]
-        if k == "ours":
+        if k in ("ours", "untiled"):
             got = {n: np.asarray(out[n]).reshape(untiled[n].shape) for n in names}
-        elif k == "monai":
+        elif k.startswith("monai"):
             got = {n: out[n].numpy() for n in names}
         else:
             got = {n: np.concatenate([r[n].numpy() for r in out]) for n in names}
@@ -270,15 +292,16 @@ def bench_zoo(name: str, side: int, repeats: int, with_monai: bool) -> dict:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         peaks[method] = json.loads(out.stdout.strip().splitlines()[-1])
     labels = {"bare": "bare forward (whole plane, no halo)",
-              "bare_cl": "bare forward, channels-last network",
+              "untiled": "untiled: plane mirrored by the halo",
               "ours": "predict (dask, default tiles)",
-              "monai": "MONAI sliding_window_inference"}
+              "monai": "MONAI sliding_window_inference",
+              "monai_folded": "MONAI, folded network"}
     rows = []
     for k in runs:
         rows.append({
             "method": labels[k],
-            "tile": {"ours": f"{tile[0]}x{tile[1]}", "monai": f"{roi[0]} window" if roi else None}
-            .get(k),
+            "tile": {"ours": f"{tile[0]}x{tile[1]}", "monai": f"{roi[0]} window" if roi else None,
+                     "monai_folded": f"{roi[0]} window" if roi else None}.get(k),
             "seconds": best[k],
             "mpx_per_s": image.size / best[k] / 1e6,
             "ours_vs_this": best[k] / best["ours"],
