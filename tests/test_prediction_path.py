@@ -123,3 +123,19 @@ def test_a_bad_derived_channel_declaration_is_refused(tmp_path, derived, match):
     (folder / "model.json").write_text(json.dumps(spec))
     with pytest.raises(BundleError, match=match):
         load_model(folder)
+
+
+def test_derived_channels_over_several_waves_equal_one_tile():
+    """More blocks than the executor's first wave (8): later waves still find the derived
+    (whole-field) channel's tasks; they were once left in a task as a literal key (TypeError
+    on the real QPI field with 3 x 3 blocks)."""
+    from napari_im2im_uq import api
+
+    model = load_model("qpi-dpc-quantile")
+    images = np.random.default_rng(1).uniform(0.3, 0.7, (2, 96, 96)).astype(np.float32)
+    many = api.predict(model, images, axes="CYX", output="memory", tile_shape=(24, 24))
+    one = api.predict(model, images, axes="CYX", output="memory", tile_shape=(96, 96))
+    assert len(many) == len(one) == 3
+    for (a, kw, _), (b, _, _) in zip(many, one, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5,
+                                   err_msg=kw["name"])

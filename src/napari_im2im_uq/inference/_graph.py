@@ -153,7 +153,11 @@ class _GraphKeys:
     """``key in`` every key of a graph, told by names for layers that are rules."""
 
     def __init__(self, graph: HighLevelGraph):
-        self.rules = {n for n, layer in graph.layers.items() if not layer.is_materialized()}
+        # By type, not by ``is_materialized()``: a rule (Blockwise) that something has looked
+        # into keeps its rule's type but reports itself materialized, and its keys would then
+        # be unknown here, left in a task as literal tuples instead of its results.
+        self.rules = {n for n, layer in graph.layers.items()
+                      if not isinstance(layer, MaterializedLayer)}
         self.rules |= {h for layer in graph.layers.values() if isinstance(layer, BlockLayer)
                        for h in layer.helpers}
         self.tables = [layer.mapping for layer in graph.layers.values()
