@@ -263,12 +263,10 @@ def with_spread_sigma(model, sigma: float):
     21
     """
     from napari_im2im_uq.models import Im2ImModel
-    from napari_im2im_uq.models._srnet import SRNet2d
+    from napari_im2im_uq.models._srnet import with_spread_sigma as smoothed
 
     spec = dict(model.spec)
-    kwargs = {k: v for k, v in spec["kwargs"].items() if k != "spread_sigma"}
-    net = SRNet2d(**kwargs, **({"spread_sigma": float(sigma)} if sigma > 0 else {}))
-    net.load_state_dict(model.network.state_dict())
+    net = smoothed(model.network, sigma)
     spec.update(kwargs=dict(net.config), halo=net.halo)
     spec.pop("sha256", None)
     return Im2ImModel(net.eval(), spec)

@@ -192,3 +192,32 @@ def test_qpi_recipe_card_shows_both_curves_after_a_resume(monkeypatch, tmp_path)
     readme = model_card_markdown(spec)
     assert "| step | training loss | validation loss |" in readme
     assert "validation on columns [800, 1000]" in readme
+
+
+def test_a_recipe_with_spread_sigma_ships_it_on_the_trained_weights(monkeypatch, tmp_path):
+    """Training runs without the smoothing; the saved bundle carries it (kwargs and halo),
+    the card's training network is what was trained, and the weights are the trained ones."""
+    from napari_im2im_uq.models import load_model
+
+    tiny = dataclasses.replace(
+        RECIPES["synthetic-sr4x-quantile"],
+        network={"architecture": "srnet2d", "channels": 4, "n_blocks": 1, "scale_factor": 4},
+        spread_sigma=1.5,
+    )
+    monkeypatch.setitem(RECIPES, "synthetic-sr4x-quantile", tiny)
+    path = run_to_end(_recipes.run_recipe("synthetic-sr4x-quantile", output=tmp_path / "m",
+                                          steps=3, checkpoint_dir=tmp_path / "c",
+                                          evaluate=False))
+    model = load_model(path)
+    spec = json.loads((path / "model.json").read_text())
+    assert spec["kwargs"]["spread_sigma"] == 1.5 and model.network.config["spread_sigma"] == 1.5
+    assert spec["halo"] == model.network.halo == 5 + 2
+    assert "spread_sigma" not in spec["card"]["training"]["network"]
+    plain = dataclasses.replace(tiny, spread_sigma=0.0)
+    monkeypatch.setitem(RECIPES, "synthetic-sr4x-quantile", plain)
+    path0 = run_to_end(_recipes.run_recipe("synthetic-sr4x-quantile", output=tmp_path / "p",
+                                           steps=3, checkpoint_dir=tmp_path / "c0",
+                                           evaluate=False))
+    same = load_model(path0).network.state_dict()
+    for key, value in model.network.state_dict().items():
+        assert torch.equal(value, same[key]), key

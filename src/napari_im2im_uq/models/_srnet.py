@@ -16,7 +16,8 @@ from torch import nn
 
 from .._validation import check_int
 
-__all__ = ["MAX_SPREAD_SIGMA", "SKIPS", "SRNet2d", "spread_reach", "srnet_parameter_count"]
+__all__ = ["MAX_SPREAD_SIGMA", "SKIPS", "SRNet2d", "spread_reach", "srnet_parameter_count",
+           "with_spread_sigma"]
 
 #: What the global skip adds: the bicubic up-sampled input to the point channel (0), a
 #: Gaussian prior centred on it to the logits of K intensity bins, or nothing.
@@ -254,6 +255,28 @@ def _smooth_softplus(raw: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     inverse = torch.where(y < 0.01, torch.log(small) + 0.5 * small,
                           large + torch.log(1.0 - torch.exp(-large)))
     return inverse.to(raw.dtype)
+
+
+def with_spread_sigma(network: SRNet2d, spread_sigma: float) -> SRNet2d:
+    """Return a new :class:`SRNet2d` with ``network``'s weights and ``spread_sigma`` (0: none).
+
+    The smoothing holds no weights, so trained weights take it on unchanged; ``network`` is
+    not modified. Its halo follows.
+
+    Examples
+    --------
+    >>> net = SRNet2d(out_channels=3, channels=4, n_blocks=1, scale_factor=4)
+    >>> with_spread_sigma(net, 1.5).halo - net.halo  # reach 5 output pixels: 2 input pixels
+    2
+    """
+    if not isinstance(network, SRNet2d):
+        raise TypeError(f"network must be an SRNet2d; got {type(network).__name__}")
+    kwargs = {k: v for k, v in network.config.items() if k != "spread_sigma"}
+    if spread_sigma > 0:
+        kwargs["spread_sigma"] = float(spread_sigma)
+    out = SRNet2d(**kwargs)
+    out.load_state_dict(network.state_dict())
+    return out.train(network.training)
 
 
 def srnet_parameter_count(kwargs: dict) -> tuple[int, int]:
