@@ -85,7 +85,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_zoo_informative import ALPHA, DELTA, TILE, _interval_split, _tiles, write_informative
+from bench_zoo_informative import (  # noqa: E402
+    ALPHA,
+    DELTA,
+    TILE,
+    _tiles,
+    interval_figures,
+    write_informative,
+)
 
 QPI = "qpi-dpc-quantile"
 SEG = "tem-membrane-seg"
@@ -93,54 +100,6 @@ QPI_COLS = (1000, 2000)
 SEG_SLICES = tuple(range(14, 20))
 SEG_ALPHA = 0.05
 SEG_RULES = ("crc", "rcps")
-
-
-def _crop_to_tiles(a: np.ndarray) -> np.ndarray:
-    """Crop the last two axes of (n, H, W) to multiples of the tile side."""
-    h, w = (a.shape[-2] // TILE) * TILE, (a.shape[-1] // TILE) * TILE
-    return a[..., :h, :w]
-
-
-def interval_figures(arrays: dict[str, np.ndarray], *, splits: int, seed: int = 0) -> dict:
-    """Calibrated width vs constant width, risk and size-stratified risk over random halves.
-
-    ``arrays`` holds ``prediction``, ``lower``, ``upper`` and ``truth`` of shape
-    (n, rows, columns) (cropped to whole 64 x 64 tiles); each split calibrates RCPS-HB at
-    alpha = delta = 0.1 on a random half of the tiles and measures on the other half.
-    """
-    from scipy.stats import spearmanr
-
-    a = {k: _crop_to_tiles(np.asarray(v, np.float32)) for k, v in arrays.items()}
-    width = a["upper"] - a["lower"]
-    err = np.abs(a["prediction"] - a["truth"])
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(err.size, size=min(err.size, 2_000_000), replace=False)
-    rho = float(spearmanr(width.ravel()[pick], err.ravel()[pick]).statistic)
-    t = {k: _tiles(v) for k, v in a.items()}
-    n = len(t["prediction"])
-    rows = []
-    for i in range(splits):
-        perm = np.random.default_rng([seed, i]).permutation(n)
-        rows.append(_interval_split(t, perm[: n // 2], perm[n // 2:]))
-    wid = np.array([r["width"] for r in rows])
-    cw = np.array([r["constant_width"] for r in rows])
-    qr = np.array([r["quartile_risk"] for r in rows])
-    ratio = np.nanmax(qr, axis=1) / np.maximum(np.nanmin(qr, axis=1), 1e-12)
-    return {
-        "tiles": n,
-        "spearman_width_abs_error": rho,
-        "lam_mean": float(np.mean([r["lam"] for r in rows])),
-        "calibrated_width": float(wid.mean()),
-        "constant_width": float(cw.mean()),
-        "narrower_than_constant": float(1 - wid.mean() / cw.mean()),
-        "narrower_than_constant_std_over_splits": float(np.std(1 - wid / cw)),
-        "test_risk": float(np.mean([r["risk"] for r in rows])),
-        "constant_test_risk": float(np.mean([r["constant_risk"] for r in rows])),
-        "risk_above_alpha_fraction": float(np.mean([r["risk"] > ALPHA for r in rows])),
-        "quartile_risk": [float(v) for v in qr.mean(axis=0)],
-        "quartile_risk_ratio": float(ratio.mean()),
-        "quartile_risk_ratio_max": float(ratio.max()),
-    }
 
 
 def set_figures(scores: np.ndarray, labels: np.ndarray, *, splits: int, alpha: float = SEG_ALPHA,
