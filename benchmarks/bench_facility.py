@@ -33,20 +33,18 @@ as a bundle so workers load it by path): the run measures the pipeline (planning
 resuming, reading, writing, memory), not a model's quality, and ``tem-sr4x-quantile`` would
 take minutes a block on two shared cores.
 
-Measured (``nice python benchmarks/bench_facility.py --json ...``, 2 CPU cores shared with
-other jobs, load ~5; 1 / 10 / 100 GB = 3,840 / 38,016 / 381,312 blocks): first block written
-0.45 / 0.70 / 0.50 s after the call; after the resume 2.28 / 3.64 / 1.27 s; workers' peak
-424 / 422 / 423 MB; calibration (200 tiles) 2.0 / 3.5 / 2.7 s and ``apply_record``'s planning
-0.40 / 0.07 / 0.05 s (before: 24.6 / 32.9 / 40.4 s and 1.7 / 11.5 / 34.1 s: the products'
-contrast limits ran dask's graph optimisation over every chunk; now only the sampled chunks'
-tasks are built, ``workflows._chunks``); client peak 577 / 646 / 826 MB (before 610 / 679 /
-1279), of which prediction and resume are flat (~640 MB at 10 and 100 GB, carried over) and the
-calibration's tile cut still grows (458 / 646 / 826 MB): ``tiles.cut_many`` computes the tiles
-with ``dask.compute``, which optimises the whole graph. The same run with ``cut_many`` reading
-lazy arrays through ``workflows._chunks.TileReader`` (measured by patching it in): calibration
-1.7 / 1.2 / 0.6 s, its phase peak 531 / 636 / 630 MB, client peak 585 / 636 / 692 MB (the rest
-is this script's in-memory comparison). Outputs and calibrated products on the compared blocks
-equal the in-memory path exactly (difference 0).
+Measured (``python benchmarks/bench_facility.py --json ...``, each size in a fresh process, on
+the 2-core machine with little else running, 2026-12-02; 1 / 10 / 100 GB = 3,840 / 38,016 /
+381,312 blocks): first block written 0.44 / 0.53 / 0.62 s after the call; after the resume
+0.93 / 0.97 / 1.13 s; calibration (200 tiles) 1.6 / 1.5 / 1.6 s; ``apply_record``'s planning
+0.04 / 0.04 / 0.06 s; workers' peak 417 / 419 / 429 MB; the client's peak by phase: predict
+357 / 357 / 358 MB, resume 363 / 362 / 365, calibrate 529 / 549 / 527, apply 522 / 530 / 528,
+then this script's in-memory comparison 668 / 684 / 740 (the whole client peak). Outputs and
+calibrated products on the compared blocks equal the in-memory path exactly (difference 0).
+The same run under a load average of 10 (five other jobs on the two cores): first block 4.1 /
+4.3 / 1.8 s, client 676 / 654 / 677 MB, workers 431 / 430 / 426 MB. Before the planning and
+reading rewrites of issue 14 (one process for all sizes): calibration 24.6 / 32.9 / 40.4 s,
+planning 1.7 / 11.5 / 34.1 s, client 610 / 679 / 1279 MB.
 
 Usage::
 
