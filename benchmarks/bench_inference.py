@@ -25,7 +25,11 @@
    folded copy (session 5): U-Net 0.76x bare, 0.93x MONAI. Measured as a lead, not made
    the default: tiles of 512 run the U-Net plane in 1.90 s against 2.56 s for one tile of
    1024 (2 threads; 1.87 vs 2.25 CPU s on one thread): cache effects outweigh the larger
-   halo. On CUDA the default tile is the largest in a 2 GiB estimate (U-Net 1584, SRNet
+   halo. A third run (2026-12-02 01:35, little else running, after the spread smoothing
+   became a sum of shifted copies): U-Net 1.33 s, 1.11x bare, 1.19x untiled, 1.47x MONAI
+   (1.22x folded), peak 1.04 GB (bare 0.84); SRNet (halo 21) 7.28 s, 0.96x bare, 1.36x
+   untiled, 1.21x MONAI (1.00x folded), peak 1.22 GB (bare 1.51). On CUDA the default tile
+   is the largest in a 2 GiB estimate (U-Net 1584, SRNet
    1361), batch 4, float16; no GPU was at hand.
 1. Throughput of tiled lazy inference (``predict`` + ``dask.compute``) against the bare forward
    pass of the same model on the same pixels (``Im2ImModel.predict_tensor`` on whole planes,
