@@ -208,7 +208,9 @@ def _pair(name, rng):
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 @pytest.mark.parametrize("name", list_models())
 def test_every_zoo_model_round_trips_with_the_same_predictions(name, fmt, tmp_path):
-    """TorchScript: identical to the bit; ONNX (its own kernels): within 1e-5 (measured 2.4e-6)."""
+    """Within 1e-5: the package runs the network as exported (TorchScript) or its own kernels
+    (ONNX, measured 2.4e-6); the plugin runs a folded copy of the network (batch norm inside the
+    convolutions), equal to float rounding (measured 1.4e-6 on the QPI U-Net)."""
     clear_cache_()
     original = api.load_model(name)
     pkg = api.export_bioimageio(name, tmp_path / f"{name}.zip", weight_format=fmt)
@@ -230,10 +232,7 @@ def test_every_zoo_model_round_trips_with_the_same_predictions(name, fmt, tmp_pa
     full = np.asarray(full)
     want, got = original(full, **kwargs), model(full, **kwargs)
     for key in original.output_names:
-        if fmt == "torchscript":
-            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-        else:
-            np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
     tiled = tiled_predict(model, x, axes=axes, tile_shape=(24, 24), device="cpu",
                           **({"prediction": kwargs["prediction"]} if kwargs else {}))
     for key in original.output_names:

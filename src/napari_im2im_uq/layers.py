@@ -412,7 +412,7 @@ def product_style(role: str, data, limits=None, *, read_chunks=None) -> dict:
     if role == "width":
         limits = _product_limits(data, read_chunks=read_chunks) or limits or (0.0, 1.0)
         return {"colormap": HEAT_COLORMAP, "contrast_limits": tuple(float(v) for v in limits),
-                "blending": "translucent", "opacity": 0.35}
+                "blending": "translucent", "opacity": 0.3}
     if role == "bound":
         lazy = (_product_limits(data, read_chunks=read_chunks) if _is_lazy(data)
                 else None)  # napari would read it all
