@@ -29,15 +29,11 @@ from bench_zoo_informative import (  # noqa: E402
     with_spread_sigma,
 )
 
+from test_inference import one_torch_thread  # noqa: E402, F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ZOO_SR = ("quantile", "residual", "gaussian", "softmax")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _gaussian_reference(a: np.ndarray, sigma: float) -> np.ndarray:

@@ -15,14 +15,9 @@ from napari_im2im_uq.training import _recipes  # noqa: E402
 from napari_im2im_uq.training._card import _LearningCurve, model_card_markdown  # noqa: E402
 from napari_im2im_uq.training._recipes import RECIPES, _sampler, _validation_batches  # noqa: E402
 from napari_im2im_uq.training._recipes_tem import TEM_DEGRADATION  # noqa: E402
+from test_inference import one_torch_thread  # noqa: E402, F401 (a fixture)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _reference_corners(shape, side, count):

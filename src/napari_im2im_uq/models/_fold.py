@@ -34,6 +34,16 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
+def _frozen(t: torch.Tensor) -> nn.Parameter:
+    """``t`` as a contiguous parameter without gradients (the copy is never trained)."""
+    return nn.Parameter(t.contiguous(), requires_grad=False)
+
+
+def _bias_of(layer: nn.Module, like: torch.Tensor) -> torch.Tensor:
+    """Return the layer's bias, or zeros shaped like ``like`` when it has none."""
+    return layer.bias.detach() if layer.bias is not None else torch.zeros_like(like)
+
+
 class _ShuffleUp(nn.Module):
     """A 2 x 2, stride-2 transposed convolution as one matrix product per image.
 
@@ -46,13 +56,8 @@ class _ShuffleUp(nn.Module):
         w = up.weight.detach()  # (c_in, c_out, 2, 2)
         c_in, c_out = w.shape[:2]
         self.c_out = int(c_out)
-        self.weight = nn.Parameter(
-            w.permute(1, 2, 3, 0).reshape(c_out * 4, c_in).contiguous(), requires_grad=False
-        )
-        bias = up.bias.detach() if up.bias is not None else torch.zeros_like(w[0, :, 0, 0])
-        self.bias = nn.Parameter(
-            bias.repeat_interleave(4).view(-1, 1).contiguous(), requires_grad=False
-        )
+        self.weight = _frozen(w.permute(1, 2, 3, 0).reshape(c_out * 4, c_in))
+        self.bias = _frozen(_bias_of(up, w[0, :, 0, 0]).repeat_interleave(4).view(-1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -76,10 +81,8 @@ class _Pointwise(nn.Module):
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         w = conv.weight.detach()
-        self.weight = nn.Parameter(w.reshape(w.shape[0], w.shape[1]).contiguous(),
-                                   requires_grad=False)
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(w[:, 0, 0, 0])
-        self.bias = nn.Parameter(bias.view(-1, 1).contiguous(), requires_grad=False)
+        self.weight = _frozen(w.reshape(w.shape[0], w.shape[1]))
+        self.bias = _frozen(_bias_of(conv, w[:, 0, 0, 0]).view(-1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -153,14 +156,14 @@ def _folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
     """Return ``conv`` with ``norm`` (eval mode) folded in: weights and bias in float64, rounded once."""
     dtype = conv.weight.dtype
     w = conv.weight.detach().double()
-    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(w[:, 0, 0, 0])
+    b = _bias_of(conv, w[:, 0, 0, 0]).double()
     mean, var = norm.running_mean.double(), norm.running_var.double()
     gamma = norm.weight.detach().double() if norm.weight is not None else torch.ones_like(mean)
     beta = norm.bias.detach().double() if norm.bias is not None else torch.zeros_like(mean)
     scale = gamma / torch.sqrt(var + norm.eps)
     out = copy.deepcopy(conv)
-    out.weight = nn.Parameter((w * scale.view(-1, 1, 1, 1)).to(dtype), requires_grad=False)
-    out.bias = nn.Parameter(((b - mean) * scale + beta).to(dtype), requires_grad=False)
+    out.weight = _frozen((w * scale.view(-1, 1, 1, 1)).to(dtype))
+    out.bias = _frozen(((b - mean) * scale + beta).to(dtype))
     return out
 
 
